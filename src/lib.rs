@@ -1,0 +1,10 @@
+//! sealtree: versioned, signed, verified operating-system deployments built
+//! on composefs images.
+
+pub mod compose;
+pub mod dumpfile;
+pub mod erofs;
+pub mod fsverity;
+pub mod objects;
+pub mod tree;
+pub mod walk;

@@ -1,0 +1,159 @@
+//! The object store: file contents named by their fs-verity digest in the
+//! composefs `XX/YYYY…` layout (what overlayfs' data-only lower layer and
+//! mkcomposefs' `--digest-store` use), each written once and never changed.
+//!
+//! New objects are written into a staging directory inside the store, made
+//! durable with one `syncfs`, and only then renamed into place, so a crash
+//! at any point leaves either no object or a complete one under each name.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+
+use crate::fsverity::{self, Digest, EnableOutcome};
+
+/// Prefix of staging directories; the store's owner may remove stale ones.
+pub const STAGING_PREFIX: &str = ".staging-";
+
+/// A directory of objects named by digest.
+#[derive(Clone, Debug)]
+pub struct ObjectStore {
+    root: PathBuf,
+}
+
+impl ObjectStore {
+    /// Open the store at `root`, creating the directory if needed.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<ObjectStore> {
+        let root = root.into();
+        fs::create_dir_all(&root)?;
+        Ok(ObjectStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the object with `digest` lives.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(crate::tree::object_path(digest))
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest).symlink_metadata().is_ok()
+    }
+
+    /// Begin adding objects; nothing is visible until [`Staging::commit`].
+    pub fn staging(&self) -> io::Result<Staging<'_>> {
+        let dir = tempfile::Builder::new()
+            .prefix(STAGING_PREFIX)
+            .tempdir_in(&self.root)?;
+        Ok(Staging {
+            store: self,
+            dir,
+            claimed: Mutex::new(HashSet::new()),
+            staged: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// Objects written but not yet published. Dropping it discards them.
+pub struct Staging<'s> {
+    store: &'s ObjectStore,
+    dir: tempfile::TempDir,
+    claimed: Mutex<HashSet<Digest>>,
+    /// Staged objects and whether the kernel enabled fs-verity on each.
+    staged: Mutex<Vec<(Digest, bool)>>,
+}
+
+/// What committing a staging area did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CommitStats {
+    /// Objects newly added to the store.
+    pub added: u64,
+    /// Objects with fs-verity enabled by the kernel.
+    pub verity_enabled: u64,
+}
+
+impl Staging<'_> {
+    /// Copy `source` (already hashed to `digest`) into the staging area
+    /// unless the store or this staging area has it. Returns whether it was
+    /// copied. Where the filesystem has fs-verity, it is enabled on the
+    /// copy and the kernel's digest must equal `digest`.
+    pub fn add_copy(&self, source: &mut File, digest: &Digest) -> io::Result<bool> {
+        if self.store.contains(digest) || !self.claimed.lock().unwrap().insert(*digest) {
+            return Ok(false);
+        }
+        let path = self.dir.path().join(hex::encode(digest));
+        {
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)?;
+            source.seek(SeekFrom::Start(0))?;
+            io::copy(source, &mut out)?;
+            out.set_permissions(fs::Permissions::from_mode(0o644))?;
+        }
+        let copy = File::open(&path)?;
+        let verity = match fsverity::enable(&copy).map_err(io::Error::from)? {
+            EnableOutcome::Unsupported => false,
+            EnableOutcome::Enabled | EnableOutcome::AlreadyEnabled => {
+                let measured = fsverity::measure(&copy).map_err(io::Error::from)?;
+                if measured.as_ref() != Some(digest) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "copy of object {} has fs-verity digest {}: the source changed while it was copied",
+                            hex::encode(digest),
+                            measured.map(hex::encode).unwrap_or_default()
+                        ),
+                    ));
+                }
+                true
+            }
+        };
+        self.staged.lock().unwrap().push((*digest, verity));
+        Ok(true)
+    }
+
+    /// Make every staged object durable, then publish it under its name.
+    pub fn commit(self) -> io::Result<CommitStats> {
+        let staged = self.staged.into_inner().unwrap();
+        let mut stats = CommitStats::default();
+        if staged.is_empty() {
+            return Ok(stats);
+        }
+        let root = File::open(&self.store.root)?;
+        nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;
+        let mut made_dirs = HashSet::new();
+        for (digest, verity) in &staged {
+            let from = self.dir.path().join(hex::encode(digest));
+            let to = self.store.path(digest);
+            let parent = to.parent().expect("object path has a parent");
+            if made_dirs.insert(digest[0]) {
+                fs::create_dir_all(parent)?;
+            }
+            stats.verity_enabled += *verity as u64;
+            match nix::fcntl::renameat2(
+                None,
+                &from,
+                None,
+                &to,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            ) {
+                Ok(()) => stats.added += 1,
+                // Another writer published the same content first.
+                Err(Errno::EEXIST) => fs::remove_file(&from)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;
+        Ok(stats)
+    }
+}

@@ -1,0 +1,223 @@
+//! The in-memory filesystem tree: inodes and the directory entries that name
+//! them, as a composefs image or dumpfile describes them.
+//!
+//! Inodes live in one arena; directory entries refer to them by index, so a
+//! hard link is simply a second entry naming the same inode. Each inode has
+//! exactly one *primary* entry (the root has none); every other entry naming
+//! it is a hard link. The image writer numbers inodes by walking primary
+//! entries breadth-first, so which entry is primary is part of the tree.
+
+use std::collections::BTreeMap;
+
+/// Index of an inode in [`Tree::inodes`].
+pub type InodeId = usize;
+
+/// The root directory is always the first inode.
+pub const ROOT: InodeId = 0;
+
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFSOCK: u32 = 0o140000;
+pub const S_IFLNK: u32 = 0o120000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFBLK: u32 = 0o060000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFCHR: u32 = 0o020000;
+pub const S_IFIFO: u32 = 0o010000;
+
+/// Longest file name a directory entry may carry.
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest symlink target or backing path (PATH_MAX without the NUL).
+pub const MAX_PATH_LEN: usize = 4095;
+/// Largest regular file whose content may be stored inside the image.
+pub const MAX_INLINE_CONTENT: usize = 5000;
+/// Files up to this size are inlined when a tree is read from a directory.
+pub const DEFAULT_INLINE_THRESHOLD: u64 = 64;
+
+/// The kind of filesystem object an inode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileType {
+    Regular,
+    Directory,
+    Symlink,
+    BlockDevice,
+    CharDevice,
+    Fifo,
+    Socket,
+}
+
+impl FileType {
+    /// The file type encoded in `mode`, or `None` for an unknown type.
+    pub fn from_mode(mode: u32) -> Option<FileType> {
+        Some(match mode & S_IFMT {
+            S_IFREG => FileType::Regular,
+            S_IFDIR => FileType::Directory,
+            S_IFLNK => FileType::Symlink,
+            S_IFBLK => FileType::BlockDevice,
+            S_IFCHR => FileType::CharDevice,
+            S_IFIFO => FileType::Fifo,
+            S_IFSOCK => FileType::Socket,
+            _ => return None,
+        })
+    }
+}
+
+/// Modification time: seconds since the epoch and nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mtime {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+/// A name in a directory and the inode it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub inode: InodeId,
+    /// True when this entry is a hard link: another entry is the inode's primary.
+    pub hardlink: bool,
+}
+
+/// One inode with everything a composefs image records about it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inode {
+    /// st_mode: file type and permission bits.
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Device number in the kernel's 32-bit `new_encode_dev` form.
+    pub rdev: u32,
+    /// Size in bytes (regular files and symlinks; ignored for directories).
+    pub size: u64,
+    pub mtime: Mtime,
+    /// Symlink target, or for regular files the backing file's path
+    /// relative to the object store (`XX/YYYY…`).
+    pub payload: Option<Vec<u8>>,
+    /// Content stored inside the image instead of in a backing file.
+    pub content: Option<Vec<u8>>,
+    /// fs-verity digest of the content.
+    pub digest: Option<[u8; 32]>,
+    /// Extended attributes, ordered by name.
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Directory entries by name (directories only).
+    pub entries: BTreeMap<Vec<u8>, DirEntry>,
+}
+
+impl Inode {
+    pub fn new(mode: u32) -> Inode {
+        Inode {
+            mode,
+            nlink: 1,
+            ..Inode::default()
+        }
+    }
+
+    pub fn file_type(&self) -> Option<FileType> {
+        FileType::from_mode(self.mode)
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.mode & S_IFMT == S_IFDIR
+    }
+
+    /// An overlayfs whiteout: a character device with device number 0:0.
+    pub fn is_whiteout(&self) -> bool {
+        self.mode & S_IFMT == S_IFCHR && self.rdev == 0
+    }
+}
+
+/// A filesystem tree: an arena of inodes whose first element is the root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree {
+    pub inodes: Vec<Inode>,
+}
+
+impl Tree {
+    /// A tree holding only `root`, which must be a directory.
+    pub fn new(root: Inode) -> Tree {
+        debug_assert!(root.is_dir());
+        Tree { inodes: vec![root] }
+    }
+
+    pub fn root(&self) -> &Inode {
+        &self.inodes[ROOT]
+    }
+
+    pub fn add_inode(&mut self, inode: Inode) -> InodeId {
+        self.inodes.push(inode);
+        self.inodes.len() - 1
+    }
+
+    /// Visit every primary entry, parents before children, names in
+    /// bytewise order within a directory, and depth-first: the order in which
+    /// a dumpfile lists a tree. The callback gets the path components.
+    pub fn walk_primary(&self, mut visit: impl FnMut(&[&[u8]], InodeId)) {
+        fn go<'a>(
+            tree: &'a Tree,
+            dir: InodeId,
+            path: &mut Vec<&'a [u8]>,
+            visit: &mut dyn FnMut(&[&[u8]], InodeId),
+        ) {
+            for (name, entry) in &tree.inodes[dir].entries {
+                if entry.hardlink {
+                    continue;
+                }
+                path.push(name);
+                visit(path, entry.inode);
+                if tree.inodes[entry.inode].is_dir() {
+                    go(tree, entry.inode, path, visit);
+                }
+                path.pop();
+            }
+        }
+        visit(&[], ROOT);
+        go(self, ROOT, &mut Vec::new(), &mut visit);
+    }
+
+    /// Apply the source filters of mkcomposefs to every inode.
+    pub fn apply_filters(&mut self, filters: &SourceFilters) {
+        if filters.skip_devices {
+            let inodes = &self.inodes;
+            let mut dropped = Vec::new();
+            for (dir_id, dir) in inodes.iter().enumerate() {
+                for (name, entry) in &dir.entries {
+                    let ty = inodes[entry.inode].file_type();
+                    if matches!(ty, Some(FileType::BlockDevice | FileType::CharDevice)) {
+                        dropped.push((dir_id, name.clone()));
+                    }
+                }
+            }
+            for (dir, name) in dropped {
+                self.inodes[dir].entries.remove(&name);
+            }
+        }
+        for inode in &mut self.inodes {
+            if filters.use_epoch {
+                inode.mtime = Mtime::default();
+            }
+            if filters.skip_xattrs {
+                inode.xattrs.clear();
+            } else if filters.user_xattrs {
+                inode.xattrs.retain(|k, _| k.starts_with(b"user."));
+            }
+        }
+    }
+}
+
+/// What to leave out of a tree, as mkcomposefs's source options say.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SourceFilters {
+    /// Record every mtime as the epoch.
+    pub use_epoch: bool,
+    /// Drop block and character devices.
+    pub skip_devices: bool,
+    /// Drop all extended attributes.
+    pub skip_xattrs: bool,
+    /// Keep only `user.*` extended attributes.
+    pub user_xattrs: bool,
+}
+
+/// The object-store path of a digest: `XX/YYYY…` in lower-case hex.
+pub fn object_path(digest: &[u8; 32]) -> String {
+    let hex = hex::encode(digest);
+    format!("{}/{}", &hex[..2], &hex[2..])
+}

@@ -1,0 +1,272 @@
+//! Reading a directory on disk into a [`Tree`]: metadata and xattrs in one
+//! pass, then every regular file hashed (and optionally copied into an
+//! object store) on a pool of threads, streaming, so any file size works.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::fsverity::{self, Digest};
+use crate::objects::{CommitStats, ObjectStore};
+use crate::tree::{
+    object_path, DirEntry, FileType, Inode, InodeId, Mtime, Tree, DEFAULT_INLINE_THRESHOLD,
+};
+
+/// A path that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {what}: {source}")]
+pub struct WalkError {
+    pub path: PathBuf,
+    pub what: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+fn err<'p>(path: &'p Path, what: &'static str) -> impl FnOnce(io::Error) -> WalkError + 'p {
+    move |source| WalkError {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
+/// How to read a directory.
+#[derive(Default)]
+pub struct WalkOptions<'a> {
+    /// Threads for hashing and copying (0: one per core).
+    pub threads: usize,
+    /// Copy external file contents into this store.
+    pub store: Option<&'a ObjectStore>,
+    /// Leave out extended attributes (faster when they are not wanted).
+    pub skip_xattrs: bool,
+}
+
+/// What reading a directory found.
+#[derive(Debug, Default)]
+pub struct WalkStats {
+    pub files_hashed: u64,
+    pub bytes_hashed: u64,
+    pub store: CommitStats,
+}
+
+/// A regular file whose content is still to be read.
+struct Pending {
+    inode: InodeId,
+    path: PathBuf,
+    size: u64,
+    mtime: Mtime,
+}
+
+/// Read the tree under `root`.
+pub fn read_dir_tree(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkStats), WalkError> {
+    let meta = fs::metadata(root).map_err(err(root, "cannot read"))?;
+    if !meta.is_dir() {
+        return Err(err(root, "not a directory")(io::Error::from(
+            io::ErrorKind::NotADirectory,
+        )));
+    }
+    let root_inode = inode_from(root, &meta, options)?;
+    let mut scan = Scan {
+        tree: Tree::new(root_inode),
+        pending: Vec::new(),
+        links: HashMap::new(),
+        options,
+    };
+    scan.dir(root, crate::tree::ROOT)?;
+    let Scan {
+        mut tree, pending, ..
+    } = scan;
+
+    let staging = match options.store {
+        Some(store) => Some(
+            store
+                .staging()
+                .map_err(err(store.root(), "cannot create a staging directory"))?,
+        ),
+        None => None,
+    };
+    let hash_all = || {
+        pending
+            .par_iter()
+            .map(|p| read_content(p, staging.as_ref()))
+            .collect::<Result<Vec<_>, WalkError>>()
+    };
+    let results = if options.threads == 0 {
+        hash_all()?
+    } else {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads)
+            .build()
+            .map_err(|e| err(root, "cannot start threads")(io::Error::other(e)))?
+            .install(hash_all)?
+    };
+
+    let mut stats = WalkStats::default();
+    for (p, (digest, content)) in pending.iter().zip(results) {
+        let inode = &mut tree.inodes[p.inode];
+        inode.digest = Some(digest);
+        inode.payload = Some(object_path(&digest).into_bytes());
+        inode.content = content;
+        stats.files_hashed += 1;
+        stats.bytes_hashed += p.size;
+    }
+    if let (Some(staging), Some(store)) = (staging, options.store) {
+        stats.store = staging
+            .commit()
+            .map_err(err(store.root(), "cannot publish objects"))?;
+    }
+    Ok((tree, stats))
+}
+
+struct Scan<'o> {
+    tree: Tree,
+    pending: Vec<Pending>,
+    /// (device, inode) of multiply-linked files already seen.
+    links: HashMap<(u64, u64), InodeId>,
+    options: &'o WalkOptions<'o>,
+}
+
+impl Scan<'_> {
+    fn dir(&mut self, path: &Path, dir: InodeId) -> Result<(), WalkError> {
+        let mut names: Vec<_> = fs::read_dir(path)
+            .map_err(err(path, "cannot list directory"))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(err(path, "cannot list directory"))?;
+        // Sorted, so hard links resolve the same way on every run.
+        names.sort_unstable();
+        for name in names {
+            let child = path.join(&name);
+            let meta = fs::symlink_metadata(&child).map_err(err(&child, "cannot stat"))?;
+            let key = (meta.dev(), meta.ino());
+            if !meta.is_dir() && meta.nlink() > 1 {
+                if let Some(&id) = self.links.get(&key) {
+                    self.tree.inodes[id].nlink += 1;
+                    self.link(dir, &name, id, true);
+                    continue;
+                }
+            }
+            let mut inode = inode_from(&child, &meta, self.options)?;
+            inode.nlink = 1;
+            let is_dir = inode.is_dir();
+            let regular_size = (inode.file_type() == Some(FileType::Regular)).then_some(inode.size);
+            let mtime = inode.mtime;
+            let id = self.tree.add_inode(inode);
+            self.link(dir, &name, id, false);
+            if !is_dir && meta.nlink() > 1 {
+                self.links.insert(key, id);
+            }
+            match regular_size {
+                Some(size) if size > 0 => self.pending.push(Pending {
+                    inode: id,
+                    path: child,
+                    size,
+                    mtime,
+                }),
+                _ => {}
+            }
+            if is_dir {
+                self.dir(&path.join(&name), id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn link(&mut self, dir: InodeId, name: &OsStr, inode: InodeId, hardlink: bool) {
+        self.tree.inodes[dir]
+            .entries
+            .insert(name.as_bytes().to_vec(), DirEntry { inode, hardlink });
+    }
+}
+
+/// The inode of `path` from its metadata (no content yet).
+fn inode_from(path: &Path, meta: &Metadata, options: &WalkOptions) -> Result<Inode, WalkError> {
+    let mut inode = Inode::new(meta.mode());
+    inode.uid = meta.uid();
+    inode.gid = meta.gid();
+    inode.mtime = Mtime {
+        sec: meta.mtime(),
+        nsec: meta.mtime_nsec() as u32,
+    };
+    match inode.file_type() {
+        Some(FileType::Regular) => inode.size = meta.size(),
+        Some(FileType::Symlink) => {
+            let target = fs::read_link(path).map_err(err(path, "cannot read symlink"))?;
+            let target = target.as_os_str().as_bytes().to_vec();
+            inode.size = target.len() as u64;
+            inode.payload = Some(target);
+        }
+        Some(FileType::BlockDevice | FileType::CharDevice) => {
+            inode.rdev = encode_dev(meta.rdev()).ok_or_else(|| {
+                err(path, "device number does not fit the image format")(io::Error::from(
+                    io::ErrorKind::InvalidData,
+                ))
+            })?;
+        }
+        Some(FileType::Directory) => inode.size = meta.size(),
+        _ => {}
+    }
+    if !options.skip_xattrs {
+        for name in xattr::list(path).map_err(err(path, "cannot list xattrs"))? {
+            // An xattr removed between list and get is simply gone.
+            if let Some(value) = xattr::get(path, &name).map_err(err(path, "cannot read xattr"))? {
+                inode.xattrs.insert(name.as_bytes().to_vec(), value);
+            }
+        }
+    }
+    Ok(inode)
+}
+
+/// The kernel's 32-bit `new_encode_dev` form of a device number.
+fn encode_dev(rdev: u64) -> Option<u32> {
+    let major = nix::sys::stat::major(rdev);
+    let minor = nix::sys::stat::minor(rdev);
+    if major >= 1 << 12 || minor >= 1 << 20 {
+        return None;
+    }
+    Some(((minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)) as u32)
+}
+
+/// Hash one file (and copy it into the store), checking it did not change
+/// while it was read. Small files also keep their content for inlining.
+fn read_content(
+    p: &Pending,
+    staging: Option<&crate::objects::Staging>,
+) -> Result<(Digest, Option<Vec<u8>>), WalkError> {
+    let path = &p.path;
+    let mut file = File::open(path).map_err(err(path, "cannot open"))?;
+    let (digest, content) = if p.size <= DEFAULT_INLINE_THRESHOLD {
+        let mut data = Vec::with_capacity(p.size as usize);
+        file.read_to_end(&mut data).map_err(err(path, "cannot read"))?;
+        if data.len() as u64 != p.size {
+            return Err(changed(path));
+        }
+        (fsverity::digest_bytes(&data), Some(data))
+    } else {
+        let (digest, len) = fsverity::digest_reader(&mut file).map_err(err(path, "cannot read"))?;
+        if len != p.size {
+            return Err(changed(path));
+        }
+        if let Some(staging) = staging {
+            staging
+                .add_copy(&mut file, &digest)
+                .map_err(err(path, "cannot store"))?;
+        }
+        (digest, None)
+    };
+    let after = file.metadata().map_err(err(path, "cannot stat"))?;
+    if after.size() != p.size || after.mtime() != p.mtime.sec || after.mtime_nsec() as u32 != p.mtime.nsec {
+        return Err(changed(path));
+    }
+    Ok((digest, content))
+}
+
+fn changed(path: &Path) -> WalkError {
+    err(path, "file changed while it was read")(io::Error::from(io::ErrorKind::InvalidData))
+}
