@@ -43,7 +43,7 @@ pub struct Composed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -53,9 +53,9 @@ pub enum ComposeError {
     Parse { path: PathBuf, error: ParseError },
     #[error(transparent)]
     Walk(#[from] WalkError),
-    #[error("cannot build image: {0}")]
+    #[error("cannot build image")]
     Image(#[from] ImageError),
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     ReadImage {
         path: PathBuf,
         #[source]

@@ -20,7 +20,7 @@ use crate::tree::{
 
 /// A path that could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {what}: {source}")]
+#[error("{}: {what}", path.display())]
 pub struct WalkError {
     pub path: PathBuf,
     pub what: &'static str,

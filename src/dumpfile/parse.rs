@@ -6,6 +6,7 @@ use std::io::BufRead;
 
 use super::escape::{unescape, unescape_optional};
 use super::ParseError;
+use crate::erofs::format::{chunking, MAX_CHUNKS};
 use crate::fsverity;
 use crate::tree::{
     DirEntry, FileType, Inode, InodeId, Mtime, Tree, MAX_INLINE_CONTENT, MAX_NAME_LEN,
@@ -70,12 +71,22 @@ impl Parser {
             return Err(format!("embedded NUL byte at column {}", pos + 1));
         }
         let mut rest = line;
-        let mut fields = [&b""[..]; 11];
+        let mut fields: [Option<&[u8]>; 11] = [None; 11];
         for field in fields.iter_mut() {
-            *field = split_field(&mut rest);
+            if rest.is_empty() {
+                break;
+            }
+            *field = Some(split_field(&mut rest));
         }
-        let [path, size, mode, nlink, uid, gid, rdev, mtime, payload, content, digest] = fields;
-
+        // Fields are checked in order, each when first needed, so a short
+        // hard link line (which ends at its target) is complete.
+        const NAMES: [&str; 11] = [
+            "PATH", "SIZE", "MODE", "NLINK", "UID", "GID", "RDEV", "MTIME", "PAYLOAD", "CONTENT",
+            "DIGEST",
+        ];
+        let field = |i: usize| fields[i].ok_or_else(|| format!("missing {} field", NAMES[i]));
+        let path = field(0)?;
+        let mode = field(2)?;
         let path = unescape(path).map_err(|e| format!("path: {e}"))?;
         if path.is_empty() {
             return Err("empty path".into());
@@ -93,7 +104,7 @@ impl Parser {
             if file_type == FileType::Directory {
                 return Err("a directory cannot be a hard link".into());
             }
-            let target = unescape_optional(payload)
+            let target = unescape_optional(field(8)?)
                 .map_err(|e| format!("hard link target: {e}"))?
                 .ok_or("hard link has no target path")?;
             let (dir, name) = self.locate(&path)?;
@@ -109,15 +120,29 @@ impl Parser {
         }
 
         let mut inode = Inode::new(mode);
-        let size = parse_u64(size).map_err(|e| format!("size: {e}"))?;
-        inode.nlink = parse_u32(nlink).map_err(|e| format!("nlink: {e}"))?;
-        inode.uid = parse_u32(uid).map_err(|e| format!("uid: {e}"))?;
-        inode.gid = parse_u32(gid).map_err(|e| format!("gid: {e}"))?;
-        let rdev = parse_u32(rdev).map_err(|e| format!("rdev: {e}"))?;
-        inode.mtime = parse_mtime(mtime).map_err(|e| format!("mtime: {e}"))?;
-        let payload = unescape_optional(payload).map_err(|e| format!("payload: {e}"))?;
-        let content = unescape_optional(content).map_err(|e| format!("content: {e}"))?;
-        let digest = match unescape_optional(digest).map_err(|e| format!("digest: {e}"))? {
+        let size = parse_u64(field(1)?).map_err(|e| format!("size: {e}"))?;
+        inode.nlink = parse_u32(field(3)?).map_err(|e| format!("nlink: {e}"))?;
+        inode.uid = parse_u32(field(4)?).map_err(|e| format!("uid: {e}"))?;
+        inode.gid = parse_u32(field(5)?).map_err(|e| format!("gid: {e}"))?;
+        let rdev = parse_u32(field(6)?).map_err(|e| format!("rdev: {e}"))?;
+        inode.mtime = parse_mtime(field(7)?).map_err(|e| format!("mtime: {e}"))?;
+        let payload = unescape_optional(field(8)?).map_err(|e| format!("payload: {e}"))?;
+        let content = unescape_optional(field(9)?).map_err(|e| format!("content: {e}"))?;
+        if let Some(c) = &content {
+            if c.len() as u64 != size {
+                return Err(format!(
+                    "content is {} bytes but size says {size}",
+                    c.len()
+                ));
+            }
+            if c.len() > MAX_INLINE_CONTENT {
+                return Err(format!(
+                    "inline content of {} bytes exceeds the maximum of {MAX_INLINE_CONTENT}",
+                    c.len()
+                ));
+            }
+        }
+        let digest = match unescape_optional(field(10)?).map_err(|e| format!("digest: {e}"))? {
             Some(d) => Some(fsverity::parse_hex(&d).ok_or_else(|| {
                 format!(
                     "digest '{}' is not 64 hex digits",
@@ -126,11 +151,11 @@ impl Parser {
             })?),
             None => None,
         };
-        if let Some(c) = &content {
-            if c.len() as u64 != size {
+        if file_type == FileType::Regular && content.is_none() && size > 0 {
+            let chunks = chunking(size).1;
+            if chunks > MAX_CHUNKS {
                 return Err(format!(
-                    "content is {} bytes but size says {size}",
-                    c.len()
+                    "file of {size} bytes is too large for a composefs image"
                 ));
             }
         }
@@ -148,17 +173,7 @@ impl Parser {
                 check_path_len(p, "payload")?;
             }
             inode.payload = payload;
-            if let Some(c) = content {
-                if c.len() > MAX_INLINE_CONTENT {
-                    return Err(format!(
-                        "inline content of {} bytes exceeds the maximum of {MAX_INLINE_CONTENT}",
-                        c.len()
-                    ));
-                }
-                if !c.is_empty() {
-                    inode.content = Some(c);
-                }
-            }
+            inode.content = content.filter(|c| !c.is_empty());
         }
         inode.digest = digest;
 
