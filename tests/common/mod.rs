@@ -1,0 +1,86 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// True when running under CI, where a missing capability is a failure.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Report a missing capability: under CI the test fails saying what is
+/// missing; elsewhere it says it was not run and returns.
+pub fn missing(what: &str) {
+    if under_ci() {
+        panic!("required capability missing under CI: {what}");
+    }
+    eprintln!("NOT RUN: {what}");
+}
+
+/// The sealtree binary built for these tests.
+pub fn sealtree() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sealtree"))
+}
+
+/// Run sealtree with `args`, returning its output.
+pub fn run(args: &[&std::ffi::OsStr]) -> Output {
+    sealtree().args(args).output().expect("spawn sealtree")
+}
+
+/// Run sealtree and insist it succeeds.
+pub fn run_ok(args: &[&std::ffi::OsStr]) -> Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "sealtree {:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The reference assets directory named by SEALTREE_COMPAT_ASSETS.
+pub fn compat_assets() -> Option<PathBuf> {
+    match std::env::var_os("SEALTREE_COMPAT_ASSETS") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            assert!(dir.is_dir(), "SEALTREE_COMPAT_ASSETS={} is not a directory", dir.display());
+            Some(dir)
+        }
+        None => {
+            missing("SEALTREE_COMPAT_ASSETS is not set (reference composefs assets)");
+            None
+        }
+    }
+}
+
+/// Whether a command can be found on PATH.
+pub fn have_command(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Read a file, gunzipping `*.gz`.
+pub fn read_maybe_gz(path: &Path) -> Vec<u8> {
+    let raw = std::fs::read(path).unwrap();
+    if path.extension().is_some_and(|e| e == "gz") {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).unwrap();
+        out
+    } else {
+        raw
+    }
+}

@@ -1,0 +1,167 @@
+//! Byte-exactness against the reference mkcomposefs, refusals of bad
+//! dumpfiles, and round trips between images and dumpfiles.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use sealtree::{dumpfile, erofs, erofs::ImageOptions};
+
+/// Every `NAME.dump[.gz]` asset with its expected image sha256 and version.
+fn reference_cases(dir: &Path) -> Vec<(PathBuf, String, Option<u32>)> {
+    let mut cases = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let Some(input) = name.strip_suffix(".sha256") else { continue };
+        let want = fs::read_to_string(&path).unwrap().trim().to_string();
+        let version = fs::read_to_string(dir.join(format!("{input}.version")))
+            .ok()
+            .map(|v| v.trim().parse().unwrap());
+        cases.push((dir.join(input), want, version));
+    }
+    cases.sort();
+    cases
+}
+
+fn options(version: Option<u32>) -> ImageOptions {
+    match version {
+        Some(v) => ImageOptions { min_version: v, max_version: v },
+        None => ImageOptions::default(),
+    }
+}
+
+#[test]
+fn reference_images_are_byte_identical() {
+    let Some(dir) = compat_assets() else { return };
+    let cases = reference_cases(&dir);
+    assert!(cases.len() >= 8, "expected the reference assets in {}", dir.display());
+    for (input, want, version) in cases {
+        let text = read_maybe_gz(&input);
+        let tree = dumpfile::parse(&text[..]).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+        let image = erofs::write_image(&tree, &options(version)).unwrap();
+        assert_eq!(sha256_hex(&image.bytes), want, "{}", input.display());
+    }
+}
+
+#[test]
+fn reference_images_through_the_command_line() {
+    let Some(dir) = compat_assets() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for (input, want, version) in reference_cases(&dir) {
+        let dump = tmp.path().join("input.dump");
+        fs::write(&dump, read_maybe_gz(&input)).unwrap();
+        let image = tmp.path().join("out.img");
+        let mut args: Vec<std::ffi::OsString> = vec!["mkcomposefs".into(), "--from-file".into()];
+        if let Some(v) = version {
+            args.push(format!("--min-version={v}").into());
+            args.push(format!("--max-version={v}").into());
+        }
+        args.extend([dump.into(), image.clone().into()]);
+        let refs: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        run_ok(&refs);
+        assert_eq!(sha256_hex(&fs::read(&image).unwrap()), want, "{}", input.display());
+    }
+}
+
+#[test]
+fn bad_dumpfiles_are_refused_with_one_line_naming_the_line() {
+    let Some(dir) = compat_assets() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("should-fail-") {
+            continue;
+        }
+        seen += 1;
+        let image = tmp.path().join(format!("{name}.img"));
+        let out = run(&[
+            OsStr::new("mkcomposefs"),
+            OsStr::new("--from-file"),
+            path.as_os_str(),
+            image.as_os_str(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+        let expected_prefix = format!("sealtree: {}:", path.display());
+        assert!(stderr.starts_with(&expected_prefix), "{name}: {stderr}");
+        let after = &stderr[expected_prefix.len()..];
+        let lineno: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
+        assert!(!lineno.is_empty(), "{name}: no line number in {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert!(!image.exists(), "{name}: an image was left behind");
+    }
+    assert!(seen >= 14, "expected the should-fail assets");
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0, "temporary files left behind");
+}
+
+/// image -> dump -> image gives the same bytes, and the dump written from
+/// an image reads back to the same dump.
+#[test]
+fn images_and_dumps_round_trip() {
+    let Some(dir) = compat_assets() else { return };
+    for (input, _, version) in reference_cases(&dir) {
+        let opts = options(version);
+        let first = erofs::write_image(&dumpfile::parse(&read_maybe_gz(&input)[..]).unwrap(), &opts).unwrap();
+        let mut dump1 = Vec::new();
+        dumpfile::write(&erofs::read_image(&first.bytes).unwrap(), &mut dump1).unwrap();
+        let second = erofs::write_image(&dumpfile::parse(&dump1[..]).unwrap(), &opts).unwrap();
+        assert!(first.bytes == second.bytes, "{}: image -> dump -> image differs", input.display());
+        let mut dump2 = Vec::new();
+        dumpfile::write(&erofs::read_image(&second.bytes).unwrap(), &mut dump2).unwrap();
+        assert!(dump1 == dump2, "{}: dump -> image -> dump differs", input.display());
+    }
+}
+
+/// Hard links whose primary entry lies deeper than a link, and several
+/// links in one directory: the reader must recover which entry is primary.
+#[test]
+fn hard_links_round_trip_byte_for_byte() {
+    let text = b"/ 4096 40755 2 0 0 0 100.0 - - -
+/a 10 @100644 3 0 0 0 5.0 /z/file - -
+/b 10 100644 1 0 0 0 5.0 - hellohello -
+/m 0 100644 1 0 0 0 5.0 - - -
+/m2 0 @100644 1 0 0 0 5.0 /z/file - -
+/z 4096 40755 2 0 0 0 100.0 - - -
+/z/file 100 100644 3 0 0 0 7.123 ab/cdef - 0101010101010101010101010101010101010101010101010101010101010101 user.x=1
+";
+    let tree = dumpfile::parse(&text[..]).unwrap();
+    let image = erofs::write_image(&tree, &ImageOptions::default()).unwrap();
+    let back = erofs::read_image(&image.bytes).unwrap();
+    let again = erofs::write_image(&back, &ImageOptions::default()).unwrap();
+    assert!(image.bytes == again.bytes);
+    let mut dump = Vec::new();
+    dumpfile::write(&back, &mut dump).unwrap();
+    let dump = String::from_utf8(dump).unwrap();
+    assert!(dump.contains("\n/a 100 @100644 3 "), "{dump}");
+    assert!(dump.contains("\n/z/file 100 100644 3 "), "{dump}");
+}
+
+#[test]
+fn dumpfile_errors_name_line_and_problem() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("/ 4096 40755 2 0 0 0 0.0 - - -\n/x 5 100644 1 0 0 0 0.0 - abc -\n", 2, "content is 3 bytes but size says 5"),
+        ("/x 0 100644 1 0 0 0 0.0 - - -\n", 1, "root directory must come first"),
+        ("/ 4096 40755 2 0 0 0 0.0 - - -\n/a/b 0 100644 1 0 0 0 0.0 - - -\n", 2, "parent directory of /a/b is missing"),
+        ("/ 4096 40755 2 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 12 - - -\n", 2, "mtime"),
+        ("/ 4096 40755 2 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - - - user.a\n", 2, "has no '='"),
+        ("/ 4096 40755 2 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - - - user.a=\\q\n", 2, "unsupported escape"),
+        ("/ 4096 40755 2 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - - -\n", 3, "listed twice"),
+        ("/ 4096 40755 2 0 0 0 0.0 - - -\n/x 0 @100644 1 0 0 0 0.0 /nope - -\n", 2, "does not exist"),
+        ("/ 4096 40755 2 0 0 0 0.0 - - -\n/x 0 @100644 1 0 0 0 0.0 /y - -\n/y 0 @100644 1 0 0 0 0.0 /x - -\n", 2, "cycle"),
+        ("/ 4096 40755 2 0 0 0 0.0 - - -\n/x 5 100644 1 0 0 0 0.0 - - 12\n", 2, "not 64 hex digits"),
+        ("/ 4096 40755 2 0 0 0 0.0 - - -\n/x\x00y 0 100644 1 0 0 0 0.0 - - -\n", 2, "NUL"),
+    ];
+    for (text, line, what) in cases {
+        let err = dumpfile::parse(text.as_bytes()).expect_err(text);
+        assert_eq!(err.line, Some(*line), "{text}: {err}");
+        assert!(err.message.contains(what), "{text}: got '{err}', want '{what}'");
+    }
+    assert!(dumpfile::parse(&b""[..]).unwrap_err().message.contains("no entries"));
+}
