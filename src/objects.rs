@@ -12,6 +12,7 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
@@ -53,11 +54,17 @@ impl ObjectStore {
         let dir = tempfile::Builder::new()
             .prefix(STAGING_PREFIX)
             .tempdir_in(&self.root)?;
+        // One subdirectory per first digest byte keeps concurrent writers
+        // from contending on a single directory.
+        for byte in 0..=255u8 {
+            fs::create_dir(dir.path().join(format!("{byte:02x}")))?;
+        }
         Ok(Staging {
             store: self,
             dir,
             claimed: Mutex::new(HashSet::new()),
             staged: Mutex::new(Vec::new()),
+            verity_unsupported: AtomicBool::new(false),
         })
     }
 }
@@ -69,6 +76,8 @@ pub struct Staging<'s> {
     claimed: Mutex<HashSet<Digest>>,
     /// Staged objects and whether the kernel enabled fs-verity on each.
     staged: Mutex<Vec<(Digest, bool)>>,
+    /// Set once the filesystem has said it has no fs-verity.
+    verity_unsupported: AtomicBool,
 }
 
 /// What committing a staging area did.
@@ -89,7 +98,7 @@ impl Staging<'_> {
         if self.store.contains(digest) || !self.claimed.lock().unwrap().insert(*digest) {
             return Ok(false);
         }
-        let path = self.dir.path().join(hex::encode(digest));
+        let path = self.staged_path(digest);
         {
             let mut out = OpenOptions::new()
                 .write(true)
@@ -100,9 +109,24 @@ impl Staging<'_> {
             io::copy(source, &mut out)?;
             out.set_permissions(fs::Permissions::from_mode(0o644))?;
         }
-        let copy = File::open(&path)?;
-        let verity = match fsverity::enable(&copy).map_err(io::Error::from)? {
-            EnableOutcome::Unsupported => false,
+        let verity = !self.verity_unsupported.load(Ordering::Relaxed)
+            && self.enable_verity(&path, digest)?;
+        self.staged.lock().unwrap().push((*digest, verity));
+        Ok(true)
+    }
+
+    fn staged_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.path().join(crate::tree::object_path(digest))
+    }
+
+    /// Enable fs-verity on a staged copy and check the kernel's digest.
+    fn enable_verity(&self, path: &Path, digest: &Digest) -> io::Result<bool> {
+        let copy = File::open(path)?;
+        Ok(match fsverity::enable(&copy).map_err(io::Error::from)? {
+            EnableOutcome::Unsupported => {
+                self.verity_unsupported.store(true, Ordering::Relaxed);
+                false
+            }
             EnableOutcome::Enabled | EnableOutcome::AlreadyEnabled => {
                 let measured = fsverity::measure(&copy).map_err(io::Error::from)?;
                 if measured.as_ref() != Some(digest) {
@@ -117,14 +141,12 @@ impl Staging<'_> {
                 }
                 true
             }
-        };
-        self.staged.lock().unwrap().push((*digest, verity));
-        Ok(true)
+        })
     }
 
     /// Make every staged object durable, then publish it under its name.
     pub fn commit(self) -> io::Result<CommitStats> {
-        let staged = self.staged.into_inner().unwrap();
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap());
         let mut stats = CommitStats::default();
         if staged.is_empty() {
             return Ok(stats);
@@ -133,7 +155,7 @@ impl Staging<'_> {
         nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;
         let mut made_dirs = HashSet::new();
         for (digest, verity) in &staged {
-            let from = self.dir.path().join(hex::encode(digest));
+            let from = self.staged_path(digest);
             let to = self.store.path(digest);
             let parent = to.parent().expect("object path has a parent");
             if made_dirs.insert(digest[0]) {

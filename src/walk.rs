@@ -243,7 +243,8 @@ fn read_content(
     let mut file = File::open(path).map_err(err(path, "cannot open"))?;
     let (digest, content) = if p.size <= DEFAULT_INLINE_THRESHOLD {
         let mut data = Vec::with_capacity(p.size as usize);
-        file.read_to_end(&mut data).map_err(err(path, "cannot read"))?;
+        file.read_to_end(&mut data)
+            .map_err(err(path, "cannot read"))?;
         if data.len() as u64 != p.size {
             return Err(changed(path));
         }
@@ -261,7 +262,10 @@ fn read_content(
         (digest, None)
     };
     let after = file.metadata().map_err(err(path, "cannot stat"))?;
-    if after.size() != p.size || after.mtime() != p.mtime.sec || after.mtime_nsec() as u32 != p.mtime.nsec {
+    if after.size() != p.size
+        || after.mtime() != p.mtime.sec
+        || after.mtime_nsec() as u32 != p.mtime.nsec
+    {
         return Err(changed(path));
     }
     Ok((digest, content))

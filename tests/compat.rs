@@ -16,7 +16,9 @@ fn reference_cases(dir: &Path) -> Vec<(PathBuf, String, Option<u32>)> {
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        let Some(input) = name.strip_suffix(".sha256") else { continue };
+        let Some(input) = name.strip_suffix(".sha256") else {
+            continue;
+        };
         let want = fs::read_to_string(&path).unwrap().trim().to_string();
         let version = fs::read_to_string(dir.join(format!("{input}.version")))
             .ok()
@@ -29,7 +31,10 @@ fn reference_cases(dir: &Path) -> Vec<(PathBuf, String, Option<u32>)> {
 
 fn options(version: Option<u32>) -> ImageOptions {
     match version {
-        Some(v) => ImageOptions { min_version: v, max_version: v },
+        Some(v) => ImageOptions {
+            min_version: v,
+            max_version: v,
+        },
         None => ImageOptions::default(),
     }
 }
@@ -38,10 +43,15 @@ fn options(version: Option<u32>) -> ImageOptions {
 fn reference_images_are_byte_identical() {
     let Some(dir) = compat_assets() else { return };
     let cases = reference_cases(&dir);
-    assert!(cases.len() >= 8, "expected the reference assets in {}", dir.display());
+    assert!(
+        cases.len() >= 8,
+        "expected the reference assets in {}",
+        dir.display()
+    );
     for (input, want, version) in cases {
         let text = read_maybe_gz(&input);
-        let tree = dumpfile::parse(&text[..]).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+        let tree =
+            dumpfile::parse(&text[..]).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
         let image = erofs::write_image(&tree, &options(version)).unwrap();
         assert_eq!(sha256_hex(&image.bytes), want, "{}", input.display());
     }
@@ -63,7 +73,12 @@ fn reference_images_through_the_command_line() {
         args.extend([dump.into(), image.clone().into()]);
         let refs: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         run_ok(&refs);
-        assert_eq!(sha256_hex(&fs::read(&image).unwrap()), want, "{}", input.display());
+        assert_eq!(
+            sha256_hex(&fs::read(&image).unwrap()),
+            want,
+            "{}",
+            input.display()
+        );
     }
 }
 
@@ -98,7 +113,11 @@ fn bad_dumpfiles_are_refused_with_one_line_naming_the_line() {
         assert!(!image.exists(), "{name}: an image was left behind");
     }
     assert!(seen >= 14, "expected the should-fail assets");
-    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0, "temporary files left behind");
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "temporary files left behind"
+    );
 }
 
 /// image -> dump -> image gives the same bytes, and the dump written from
@@ -108,14 +127,24 @@ fn images_and_dumps_round_trip() {
     let Some(dir) = compat_assets() else { return };
     for (input, _, version) in reference_cases(&dir) {
         let opts = options(version);
-        let first = erofs::write_image(&dumpfile::parse(&read_maybe_gz(&input)[..]).unwrap(), &opts).unwrap();
+        let first =
+            erofs::write_image(&dumpfile::parse(&read_maybe_gz(&input)[..]).unwrap(), &opts)
+                .unwrap();
         let mut dump1 = Vec::new();
         dumpfile::write(&erofs::read_image(&first.bytes).unwrap(), &mut dump1).unwrap();
         let second = erofs::write_image(&dumpfile::parse(&dump1[..]).unwrap(), &opts).unwrap();
-        assert!(first.bytes == second.bytes, "{}: image -> dump -> image differs", input.display());
+        assert!(
+            first.bytes == second.bytes,
+            "{}: image -> dump -> image differs",
+            input.display()
+        );
         let mut dump2 = Vec::new();
         dumpfile::write(&erofs::read_image(&second.bytes).unwrap(), &mut dump2).unwrap();
-        assert!(dump1 == dump2, "{}: dump -> image -> dump differs", input.display());
+        assert!(
+            dump1 == dump2,
+            "{}: dump -> image -> dump differs",
+            input.display()
+        );
     }
 }
 
@@ -161,7 +190,13 @@ fn dumpfile_errors_name_line_and_problem() {
     for (text, line, what) in cases {
         let err = dumpfile::parse(text.as_bytes()).expect_err(text);
         assert_eq!(err.line, Some(*line), "{text}: {err}");
-        assert!(err.message.contains(what), "{text}: got '{err}', want '{what}'");
+        assert!(
+            err.message.contains(what),
+            "{text}: got '{err}', want '{what}'"
+        );
     }
-    assert!(dumpfile::parse(&b""[..]).unwrap_err().message.contains("no entries"));
+    assert!(dumpfile::parse(&b""[..])
+        .unwrap_err()
+        .message
+        .contains("no entries"));
 }

@@ -16,7 +16,11 @@ fn reference_digest(path: &Path) -> String {
         .arg(path)
         .output()
         .expect("run fsverity");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -31,7 +35,9 @@ fn digests_agree_with_fsverity_utils() {
         let path = dir.path().join(format!("f{size}"));
         let data: Vec<u8> = (0..size).map(|i| (i * 131 % 253) as u8).collect();
         fs::write(&path, &data).unwrap();
-        let ours = fsverity::digest_reader(File::open(&path).unwrap()).unwrap().0;
+        let ours = fsverity::digest_reader(File::open(&path).unwrap())
+            .unwrap()
+            .0;
         assert_eq!(hex::encode(ours), reference_digest(&path), "size {size}");
         assert_eq!(ours, fsverity::digest_bytes(&data), "size {size}");
     }
@@ -43,7 +49,9 @@ fn digests_agree_with_fsverity_utils() {
     f.write_all_at(b"start", 0).unwrap();
     f.write_all_at(b"end", 100 * 1024 * 1024 - 3).unwrap();
     drop(f);
-    let ours = fsverity::digest_reader(File::open(&path).unwrap()).unwrap().0;
+    let ours = fsverity::digest_reader(File::open(&path).unwrap())
+        .unwrap()
+        .0;
     assert_eq!(hex::encode(ours), reference_digest(&path), "sparse file");
 }
 

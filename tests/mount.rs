@@ -32,7 +32,9 @@ fn filesystems_available() -> bool {
 }
 
 fn write(path: &Path, len: usize, seed: u8) {
-    let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
     fs::write(path, data).unwrap();
 }
 
@@ -60,8 +62,16 @@ fn make_tree(root: &Path) {
     }
     write(&root.join(OsStr::from_bytes(b"new\nline")), 70, 1);
     write(&root.join(OsStr::from_bytes(b"bin-\xff\xfe")), 90, 2);
-    fs::write(root.join("dup-a"), b"same content in two files, long enough to be stored outside the image").unwrap();
-    fs::write(root.join("dir/dup-b"), b"same content in two files, long enough to be stored outside the image").unwrap();
+    fs::write(
+        root.join("dup-a"),
+        b"same content in two files, long enough to be stored outside the image",
+    )
+    .unwrap();
+    fs::write(
+        root.join("dir/dup-b"),
+        b"same content in two files, long enough to be stored outside the image",
+    )
+    .unwrap();
 
     fs::hard_link(root.join("ext65"), root.join("dir/ext65-link")).unwrap();
     fs::hard_link(root.join("ext65"), root.join("hl2")).unwrap();
@@ -72,10 +82,28 @@ fn make_tree(root: &Path) {
     symlink("../one", root.join("dir/rel")).unwrap();
 
     nix::unistd::mkfifo(&root.join("fifo"), Mode::from_bits_truncate(0o640)).unwrap();
-    mknod(&root.join("chr"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o620), makedev(1, 3)).unwrap();
-    mknod(&root.join("blk"), SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), makedev(259, 70000)).unwrap();
+    mknod(
+        &root.join("chr"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o620),
+        makedev(1, 3),
+    )
+    .unwrap();
+    mknod(
+        &root.join("blk"),
+        SFlag::S_IFBLK,
+        Mode::from_bits_truncate(0o660),
+        makedev(259, 70000),
+    )
+    .unwrap();
     // An overlay whiteout in the tree: stored escaped, shown as a marked file.
-    mknod(&root.join("whdir/wh"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), makedev(0, 0)).unwrap();
+    mknod(
+        &root.join("whdir/wh"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o600),
+        makedev(0, 0),
+    )
+    .unwrap();
 
     xattr::set(root.join("one"), "user.test", b"value").unwrap();
     xattr::set(root.join("dir"), "trusted.test", b"bin\0\xff").unwrap();
@@ -98,14 +126,20 @@ fn make_tree(root: &Path) {
     collect(root, &mut all);
     all.reverse();
     for (i, path) in all.iter().enumerate() {
-        let t = TimeSpec::new(1_600_000_000 + i as i64 * 1000, (i as i64 * 7919 + 1) % 1_000_000_000);
+        let t = TimeSpec::new(
+            1_600_000_000 + i as i64 * 1000,
+            (i as i64 * 7919 + 1) % 1_000_000_000,
+        );
         utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
     }
 }
 
 /// Every path under `dir` (not `dir` itself), parents before children.
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     for name in names {
         let p = dir.join(name);
@@ -130,7 +164,9 @@ fn xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
 fn compare(src: &Path, seen: &Path, rel: &Path) {
     let what = rel.display();
     let a = src.symlink_metadata().unwrap();
-    let b = seen.symlink_metadata().unwrap_or_else(|e| panic!("{what}: missing through the mount: {e}"));
+    let b = seen
+        .symlink_metadata()
+        .unwrap_or_else(|e| panic!("{what}: missing through the mount: {e}"));
     let mut want_xattrs = xattrs(src);
     let is_whiteout = a.file_type().is_char_device_like() && a.rdev() == 0;
     if is_whiteout {
@@ -156,18 +192,35 @@ fn compare(src: &Path, seen: &Path, rel: &Path) {
     }
     assert_eq!(b.uid(), a.uid(), "{what}: uid");
     assert_eq!(b.gid(), a.gid(), "{what}: gid");
-    assert_eq!((b.mtime(), b.mtime_nsec()), (a.mtime(), a.mtime_nsec()), "{what}: mtime");
+    assert_eq!(
+        (b.mtime(), b.mtime_nsec()),
+        (a.mtime(), a.mtime_nsec()),
+        "{what}: mtime"
+    );
     assert_eq!(b.nlink(), a.nlink(), "{what}: link count");
     assert_eq!(xattrs(seen), want_xattrs, "{what}: xattrs");
     if a.file_type().is_symlink() {
-        assert_eq!(fs::read_link(seen).unwrap(), fs::read_link(src).unwrap(), "{what}: target");
+        assert_eq!(
+            fs::read_link(seen).unwrap(),
+            fs::read_link(src).unwrap(),
+            "{what}: target"
+        );
         assert_eq!(b.len(), a.len(), "{what}: size");
     } else if a.is_file() {
         assert_eq!(b.len(), a.len(), "{what}: size");
-        assert!(fs::read(seen).unwrap() == fs::read(src).unwrap(), "{what}: content");
+        assert!(
+            fs::read(seen).unwrap() == fs::read(src).unwrap(),
+            "{what}: content"
+        );
     } else if a.is_dir() {
-        let mut x: Vec<_> = fs::read_dir(src).unwrap().map(|e| e.unwrap().file_name()).collect();
-        let mut y: Vec<_> = fs::read_dir(seen).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut x: Vec<_> = fs::read_dir(src)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        let mut y: Vec<_> = fs::read_dir(seen)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         x.sort();
         y.sort();
         assert_eq!(y, x, "{what}: directory listing");
@@ -209,7 +262,10 @@ fn image_mounts_and_shows_the_tree() {
     ]);
     let printed = String::from_utf8(out.stdout).unwrap();
     let image_bytes = fs::read(&image).unwrap();
-    assert_eq!(printed.trim(), hex::encode(sealtree::fsverity::digest_bytes(&image_bytes)));
+    assert_eq!(
+        printed.trim(),
+        hex::encode(sealtree::fsverity::digest_bytes(&image_bytes))
+    );
 
     // Objects: one per distinct external content, each named by its digest.
     let mut objects = 0;
@@ -236,16 +292,28 @@ fn image_mounts_and_shows_the_tree() {
     let merged = tmp.path().join("merged");
     fs::create_dir(&lower).unwrap();
     fs::create_dir(&merged).unwrap();
-    mount(Some(&image), &lower, Some("erofs"), MsFlags::MS_RDONLY, None::<&str>)
-        .expect("mount the image as a file-backed EROFS");
+    mount(
+        Some(&image),
+        &lower,
+        Some("erofs"),
+        MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .expect("mount the image as a file-backed EROFS");
     let _lower = Mounted(lower.clone());
     let opts = format!(
         "metacopy=on,redirect_dir=on,lowerdir={}::{}",
         lower.display(),
         store.display()
     );
-    mount(Some("overlay"), &merged, Some("overlay"), MsFlags::MS_RDONLY, Some(opts.as_str()))
-        .expect("mount overlayfs over the image and the object store");
+    mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        MsFlags::MS_RDONLY,
+        Some(opts.as_str()),
+    )
+    .expect("mount overlayfs over the image and the object store");
     let _merged = Mounted(merged.clone());
 
     let mut paths = Vec::new();
@@ -280,9 +348,16 @@ fn a_second_build_reuses_stored_objects() {
     assert_eq!(before.len(), 2);
     build(&tmp.path().join("2.img"));
     assert_eq!(walk_store(&store), before, "objects rewritten or added");
-    assert_eq!(fs::read(tmp.path().join("1.img")).unwrap(), fs::read(tmp.path().join("2.img")).unwrap());
+    assert_eq!(
+        fs::read(tmp.path().join("1.img")).unwrap(),
+        fs::read(tmp.path().join("2.img")).unwrap()
+    );
     // No staging directory is left in the store.
-    assert!(fs::read_dir(&store).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
+    assert!(fs::read_dir(&store).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with('.')));
 }
 
 fn walk_store(store: &Path) -> Vec<(PathBuf, i64, i64)> {

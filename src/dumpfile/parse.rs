@@ -130,10 +130,7 @@ impl Parser {
         let content = unescape_optional(field(9)?).map_err(|e| format!("content: {e}"))?;
         if let Some(c) = &content {
             if c.len() as u64 != size {
-                return Err(format!(
-                    "content is {} bytes but size says {size}",
-                    c.len()
-                ));
+                return Err(format!("content is {} bytes but size says {size}", c.len()));
             }
             if c.len() > MAX_INLINE_CONTENT {
                 return Err(format!(
@@ -163,7 +160,9 @@ impl Parser {
             inode.rdev = rdev;
         }
         if file_type == FileType::Symlink {
-            let target = payload.filter(|p| !p.is_empty()).ok_or("symlink has no target")?;
+            let target = payload
+                .filter(|p| !p.is_empty())
+                .ok_or("symlink has no target")?;
             check_path_len(&target, "symlink target")?;
             inode.size = target.len() as u64;
             inode.payload = Some(target);
@@ -222,14 +221,23 @@ impl Parser {
         }
         let id = tree.add_inode(inode);
         self.xattr_budget.push(0);
-        tree.inodes[dir].entries.insert(name, DirEntry { inode: id, hardlink });
+        tree.inodes[dir].entries.insert(
+            name,
+            DirEntry {
+                inode: id,
+                hardlink,
+            },
+        );
         Ok(id)
     }
 
     /// The directory that holds `path` and the final name in it.
     fn locate(&self, path: &[u8]) -> Result<(InodeId, Vec<u8>), String> {
         let shown = || String::from_utf8_lossy(path).into_owned();
-        let tree = self.tree.as_ref().ok_or("the root directory must come first")?;
+        let tree = self
+            .tree
+            .as_ref()
+            .ok_or("the root directory must come first")?;
         let mut dir = ROOT;
         let mut rest = trim_slashes(path);
         loop {

@@ -112,7 +112,8 @@ fn add_whiteout_stubs(tree: &mut Tree) {
         stub.gid = root.gid;
         stub.mtime = root.mtime;
         if let Some(label) = &selinux {
-            stub.xattrs.insert(b"security.selinux".to_vec(), label.clone());
+            stub.xattrs
+                .insert(b"security.selinux".to_vec(), label.clone());
         }
         let id = tree.add_inode(stub);
         tree.inodes[ROOT].entries.insert(

@@ -72,17 +72,24 @@ impl<'a> Reader<'a> {
     fn new(image: &'a [u8]) -> Result<Reader<'a>, ReadError> {
         header(image)?;
         let sb_bytes = &image[SUPERBLOCK_OFFSET as usize..];
-        let (sb, _) = Superblock::ref_from_prefix(sb_bytes).map_err(|_| ReadError::TooSmall(image.len()))?;
+        let (sb, _) =
+            Superblock::ref_from_prefix(sb_bytes).map_err(|_| ReadError::TooSmall(image.len()))?;
         if sb.magic.get() != EROFS_MAGIC {
             return Err(ReadError::NotErofs);
         }
         if sb.blkszbits != BLOCK_BITS {
-            return Err(ReadError::corrupt(SUPERBLOCK_OFFSET, "block size is not 4096"));
+            return Err(ReadError::corrupt(
+                SUPERBLOCK_OFFSET,
+                "block size is not 4096",
+            ));
         }
         let meta_start = sb.meta_blkaddr.get() as u64 * BLOCK_SIZE;
         let xattr_start = sb.xattr_blkaddr.get() as u64 * BLOCK_SIZE;
         if meta_start >= image.len() as u64 || xattr_start >= image.len() as u64 {
-            return Err(ReadError::corrupt(SUPERBLOCK_OFFSET, "metadata beyond the end"));
+            return Err(ReadError::corrupt(
+                SUPERBLOCK_OFFSET,
+                "metadata beyond the end",
+            ));
         }
         Ok(Reader {
             image,
@@ -97,10 +104,15 @@ impl<'a> Reader<'a> {
     }
 
     fn bytes(&self, offset: u64, len: u64, what: &str) -> Result<&'a [u8], ReadError> {
-        let end = offset.checked_add(len).filter(|&e| e <= self.image.len() as u64);
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= self.image.len() as u64);
         match end {
             Some(end) => Ok(&self.image[offset as usize..end as usize]),
-            None => Err(ReadError::corrupt(offset, &format!("{what} runs past the end"))),
+            None => Err(ReadError::corrupt(
+                offset,
+                &format!("{what} runs past the end"),
+            )),
         }
     }
 
@@ -169,7 +181,10 @@ impl<'a> Reader<'a> {
     /// then, when tail-packed, the tail after the inode.
     fn data(&self, raw: &RawInode<'a>, limit: u64) -> Result<Vec<u8>, ReadError> {
         if raw.size > limit {
-            return Err(ReadError::corrupt(0, &format!("data of {} bytes is too large", raw.size)));
+            return Err(ReadError::corrupt(
+                0,
+                &format!("data of {} bytes is too large", raw.size),
+            ));
         }
         let inline = raw.layout == LAYOUT_FLAT_INLINE;
         let tail = if inline { raw.size % BLOCK_SIZE } else { 0 };
@@ -277,8 +292,9 @@ impl<'a> Reader<'a> {
         inode.gid = raw.gid;
         inode.mtime = raw.mtime;
         inode.size = raw.size;
-        let ty = FileType::from_mode(raw.mode)
-            .ok_or_else(|| ReadError::corrupt(0, &format!("mode {:o} has no valid file type", raw.mode)))?;
+        let ty = FileType::from_mode(raw.mode).ok_or_else(|| {
+            ReadError::corrupt(0, &format!("mode {:o} has no valid file type", raw.mode))
+        })?;
         match ty {
             FileType::BlockDevice | FileType::CharDevice => inode.rdev = raw.u,
             FileType::Symlink => {
@@ -292,7 +308,10 @@ impl<'a> Reader<'a> {
                 }
                 LAYOUT_CHUNK_BASED => {}
                 other => {
-                    return Err(ReadError::corrupt(0, &format!("unsupported data layout {other}")))
+                    return Err(ReadError::corrupt(
+                        0,
+                        &format!("unsupported data layout {other}"),
+                    ))
                 }
             },
             _ => {}
@@ -304,7 +323,7 @@ impl<'a> Reader<'a> {
     }
 
     /// All xattrs of an inode: inline ones, then shared ones.
-    fn xattrs(&self, raw: &RawInode<'a>) -> Result<Vec<(Vec<u8>, &'a [u8])>, ReadError> {
+    fn xattrs(&self, raw: &RawInode<'a>) -> Result<Vec<RawXattr<'a>>, ReadError> {
         let mut out = Vec::new();
         if raw.xattrs.is_empty() {
             return Ok(out);
@@ -337,9 +356,13 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// One xattr entry: its full name, value and padded size.
-fn parse_xattr(bytes: &[u8]) -> Result<((Vec<u8>, &[u8]), usize), ReadError> {
-    let (e, _) = XattrEntry::ref_from_prefix(bytes).map_err(|_| ReadError::corrupt(0, "xattr truncated"))?;
+/// An xattr as stored: its full name and its value.
+type RawXattr<'a> = (Vec<u8>, &'a [u8]);
+
+/// One xattr entry and its padded size.
+fn parse_xattr(bytes: &[u8]) -> Result<(RawXattr<'_>, usize), ReadError> {
+    let (e, _) =
+        XattrEntry::ref_from_prefix(bytes).map_err(|_| ReadError::corrupt(0, "xattr truncated"))?;
     let name_len = e.name_len as usize;
     let value_len = e.value_size.get() as usize;
     let prefix = XATTR_PREFIX_BY_INDEX
@@ -358,7 +381,10 @@ fn apply_xattr(inode: &mut Inode, name: Vec<u8>, value: &[u8]) {
     let regular = inode.file_type() == Some(FileType::Regular);
     if name == REDIRECT {
         if regular {
-            let path = value.strip_prefix(b"/").filter(|_| value.len() > 1).unwrap_or(value);
+            let path = value
+                .strip_prefix(b"/")
+                .filter(|_| value.len() > 1)
+                .unwrap_or(value);
             inode.payload = Some(path.to_vec());
         }
         return;
@@ -380,9 +406,10 @@ fn apply_xattr(inode: &mut Inode, name: Vec<u8>, value: &[u8]) {
     }
     if let Some(rest) = name.strip_prefix(OVERLAY_PREFIX) {
         if name.starts_with(ESCAPED_PREFIX) {
-            inode
-                .xattrs
-                .insert([OVERLAY_PREFIX, &rest[b"overlay.".len()..]].concat(), value.to_vec());
+            inode.xattrs.insert(
+                [OVERLAY_PREFIX, &rest[b"overlay.".len()..]].concat(),
+                value.to_vec(),
+            );
         }
         return;
     }

@@ -12,7 +12,9 @@ use zerocopy::IntoBytes;
 use super::format::*;
 use super::overlay;
 use super::ImageError;
-use crate::tree::{FileType, Inode, InodeId, Mtime, Tree, MAX_INLINE_CONTENT, MAX_NAME_LEN, MAX_PATH_LEN, ROOT};
+use crate::tree::{
+    FileType, Inode, InodeId, Mtime, Tree, MAX_INLINE_CONTENT, MAX_NAME_LEN, MAX_PATH_LEN, ROOT,
+};
 
 /// Which image format versions the writer may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,12 +49,8 @@ pub fn write_image(tree: &Tree, options: &ImageOptions) -> Result<Image, ImageEr
     }
     let walk = Walk::new(tree)?;
     validate(tree, &walk)?;
-    let version = overlay::choose_version(
-        tree,
-        &walk.order,
-        options.min_version,
-        options.max_version,
-    );
+    let version =
+        overlay::choose_version(tree, &walk.order, options.min_version, options.max_version);
 
     let mut tree = tree.clone();
     overlay::rewrite(&mut tree, &walk.order, &walk.parent, version);
@@ -132,7 +130,10 @@ fn validate(tree: &Tree, walk: &Walk) -> Result<(), ImageError> {
         let inode = &tree.inodes[id];
         let fail = |message: String| ImageError::invalid(&walk.path(tree, id), &message);
         let Some(ty) = inode.file_type() else {
-            return Err(fail(format!("mode {:o} has no valid file type", inode.mode)));
+            return Err(fail(format!(
+                "mode {:o} has no valid file type",
+                inode.mode
+            )));
         };
         if !inode.entries.is_empty() && ty != FileType::Directory {
             return Err(fail("only a directory can have entries".into()));
@@ -239,7 +240,8 @@ impl<'t> Plan<'t> {
         let min_mtime = nodes.iter().map(|n| n.mtime).min().unwrap_or_default();
         let has_acl = nodes.iter().any(|n| {
             n.xattrs.contains_key(b"system.posix_acl_access".as_slice())
-                || n.xattrs.contains_key(b"system.posix_acl_default".as_slice())
+                || n.xattrs
+                    .contains_key(b"system.posix_acl_default".as_slice())
         });
 
         let dirents: Vec<_> = walk
@@ -301,7 +303,8 @@ impl<'t> Plan<'t> {
                 p.xattrs.push(offset);
             }
             if !inode.xattrs.is_empty() {
-                p.xattr_size = (XATTR_HEADER_SIZE + n_shared * 4 + unshared_size).next_multiple_of(4);
+                p.xattr_size =
+                    (XATTR_HEADER_SIZE + n_shared * 4 + unshared_size).next_multiple_of(4);
             }
             if p.xattr_size > XATTR_HEADER_SIZE + (u16::MAX as usize - 1) * 4 {
                 return Err(ImageError::invalid(
@@ -353,7 +356,10 @@ impl<'t> Plan<'t> {
         plan.inodes_end = pos.next_multiple_of(SLOT_SIZE);
         plan.data_start = (plan.inodes_end + plan.shared_size).next_multiple_of(BLOCK_SIZE);
         if plan.inodes[0].nid > u16::MAX as u64 {
-            return Err(ImageError::invalid("/", "root inode placed beyond nid 65535"));
+            return Err(ImageError::invalid(
+                "/",
+                "root inode placed beyond nid 65535",
+            ));
         }
         Ok(plan)
     }
@@ -403,7 +409,12 @@ impl<'t> Plan<'t> {
         let header = ComposefsHeader {
             magic: COMPOSEFS_MAGIC.into(),
             version: COMPOSEFS_HEADER_VERSION.into(),
-            flags: (if self.has_acl { COMPOSEFS_FLAG_HAS_ACL } else { 0 }).into(),
+            flags: (if self.has_acl {
+                COMPOSEFS_FLAG_HAS_ACL
+            } else {
+                0
+            })
+            .into(),
             composefs_version: version.into(),
             ..Default::default()
         };
@@ -559,7 +570,9 @@ impl<'t> Plan<'t> {
                 let last = chunks.last().expect("a directory has . and ..");
                 write_dirent_chunk(out, tree, walk, &self.dirents[i][last.clone()], self);
             }
-            FileType::Symlink => out.extend_from_slice(inode.payload.as_deref().unwrap_or_default()),
+            FileType::Symlink => {
+                out.extend_from_slice(inode.payload.as_deref().unwrap_or_default())
+            }
             FileType::Regular => match &inode.content {
                 Some(c) => out.extend_from_slice(&c[c.len() - p.tail..]),
                 None => {
@@ -572,7 +585,14 @@ impl<'t> Plan<'t> {
         }
     }
 
-    fn write_data_blocks(&self, out: &mut Vec<u8>, tree: &Tree, walk: &Walk, i: usize, inode: &Inode) {
+    fn write_data_blocks(
+        &self,
+        out: &mut Vec<u8>,
+        tree: &Tree,
+        walk: &Walk,
+        i: usize,
+        inode: &Inode,
+    ) {
         let p = &self.inodes[i];
         if p.blocks == 0 {
             return;

@@ -67,7 +67,9 @@ mod tests {
 
     #[test]
     fn reader_matches_bytes_across_chunk_boundaries() {
-        let data: Vec<u8> = (0..(600 * 1024 + 17)).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(600 * 1024 + 17))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         let (d, n) = digest_reader(&data[..]).unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(d, digest_bytes(&data));

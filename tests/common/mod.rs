@@ -45,7 +45,11 @@ pub fn compat_assets() -> Option<PathBuf> {
     match std::env::var_os("SEALTREE_COMPAT_ASSETS") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
-            assert!(dir.is_dir(), "SEALTREE_COMPAT_ASSETS={} is not a directory", dir.display());
+            assert!(
+                dir.is_dir(),
+                "SEALTREE_COMPAT_ASSETS={} is not a directory",
+                dir.display()
+            );
             Some(dir)
         }
         None => {
@@ -78,7 +82,9 @@ pub fn read_maybe_gz(path: &Path) -> Vec<u8> {
     if path.extension().is_some_and(|e| e == "gz") {
         use std::io::Read;
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .unwrap();
         out
     } else {
         raw
