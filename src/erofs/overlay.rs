@@ -1,9 +1,12 @@
-//! The rewrite that turns a tree into what overlayfs needs in a composefs
-//! lower layer: the tree's own `trusted.overlay.*` xattrs escaped, metacopy
-//! and redirect xattrs on external files, whiteouts escaped, the root made
-//! opaque and given the 256 `00`..`ff` whiteout stubs.
+//! How a tree's inodes are stored for overlayfs in a composefs lower layer:
+//! the tree's own `trusted.overlay.*` xattrs escaped, metacopy and redirect
+//! xattrs on external files, whiteouts escaped, the root made opaque and
+//! given whiteout stubs `00`..`ff`. Computed as a view; the tree is not
+//! changed.
 
-use crate::tree::{DirEntry, Inode, InodeId, Tree, ROOT, S_IFCHR, S_IFMT, S_IFREG};
+use std::borrow::Cow;
+
+use crate::tree::{Inode, Mtime, S_IFCHR, S_IFMT, S_IFREG};
 
 pub const OVERLAY_PREFIX: &[u8] = b"trusted.overlay.";
 pub const ESCAPED_PREFIX: &[u8] = b"trusted.overlay.overlay.";
@@ -16,112 +19,145 @@ pub const ESCAPED_OPAQUE: &[u8] = b"trusted.overlay.overlay.opaque";
 pub const USER_WHITEOUT: &[u8] = b"user.overlay.whiteout";
 pub const USER_WHITEOUTS: &[u8] = b"user.overlay.whiteouts";
 pub const USER_OPAQUE: &[u8] = b"user.overlay.opaque";
+const SELINUX: &[u8] = b"security.selinux";
 
 /// fs-verity hash algorithm number of SHA-256 in a metacopy xattr.
 const METACOPY_SHA256: u8 = 1;
 
+/// Names of the root's whiteout stubs: `00` to `ff`.
+pub static STUB_NAMES: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut names = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        names[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    names
+};
+
+/// An xattr as stored: names and values borrowed from the tree where they
+/// are unchanged.
+pub type Xattr<'t> = (Cow<'t, [u8]>, Cow<'t, [u8]>);
+
+/// One inode as the image stores it.
+pub struct Stored<'t> {
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub size: u64,
+    pub mtime: Mtime,
+    pub payload: Option<&'t [u8]>,
+    pub content: Option<&'t [u8]>,
+    /// Sorted by name, names unique.
+    pub xattrs: Vec<Xattr<'t>>,
+}
+
+/// What the image needs to know about an inode's place in the tree.
+pub struct Context {
+    pub version: u32,
+    pub is_root: bool,
+    /// The directory directly holds a whiteout.
+    pub holds_whiteouts: bool,
+}
+
 /// The format version to write: raised from `min` towards `max` only when
 /// the tree needs it (whiteouts are handled better from version 1).
-pub fn choose_version(tree: &Tree, order: &[InodeId], min: u32, max: u32) -> u32 {
-    let max = max.max(min);
-    if min < 1 && max >= 1 && order.iter().any(|&id| tree.inodes[id].is_whiteout()) {
+pub fn choose_version(has_whiteouts: bool, min: u32, max: u32) -> u32 {
+    if min < 1 && max.max(min) >= 1 && has_whiteouts {
         1
     } else {
         min
     }
 }
 
-/// Rewrite `tree` in place for use as an overlayfs lower layer. `order`
-/// lists the reachable inodes, parents first; `parent` maps each to the
-/// directory holding its primary entry.
-pub fn rewrite(tree: &mut Tree, order: &[InodeId], parent: &[InodeId], version: u32) {
-    for &id in order {
-        escape_overlay_xattrs(&mut tree.inodes[id]);
-        add_metacopy(&mut tree.inodes[id]);
-        if tree.inodes[id].is_whiteout() {
-            let inode = &mut tree.inodes[id];
-            inode.size = 0;
-            inode.mode = S_IFREG | (inode.mode & !S_IFMT);
-            inode.xattrs.insert(ESCAPED_WHITEOUT.to_vec(), Vec::new());
-            inode.xattrs.insert(USER_WHITEOUT.to_vec(), Vec::new());
-            let dir = &mut tree.inodes[parent[id]];
-            dir.xattrs.insert(ESCAPED_WHITEOUTS.to_vec(), Vec::new());
-            dir.xattrs.insert(USER_WHITEOUTS.to_vec(), Vec::new());
-            if version >= 1 {
-                dir.xattrs.insert(ESCAPED_OPAQUE.to_vec(), b"x".to_vec());
-                dir.xattrs.insert(USER_OPAQUE.to_vec(), b"x".to_vec());
-            }
-        }
-    }
-    tree.inodes[ROOT]
-        .xattrs
-        .insert(OPAQUE.to_vec(), b"y".to_vec());
-    add_whiteout_stubs(tree);
-}
-
-/// `trusted.overlay.X` becomes `trusted.overlay.overlay.X`, which overlayfs
-/// shows to its users as `trusted.overlay.X` again.
-fn escape_overlay_xattrs(inode: &mut Inode) {
-    if !inode.xattrs.keys().any(|k| k.starts_with(OVERLAY_PREFIX)) {
-        return;
-    }
-    let xattrs = std::mem::take(&mut inode.xattrs);
-    inode.xattrs = xattrs
-        .into_iter()
-        .map(|(k, v)| match k.strip_prefix(OVERLAY_PREFIX) {
-            Some(rest) => ([ESCAPED_PREFIX, rest].concat(), v),
-            None => (k, v),
-        })
-        .collect();
-}
-
-/// External files (content not in the image) get a metacopy xattr with
-/// their digest, and a redirect to their object when they have a payload.
-fn add_metacopy(inode: &mut Inode) {
-    if inode.mode & S_IFMT != S_IFREG || inode.size == 0 || inode.content.is_some() {
-        return;
-    }
-    let value = match &inode.digest {
-        Some(d) => {
-            let mut v = vec![0, 36, 0, METACOPY_SHA256];
-            v.extend_from_slice(d);
-            v
-        }
-        None => Vec::new(),
-    };
-    inode.xattrs.insert(METACOPY.to_vec(), value);
-    if let Some(payload) = inode.payload.as_deref().filter(|p| !p.is_empty()) {
-        inode
+/// How `inode` is stored.
+pub fn stored<'t>(inode: &'t Inode, cx: &Context) -> Stored<'t> {
+    let mut s = Stored {
+        mode: inode.mode,
+        nlink: inode.nlink,
+        uid: inode.uid,
+        gid: inode.gid,
+        rdev: inode.rdev,
+        size: inode.size,
+        mtime: inode.mtime,
+        payload: inode.payload.as_deref(),
+        content: inode.content.as_deref(),
+        // `trusted.overlay.X` becomes `trusted.overlay.overlay.X`, which
+        // overlayfs shows as `trusted.overlay.X` again. Escaping keeps the
+        // names in order: every escaped name gains the same infix.
+        xattrs: inode
             .xattrs
-            .insert(REDIRECT.to_vec(), [b"/", payload].concat());
+            .iter()
+            .map(|(k, v)| {
+                let k = match k.strip_prefix(OVERLAY_PREFIX) {
+                    Some(rest) => Cow::Owned([ESCAPED_PREFIX, rest].concat()),
+                    None => Cow::Borrowed(k.as_slice()),
+                };
+                (k, Cow::Borrowed(v.as_slice()))
+            })
+            .collect(),
+    };
+    let external = inode.mode & S_IFMT == S_IFREG && inode.size > 0 && inode.content.is_none();
+    if external {
+        let value = match &inode.digest {
+            Some(d) => [&[0, 36, 0, METACOPY_SHA256][..], d].concat(),
+            None => Vec::new(),
+        };
+        set(&mut s.xattrs, METACOPY, value);
+        if let Some(payload) = s.payload.filter(|p| !p.is_empty()) {
+            set(&mut s.xattrs, REDIRECT, [b"/", payload].concat());
+        }
+    }
+    if inode.is_whiteout() {
+        s.size = 0;
+        s.mode = S_IFREG | (inode.mode & !S_IFMT);
+        set(&mut s.xattrs, ESCAPED_WHITEOUT, Vec::new());
+        set(&mut s.xattrs, USER_WHITEOUT, Vec::new());
+    }
+    if cx.holds_whiteouts {
+        set(&mut s.xattrs, ESCAPED_WHITEOUTS, Vec::new());
+        set(&mut s.xattrs, USER_WHITEOUTS, Vec::new());
+        if cx.version >= 1 {
+            set(&mut s.xattrs, ESCAPED_OPAQUE, b"x".to_vec());
+            set(&mut s.xattrs, USER_OPAQUE, b"x".to_vec());
+        }
+    }
+    if cx.is_root {
+        set(&mut s.xattrs, OPAQUE, b"y".to_vec());
+    }
+    s
+}
+
+/// A whiteout stub in the root: overlayfs with a data-only lower layer
+/// looks up `00`..`ff` there, and these keep such lookups from going on.
+pub fn stub(root: &Inode) -> Stored<'_> {
+    Stored {
+        mode: S_IFCHR | 0o644,
+        nlink: 1,
+        uid: root.uid,
+        gid: root.gid,
+        rdev: 0,
+        size: 0,
+        mtime: root.mtime,
+        payload: None,
+        content: None,
+        xattrs: root
+            .xattrs
+            .get_key_value(SELINUX)
+            .map(|(k, v)| (Cow::Borrowed(k.as_slice()), Cow::Borrowed(v.as_slice())))
+            .into_iter()
+            .collect(),
     }
 }
 
-/// Overlayfs with a data-only lower layer looks up `00`..`ff` in the root;
-/// whiteouts there keep those lookups from reaching the layer below.
-fn add_whiteout_stubs(tree: &mut Tree) {
-    let root = tree.inodes[ROOT].clone();
-    let selinux = root.xattrs.get(b"security.selinux".as_slice()).cloned();
-    for i in 0..=255u8 {
-        let name = format!("{i:02x}").into_bytes();
-        if root.entries.contains_key(&name) {
-            continue;
-        }
-        let mut stub = Inode::new(S_IFCHR | 0o644);
-        stub.uid = root.uid;
-        stub.gid = root.gid;
-        stub.mtime = root.mtime;
-        if let Some(label) = &selinux {
-            stub.xattrs
-                .insert(b"security.selinux".to_vec(), label.clone());
-        }
-        let id = tree.add_inode(stub);
-        tree.inodes[ROOT].entries.insert(
-            name,
-            DirEntry {
-                inode: id,
-                hardlink: false,
-            },
-        );
+/// Set `name` to `value`, keeping the list sorted.
+fn set<'t>(xattrs: &mut Vec<Xattr<'t>>, name: &'static [u8], value: Vec<u8>) {
+    let value = Cow::Owned(value);
+    match xattrs.binary_search_by(|(k, _)| k.as_ref().cmp(name)) {
+        Ok(i) => xattrs[i].1 = value,
+        Err(i) => xattrs.insert(i, (Cow::Borrowed(name), value)),
     }
 }

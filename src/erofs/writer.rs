@@ -7,13 +7,15 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use foldhash::fast::RandomState;
 use zerocopy::IntoBytes;
 
 use super::format::*;
-use super::overlay;
+use super::overlay::{self, Context, Stored, Xattr, STUB_NAMES};
 use super::ImageError;
 use crate::tree::{
-    FileType, Inode, InodeId, Mtime, Tree, MAX_INLINE_CONTENT, MAX_NAME_LEN, MAX_PATH_LEN, ROOT,
+    FileType, InodeId, Mtime, Tree, MAX_INLINE_CONTENT, MAX_NAME_LEN, MAX_PATH_LEN, ROOT, S_IFDIR,
+    S_IFLNK, S_IFMT,
 };
 
 /// Which image format versions the writer may use.
@@ -49,18 +51,38 @@ pub fn write_image(tree: &Tree, options: &ImageOptions) -> Result<Image, ImageEr
     }
     let walk = Walk::new(tree)?;
     validate(tree, &walk)?;
-    let version =
-        overlay::choose_version(tree, &walk.order, options.min_version, options.max_version);
 
-    let mut tree = tree.clone();
-    overlay::rewrite(&mut tree, &walk.order, &walk.parent, version);
-    let walk = Walk::new(&tree)?;
-    let plan = Plan::new(&tree, &walk)?;
-    let bytes = plan.serialize(&tree, &walk, version);
+    let mut holds_whiteouts = vec![false; tree.inodes.len()];
+    let mut has_whiteouts = false;
+    for &id in &walk.order {
+        if id < tree.inodes.len() && tree.inodes[id].is_whiteout() {
+            holds_whiteouts[walk.parent[id]] = true;
+            has_whiteouts = true;
+        }
+    }
+    let version = overlay::choose_version(has_whiteouts, options.min_version, options.max_version);
+    let stored: Vec<Stored> = walk
+        .order
+        .iter()
+        .map(|&id| match tree.inodes.get(id) {
+            Some(inode) => overlay::stored(
+                inode,
+                &Context {
+                    version,
+                    is_root: id == ROOT,
+                    holds_whiteouts: holds_whiteouts[id],
+                },
+            ),
+            None => overlay::stub(tree.root()),
+        })
+        .collect();
+    let plan = Plan::new(tree, &walk, &stored)?;
+    let bytes = plan.serialize(&walk, &stored, version);
     Ok(Image { bytes, version })
 }
 
-/// The reachable inodes in breadth-first order of primary entries.
+/// The reachable inodes in breadth-first order of primary entries, with
+/// the root's whiteout stubs as ids past the tree's last inode.
 struct Walk {
     order: Vec<InodeId>,
     /// Position of each inode in `order` (u32::MAX when unreachable).
@@ -71,7 +93,7 @@ struct Walk {
 
 impl Walk {
     fn new(tree: &Tree) -> Result<Walk, ImageError> {
-        let n = tree.inodes.len();
+        let n = tree.inodes.len() + STUB_NAMES.len();
         let mut walk = Walk {
             order: Vec::with_capacity(n),
             index: vec![u32::MAX; n],
@@ -86,11 +108,13 @@ impl Walk {
         while next < walk.order.len() {
             let dir = walk.order[next];
             next += 1;
-            for entry in tree.inodes[dir].entries.values() {
-                if entry.hardlink {
+            if !tree.inodes.get(dir).is_some_and(|i| i.is_dir()) {
+                continue;
+            }
+            for (_, id, primary) in entries(tree, dir) {
+                if !primary {
                     continue;
                 }
-                let id = entry.inode;
                 if walk.index[id] != u32::MAX {
                     return Err(ImageError::invalid(
                         &walk.path(tree, dir),
@@ -105,7 +129,7 @@ impl Walk {
         Ok(walk)
     }
 
-    /// The path of a reachable inode, for error messages.
+    /// The path of a reachable inode of the tree, for error messages.
     fn path(&self, tree: &Tree, mut id: InodeId) -> String {
         let mut parts = Vec::new();
         while id != ROOT {
@@ -124,10 +148,33 @@ impl Walk {
     }
 }
 
+/// A directory's entries as stored, in name order: (name, inode, primary).
+/// The root also holds the whiteout stubs its own entries do not shadow.
+fn entries(tree: &Tree, dir: InodeId) -> Vec<(&[u8], InodeId, bool)> {
+    let inode = &tree.inodes[dir];
+    let mut list: Vec<(&[u8], InodeId, bool)> = inode
+        .entries
+        .iter()
+        .map(|(name, e)| (name.as_slice(), e.inode, !e.hardlink))
+        .collect();
+    if dir == ROOT {
+        let first_stub = tree.inodes.len();
+        for (i, name) in STUB_NAMES.iter().enumerate() {
+            if !inode.entries.contains_key(name.as_slice()) {
+                list.push((name, first_stub + i, true));
+            }
+        }
+        list.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    }
+    list
+}
+
 /// Refuse trees the format cannot hold, naming the path at fault.
 fn validate(tree: &Tree, walk: &Walk) -> Result<(), ImageError> {
     for &id in &walk.order {
-        let inode = &tree.inodes[id];
+        let Some(inode) = tree.inodes.get(id) else {
+            continue; // a whiteout stub
+        };
         let fail = |message: String| ImageError::invalid(&walk.path(tree, id), &message);
         let Some(ty) = inode.file_type() else {
             return Err(fail(format!(
@@ -235,13 +282,13 @@ struct Plan<'t> {
 }
 
 impl<'t> Plan<'t> {
-    fn new(tree: &'t Tree, walk: &Walk) -> Result<Plan<'t>, ImageError> {
-        let nodes: Vec<&Inode> = walk.order.iter().map(|&id| &tree.inodes[id]).collect();
+    fn new(tree: &'t Tree, walk: &Walk, nodes: &'t [Stored<'t>]) -> Result<Plan<'t>, ImageError> {
         let min_mtime = nodes.iter().map(|n| n.mtime).min().unwrap_or_default();
         let has_acl = nodes.iter().any(|n| {
-            n.xattrs.contains_key(b"system.posix_acl_access".as_slice())
-                || n.xattrs
-                    .contains_key(b"system.posix_acl_default".as_slice())
+            n.xattrs.iter().any(|(k, _)| {
+                k.as_ref() == b"system.posix_acl_access"
+                    || k.as_ref() == b"system.posix_acl_default"
+            })
         });
 
         let dirents: Vec<_> = walk
@@ -251,10 +298,10 @@ impl<'t> Plan<'t> {
             .collect();
 
         // Xattrs used more than once are stored once, in descending order.
-        let mut uses: HashMap<(&[u8], &[u8]), u32> = HashMap::new();
-        for n in &nodes {
+        let mut uses: HashMap<(&[u8], &[u8]), u32, RandomState> = HashMap::default();
+        for n in nodes {
             for (k, v) in &n.xattrs {
-                *uses.entry((k, v)).or_default() += 1;
+                *uses.entry((k.as_ref(), v.as_ref())).or_default() += 1;
             }
         }
         let mut shared: Vec<(&[u8], &[u8])> = uses
@@ -267,7 +314,8 @@ impl<'t> Plan<'t> {
                 .then(b.1.len().cmp(&a.1.len()))
                 .then(b.1.cmp(a.1))
         });
-        let mut shared_offset = HashMap::with_capacity(shared.len());
+        let mut shared_offset: HashMap<_, _, RandomState> =
+            HashMap::with_capacity_and_hasher(shared.len(), RandomState::default());
         let mut shared_size = 0u64;
         for &(k, v) in &shared {
             shared_offset.insert((k, v), shared_size);
@@ -293,7 +341,7 @@ impl<'t> Plan<'t> {
             let mut unshared_size = 0;
             for (k, v) in &inode.xattrs {
                 let offset = shared_offset
-                    .get(&(k.as_slice(), v.as_slice()))
+                    .get(&(k.as_ref(), v.as_ref()))
                     .copied()
                     .filter(|_| n_shared < MAX_SHARED_XATTRS_PER_INODE);
                 match offset {
@@ -312,8 +360,9 @@ impl<'t> Plan<'t> {
                     "xattrs too large for one inode",
                 ));
             }
-            p.nlink = if inode.is_dir() {
-                let subdirs = inode
+            let is_dir = inode.mode & S_IFMT == S_IFDIR;
+            p.nlink = if is_dir {
+                let subdirs = tree.inodes[walk.order[i]]
                     .entries
                     .values()
                     .filter(|e| tree.inodes[e.inode].is_dir())
@@ -326,7 +375,7 @@ impl<'t> Plan<'t> {
             let (blocks, tail) = plan.data_shape(inode, i);
             p.blocks = blocks;
             p.tail = tail;
-            let size = if inode.is_dir() {
+            let size = if is_dir {
                 blocks * BLOCK_SIZE + tail as u64
             } else {
                 inode.size
@@ -365,8 +414,8 @@ impl<'t> Plan<'t> {
     }
 
     /// Blocks and tail bytes of an inode's data before placement.
-    fn data_shape(&self, inode: &Inode, i: usize) -> (u64, usize) {
-        match inode.file_type() {
+    fn data_shape(&self, inode: &Stored, i: usize) -> (u64, usize) {
+        match FileType::from_mode(inode.mode) {
             Some(FileType::Directory) => {
                 let mut blocks = 0;
                 let mut used = 0;
@@ -385,8 +434,8 @@ impl<'t> Plan<'t> {
                     (blocks, used)
                 }
             }
-            Some(FileType::Symlink) => (0, inode.payload.as_ref().map_or(0, |p| p.len())),
-            Some(FileType::Regular) if inode.size > 0 => match &inode.content {
+            Some(FileType::Symlink) => (0, inode.payload.map_or(0, |p| p.len())),
+            Some(FileType::Regular) if inode.size > 0 => match inode.content {
                 Some(_) => {
                     let blocks = inode.size / BLOCK_SIZE;
                     let tail = (inode.size % BLOCK_SIZE) as usize;
@@ -402,7 +451,7 @@ impl<'t> Plan<'t> {
         }
     }
 
-    fn serialize(&self, tree: &Tree, walk: &Walk, version: u32) -> Vec<u8> {
+    fn serialize(&self, walk: &Walk, nodes: &[Stored], version: u32) -> Vec<u8> {
         let total = self.data_start + self.data_blocks * BLOCK_SIZE;
         let mut out = Vec::with_capacity(total as usize);
 
@@ -436,8 +485,8 @@ impl<'t> Plan<'t> {
         out.extend_from_slice(sb.as_bytes());
 
         let mut next_block = self.data_start / BLOCK_SIZE;
-        for (i, &id) in walk.order.iter().enumerate() {
-            self.write_inode(&mut out, tree, walk, i, &tree.inodes[id], &mut next_block);
+        for (i, node) in nodes.iter().enumerate() {
+            self.write_inode(&mut out, walk, nodes, i, node, &mut next_block);
         }
         pad_to(&mut out, SLOT_SIZE);
         debug_assert_eq!(out.len() as u64, self.inodes_end);
@@ -447,8 +496,8 @@ impl<'t> Plan<'t> {
         pad_to(&mut out, BLOCK_SIZE);
         debug_assert_eq!(out.len() as u64, self.data_start);
 
-        for (i, &id) in walk.order.iter().enumerate() {
-            self.write_data_blocks(&mut out, tree, walk, i, &tree.inodes[id]);
+        for (i, node) in nodes.iter().enumerate() {
+            self.write_data_blocks(&mut out, walk, nodes, i, node);
         }
         debug_assert_eq!(out.len() as u64, total);
         out
@@ -457,16 +506,16 @@ impl<'t> Plan<'t> {
     fn write_inode(
         &self,
         out: &mut Vec<u8>,
-        tree: &Tree,
         walk: &Walk,
+        nodes: &[Stored],
         i: usize,
-        inode: &Inode,
+        inode: &Stored,
         next_block: &mut u64,
     ) {
         let p = &self.inodes[i];
         out.resize(out.len() + p.pad as usize, 0);
         debug_assert_eq!(out.len() as u64, p.nid * SLOT_SIZE);
-        let ty = inode.file_type().expect("validated");
+        let ty = FileType::from_mode(inode.mode).expect("validated");
         let mut layout = if p.tail > 0 {
             LAYOUT_FLAT_INLINE
         } else {
@@ -544,7 +593,7 @@ impl<'t> Plan<'t> {
             let start = out.len();
             let shared_count = p.xattrs.iter().flatten().count();
             let header = XattrHeader {
-                name_filter: name_filter(inode).into(),
+                name_filter: name_filter(&inode.xattrs).into(),
                 shared_count: shared_count as u8,
                 ..Default::default()
             };
@@ -568,12 +617,10 @@ impl<'t> Plan<'t> {
             FileType::Directory => {
                 let chunks = dirent_chunks(&self.dirents[i]);
                 let last = chunks.last().expect("a directory has . and ..");
-                write_dirent_chunk(out, tree, walk, &self.dirents[i][last.clone()], self);
+                write_dirent_chunk(out, walk, nodes, &self.dirents[i][last.clone()], self);
             }
-            FileType::Symlink => {
-                out.extend_from_slice(inode.payload.as_deref().unwrap_or_default())
-            }
-            FileType::Regular => match &inode.content {
+            FileType::Symlink => out.extend_from_slice(inode.payload.unwrap_or_default()),
+            FileType::Regular => match inode.content {
                 Some(c) => out.extend_from_slice(&c[c.len() - p.tail..]),
                 None => {
                     for _ in 0..p.tail / 4 {
@@ -588,24 +635,24 @@ impl<'t> Plan<'t> {
     fn write_data_blocks(
         &self,
         out: &mut Vec<u8>,
-        tree: &Tree,
         walk: &Walk,
+        nodes: &[Stored],
         i: usize,
-        inode: &Inode,
+        inode: &Stored,
     ) {
         let p = &self.inodes[i];
         if p.blocks == 0 {
             return;
         }
-        match inode.file_type() {
+        match FileType::from_mode(inode.mode) {
             Some(FileType::Directory) => {
                 let chunks = dirent_chunks(&self.dirents[i]);
                 for range in chunks.into_iter().take(p.blocks as usize) {
-                    write_dirent_chunk(out, tree, walk, &self.dirents[i][range], self);
+                    write_dirent_chunk(out, walk, nodes, &self.dirents[i][range], self);
                     pad_to(out, BLOCK_SIZE);
                 }
             }
-            Some(FileType::Regular) => match &inode.content {
+            Some(FileType::Regular) => match inode.content {
                 Some(c) => {
                     let end = (p.blocks * BLOCK_SIZE).min(c.len() as u64) as usize;
                     out.extend_from_slice(&c[..end]);
@@ -618,7 +665,7 @@ impl<'t> Plan<'t> {
                 }
             },
             Some(FileType::Symlink) => {
-                out.extend_from_slice(inode.payload.as_deref().unwrap_or_default());
+                out.extend_from_slice(inode.payload.unwrap_or_default());
                 pad_to(out, BLOCK_SIZE);
             }
             _ => {}
@@ -628,10 +675,10 @@ impl<'t> Plan<'t> {
 
 /// Padding that keeps an inode's tail inside one block, adjusting the plan
 /// when the tail cannot fit and must move to a block of its own.
-fn tail_padding(p: &mut InodePlan, inode: &Inode, pos: u64, inode_size: usize) -> u64 {
+fn tail_padding(p: &mut InodePlan, inode: &Stored, pos: u64, inode_size: usize) -> u64 {
     let non_tail = (inode_size + p.xattr_size) as u64;
     let total = non_tail + p.tail as u64;
-    if inode.file_type() == Some(FileType::Symlink) {
+    if inode.mode & S_IFMT == S_IFLNK {
         // A symlink keeps inode and target in one block, or moves the
         // target to a block of its own when the two exceed a block.
         let first = pos / BLOCK_SIZE;
@@ -662,23 +709,23 @@ fn tail_padding(p: &mut InodePlan, inode: &Inode, pos: u64, inode_size: usize) -
 
 /// A directory's entries with `.` and `..`, in bytewise name order.
 fn dirents_of<'t>(tree: &'t Tree, walk: &Walk, id: InodeId) -> Vec<(&'t [u8], InodeId)> {
-    let inode = &tree.inodes[id];
-    if !inode.is_dir() {
+    if !tree.inodes.get(id).is_some_and(|i| i.is_dir()) {
         return Vec::new();
     }
-    let mut list: Vec<(&[u8], InodeId)> = Vec::with_capacity(inode.entries.len() + 2);
+    let listed = entries(tree, id);
+    let mut list: Vec<(&[u8], InodeId)> = Vec::with_capacity(listed.len() + 2);
     let dots: [(&[u8], InodeId); 2] = [(b".", id), (b"..", walk.parent[id])];
     let mut dots = dots.into_iter().peekable();
-    for (name, entry) in &inode.entries {
-        while let Some(&(dot, target)) = dots.peek() {
-            if dot < name.as_slice() {
-                list.push((dot, target));
+    for (name, target, _) in listed {
+        while let Some(&(dot, dot_target)) = dots.peek() {
+            if dot < name {
+                list.push((dot, dot_target));
                 dots.next();
             } else {
                 break;
             }
         }
-        list.push((name, entry.inode));
+        list.push((name, target));
     }
     list.extend(dots);
     list
@@ -705,8 +752,8 @@ fn dirent_chunks(dirents: &[(&[u8], InodeId)]) -> Vec<Range<usize>> {
 
 fn write_dirent_chunk(
     out: &mut Vec<u8>,
-    tree: &Tree,
     walk: &Walk,
+    nodes: &[Stored],
     dirents: &[(&[u8], InodeId)],
     plan: &Plan,
 ) {
@@ -716,7 +763,7 @@ fn write_dirent_chunk(
         let d = Dirent {
             nid: plan.inodes[idx].nid.into(),
             nameoff: (nameoff as u16).into(),
-            file_type: file_type_code(&tree.inodes[target]),
+            file_type: file_type_code(nodes[idx].mode),
             reserved: 0,
         };
         out.extend_from_slice(d.as_bytes());
@@ -727,8 +774,8 @@ fn write_dirent_chunk(
     }
 }
 
-fn file_type_code(inode: &Inode) -> u8 {
-    match inode.file_type() {
+fn file_type_code(mode: u32) -> u8 {
+    match FileType::from_mode(mode) {
         Some(FileType::Regular) => FT_REG_FILE,
         Some(FileType::Directory) => FT_DIR,
         Some(FileType::CharDevice) => FT_CHRDEV,
@@ -754,9 +801,9 @@ fn write_xattr(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// The inode's xattr name bloom filter: bit set = no name hashes there.
-fn name_filter(inode: &Inode) -> u32 {
+fn name_filter(xattrs: &[Xattr]) -> u32 {
     let mut bits = 0u32;
-    for name in inode.xattrs.keys() {
+    for (name, _) in xattrs {
         let (index, suffix) = split_xattr_name(name);
         let h = xxhash_rust::xxh32::xxh32(suffix, XATTR_FILTER_SEED.wrapping_add(index as u32));
         bits |= 1 << (h & 31);
