@@ -147,30 +147,29 @@ impl Tree {
         self.inodes.len() - 1
     }
 
-    /// Visit every primary entry, parents before children, names in
-    /// bytewise order within a directory, and depth-first: the order in which
-    /// a dumpfile lists a tree. The callback gets the path components.
-    pub fn walk_primary(&self, mut visit: impl FnMut(&[&[u8]], InodeId)) {
-        fn go<'a>(
-            tree: &'a Tree,
-            dir: InodeId,
-            path: &mut Vec<&'a [u8]>,
-            visit: &mut dyn FnMut(&[&[u8]], InodeId),
-        ) {
-            for (name, entry) in &tree.inodes[dir].entries {
-                if entry.hardlink {
-                    continue;
-                }
-                path.push(name);
-                visit(path, entry.inode);
-                if tree.inodes[entry.inode].is_dir() {
-                    go(tree, entry.inode, path, visit);
-                }
+    /// Visit every entry depth-first, parents before children and names in
+    /// bytewise order within a directory: the order of a dumpfile. The
+    /// callback gets the path components, the inode and whether the entry
+    /// is a hard link. Iterative, so deep trees cannot exhaust the stack.
+    pub fn walk(&self, mut visit: impl FnMut(&[&[u8]], InodeId, bool)) {
+        visit(&[], ROOT, false);
+        let mut stack = vec![self.inodes[ROOT].entries.iter()];
+        let mut path: Vec<&[u8]> = Vec::new();
+        while let Some(entries) = stack.last_mut() {
+            let Some((name, entry)) = entries.next() else {
+                stack.pop();
+                path.pop();
+                continue;
+            };
+            path.push(name);
+            visit(&path, entry.inode, entry.hardlink);
+            let inode = &self.inodes[entry.inode];
+            if inode.is_dir() && !entry.hardlink {
+                stack.push(inode.entries.iter());
+            } else {
                 path.pop();
             }
         }
-        visit(&[], ROOT);
-        go(self, ROOT, &mut Vec::new(), &mut visit);
     }
 
     /// Apply the source filters of mkcomposefs to every inode.

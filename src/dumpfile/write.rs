@@ -4,48 +4,34 @@
 use std::io::{self, Write};
 
 use super::escape::{escape, escape_optional, Style};
-use crate::tree::{Inode, InodeId, Tree, ROOT};
+use crate::tree::{Inode, Tree};
 
 /// Write `tree` in dumpfile form.
 pub fn write(tree: &Tree, out: impl Write) -> io::Result<()> {
     let mut primary_path: Vec<Option<Vec<u8>>> = vec![None; tree.inodes.len()];
-    tree.walk_primary(|path, id| primary_path[id] = Some(join(path)));
+    tree.walk(|path, id, hardlink| {
+        if !hardlink {
+            primary_path[id] = Some(join(path));
+        }
+    });
 
     let mut out = io::BufWriter::with_capacity(256 * 1024, out);
     let mut line = Vec::with_capacity(512);
-    let mut path = Vec::new();
-    write_line(&mut line, b"/", tree.root(), None);
-    out.write_all(&line)?;
-    write_dir(tree, ROOT, &mut path, &primary_path, &mut line, &mut out)?;
-    out.flush()
-}
-
-fn write_dir(
-    tree: &Tree,
-    dir: InodeId,
-    path: &mut Vec<u8>,
-    primary_path: &[Option<Vec<u8>>],
-    line: &mut Vec<u8>,
-    out: &mut impl Write,
-) -> io::Result<()> {
-    for (name, entry) in &tree.inodes[dir].entries {
-        let len = path.len();
-        path.push(b'/');
-        path.extend_from_slice(name);
-        let inode = &tree.inodes[entry.inode];
-        let link_target = if entry.hardlink {
-            primary_path[entry.inode].as_deref()
+    let mut result = Ok(());
+    tree.walk(|path, id, hardlink| {
+        if result.is_err() {
+            return;
+        }
+        let link_target = if hardlink {
+            primary_path[id].as_deref()
         } else {
             None
         };
-        write_line(line, path, inode, link_target);
-        out.write_all(line)?;
-        if inode.is_dir() && !entry.hardlink {
-            write_dir(tree, entry.inode, path, primary_path, line, out)?;
-        }
-        path.truncate(len);
-    }
-    Ok(())
+        write_line(&mut line, &join(path), &tree.inodes[id], link_target);
+        result = out.write_all(&line);
+    });
+    result?;
+    out.flush()
 }
 
 fn write_line(line: &mut Vec<u8>, path: &[u8], inode: &Inode, link_target: Option<&[u8]>) {

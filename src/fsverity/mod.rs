@@ -20,14 +20,31 @@ pub fn digest_bytes(data: &[u8]) -> Digest {
     hasher.finalize().into()
 }
 
-/// The fs-verity digest of everything `reader` yields, read in large
-/// chunks so a file of any size is hashed in bounded memory.
-pub fn digest_reader(mut reader: impl Read) -> io::Result<(Digest, u64)> {
+/// Size of the read buffer [`digest_reader`] uses per thread.
+const READ_BUFFER: usize = 256 * 1024;
+
+thread_local! {
+    // Reused across calls: zeroing a fresh buffer per small file costs
+    // more than hashing it.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The fs-verity digest of everything `reader` yields and its length, read
+/// in large chunks so a file of any size is hashed in bounded memory.
+pub fn digest_reader(reader: impl Read) -> io::Result<(Digest, u64)> {
+    BUFFER.with_borrow_mut(|buf| {
+        if buf.len() < READ_BUFFER {
+            buf.resize(READ_BUFFER, 0);
+        }
+        digest_with_buffer(reader, buf)
+    })
+}
+
+fn digest_with_buffer(mut reader: impl Read, buf: &mut [u8]) -> io::Result<(Digest, u64)> {
     let mut hasher = FsVeritySha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
-        let n = match reader.read(&mut buf) {
+        let n = match reader.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
