@@ -200,3 +200,53 @@ fn dumpfile_errors_name_line_and_problem() {
         .message
         .contains("no entries"));
 }
+
+/// `-` reads the dumpfile from standard input and writes the image to
+/// standard output; --print-digest-only writes no image and prints the
+/// fs-verity digest of the image the other forms write.
+#[test]
+fn standard_streams_and_digest_only() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let text = b"/ 4096 40755 2 0 0 0 1.0 - - -\n/f 100 100644 1 0 0 0 1.0 ab/cd - -\n";
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = tmp.path().join("in.dump");
+    fs::write(&dump, text).unwrap();
+
+    let mut child = sealtree()
+        .args(["mkcomposefs", "--from-file", "-", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let image = out.stdout;
+
+    let only = run_ok(&[
+        OsStr::new("mkcomposefs"),
+        OsStr::new("--from-file"),
+        OsStr::new("--print-digest-only"),
+        dump.as_os_str(),
+    ]);
+    let printed = String::from_utf8(only.stdout).unwrap();
+    assert_eq!(
+        printed.trim(),
+        hex::encode(sealtree::fsverity::digest_bytes(&image))
+    );
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "no image written"
+    );
+
+    let refused = run(&[
+        OsStr::new("mkcomposefs"),
+        OsStr::new("--from-file"),
+        OsStr::new("--print-digest-only"),
+        dump.as_os_str(),
+        tmp.path().join("x.img").as_os_str(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+}
