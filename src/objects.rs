@@ -51,8 +51,9 @@ impl ObjectStore {
 
     /// Begin adding objects; nothing is visible until [`Staging::commit`].
     pub fn staging(&self) -> io::Result<Staging<'_>> {
+        self.remove_abandoned_staging()?;
         let dir = tempfile::Builder::new()
-            .prefix(STAGING_PREFIX)
+            .prefix(&format!("{STAGING_PREFIX}{}-", std::process::id()))
             .tempdir_in(&self.root)?;
         // One subdirectory per first digest byte keeps concurrent writers
         // from contending on a single directory.
@@ -66,6 +67,28 @@ impl ObjectStore {
             staged: Mutex::new(Vec::new()),
             verity_unsupported: AtomicBool::new(false),
         })
+    }
+}
+
+impl ObjectStore {
+    /// Remove staging directories whose writer has died (a crash or kill
+    /// mid-run): their objects were never published.
+    fn remove_abandoned_staging(&self) -> io::Result<()> {
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(STAGING_PREFIX)) else {
+                continue;
+            };
+            let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+            let alive = pid.is_some_and(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(Errno::ESRCH)
+            });
+            if !alive {
+                fs::remove_dir_all(entry.path())?;
+            }
+        }
+        Ok(())
     }
 }
 
