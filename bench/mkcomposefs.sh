@@ -13,13 +13,13 @@ st="$PWD/target/release/sealtree"
 work=$(mktemp -d /var/tmp/sealtree-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-# best SECONDS PEAK_KB of a command over $RUNS runs (setup runs before each).
+# best SECONDS PEAK_KB of a command line over $RUNS runs; $run numbers the
+# run, so each can write somewhere new.
 measure() {
-    local setup=$1; shift
+    local cmd=$1
     local best="" peak=0
-    for _ in $(seq "$RUNS"); do
-        eval "$setup"
-        /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null
+    for run in $(seq "$RUNS"); do
+        eval "/usr/bin/time -f '%e %M' -o \"\$work/time\" $cmd" >/dev/null
         read -r secs kb < "$work/time"
         if [ -z "$best" ] || awk "BEGIN{exit !($secs < $best)}"; then best=$secs; fi
         [ "$kb" -gt "$peak" ] && peak=$kb
@@ -33,21 +33,23 @@ echo "preparing a dumpfile from an image of /usr"
 entries=$(wc -l < "$work/usr.dump")
 head -n 60000 "$work/usr.dump" > "$work/usr60k.dump"
 
-read -r t60 m60 < <(measure : "$st" mkcomposefs --from-file "$work/usr60k.dump" "$work/out.cfs")
-read -r tall mall < <(measure : "$st" mkcomposefs --from-file "$work/usr.dump" "$work/out.cfs")
+read -r t60 m60 < <(measure '"$st" mkcomposefs --from-file "$work/usr60k.dump" "$work/out.cfs"')
+read -r tall mall < <(measure '"$st" mkcomposefs --from-file "$work/usr.dump" "$work/out.cfs"')
 printf '%-48s %8s s %8s MiB\n' "image from dumpfile, 60000 entries" "$t60" "$((m60 / 1024))"
 printf '%-48s %8s s %8s MiB\n' "image from dumpfile, $entries entries" "$tall" "$((mall / 1024))"
 
 files=$(find "$SRC" | wc -l)
 cat -- $(find "$SRC" -type f -size -64M 2>/dev/null | head -n 200000) >/dev/null 2>&1 || true  # warm the cache
-read -r tdir mdir < <(measure 'rm -rf "$work/store"' "$st" mkcomposefs --digest-store="$work/store" "$SRC" "$work/share.cfs")
+# A new store (and ostree repo) per run: deleting the last one first would
+# leave ext4 with many recently freed inodes, slowing new allocations.
+read -r tdir mdir < <(measure '"$st" mkcomposefs --digest-store="$work/store$run" "$SRC" "$work/share.cfs"')
 printf '%-48s %8s s %8s MiB\n' "sealtree mkcomposefs $SRC ($files entries) + store" "$tdir" "$((mdir / 1024))"
-read -r tnos mnos < <(measure : "$st" mkcomposefs "$SRC" "$work/share.cfs")
+read -r tnos mnos < <(measure '"$st" mkcomposefs "$SRC" "$work/share.cfs"')
 printf '%-48s %8s s %8s MiB\n' "sealtree mkcomposefs $SRC, no store" "$tnos" "$((mnos / 1024))"
 
 if command -v ostree >/dev/null; then
-    read -r tost most < <(measure 'rm -rf "$work/repo"; ostree init --repo="$work/repo" --mode=bare-user' \
-        ostree commit --repo="$work/repo" --branch=bench --tree=dir="$SRC")
+    for run in $(seq "$RUNS"); do ostree init --repo="$work/repo$run" --mode=bare-user; done
+    read -r tost most < <(measure 'ostree commit --repo="$work/repo$run" --branch=bench --tree=dir="$SRC"')
     printf '%-48s %8s s %8s MiB\n' "ostree commit $SRC (bare-user)" "$tost" "$((most / 1024))"
     awk "BEGIN{printf \"ratio sealtree/ostree: %.2f\n\", $tdir / $tost}"
 else
