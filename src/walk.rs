@@ -20,7 +20,7 @@ use crate::tree::{
 
 /// A path that could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {what}", path.display())]
+#[error("{}: {what}", path.as_os_str().as_bytes().escape_ascii())]
 pub struct WalkError {
     pub path: PathBuf,
     pub what: &'static str,

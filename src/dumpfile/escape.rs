@@ -76,12 +76,7 @@ pub fn unescape(field: &[u8]) -> Result<Vec<u8>, String> {
                 let lo = (digits[1] as char).to_digit(16);
                 match (hi, lo) {
                     (Some(hi), Some(lo)) => out.push((hi << 4 | lo) as u8),
-                    _ => {
-                        return Err(format!(
-                            "invalid hex escape '\\x{}'",
-                            String::from_utf8_lossy(digits)
-                        ))
-                    }
+                    _ => return Err(format!("invalid hex escape '\\x{}'", digits.escape_ascii())),
                 }
                 i += 2;
             }

@@ -139,15 +139,13 @@ impl Parser {
                 ));
             }
         }
-        let digest = match unescape_optional(field(10)?).map_err(|e| format!("digest: {e}"))? {
-            Some(d) => Some(fsverity::parse_hex(&d).ok_or_else(|| {
-                format!(
-                    "digest '{}' is not 64 hex digits",
-                    String::from_utf8_lossy(&d)
-                )
-            })?),
-            None => None,
-        };
+        let digest =
+            match unescape_optional(field(10)?).map_err(|e| format!("digest: {e}"))? {
+                Some(d) => Some(fsverity::parse_hex(&d).ok_or_else(|| {
+                    format!("digest '{}' is not 64 hex digits", &d.escape_ascii())
+                })?),
+                None => None,
+            };
         if file_type == FileType::Regular && content.is_none() && size > 0 {
             let chunks = chunking(size).1;
             if chunks > MAX_CHUNKS {
@@ -217,7 +215,7 @@ impl Parser {
     ) -> Result<InodeId, String> {
         let tree = self.tree.as_mut().expect("locate checked the root");
         if tree.inodes[dir].entries.contains_key(&name) {
-            return Err(format!("{} is listed twice", String::from_utf8_lossy(path)));
+            return Err(format!("{} is listed twice", path.escape_ascii()));
         }
         let id = tree.add_inode(inode);
         self.xattr_budget.push(0);
@@ -233,7 +231,7 @@ impl Parser {
 
     /// The directory that holds `path` and the final name in it.
     fn locate(&self, path: &[u8]) -> Result<(InodeId, Vec<u8>), String> {
-        let shown = || String::from_utf8_lossy(path).into_owned();
+        let shown = || path.escape_ascii().to_string();
         let tree = self
             .tree
             .as_ref()
@@ -281,7 +279,7 @@ impl Parser {
         let eq = text
             .iter()
             .position(|&b| b == b'=')
-            .ok_or_else(|| format!("xattr '{}' has no '='", String::from_utf8_lossy(text)))?;
+            .ok_or_else(|| format!("xattr '{}' has no '='", text.escape_ascii()))?;
         let key = unescape(&text[..eq]).map_err(|e| format!("xattr name: {e}"))?;
         let value = unescape(&text[eq + 1..]).map_err(|e| format!("xattr value: {e}"))?;
         if key.is_empty() {
@@ -334,7 +332,7 @@ impl Parser {
         let mut tree = self.tree.ok_or_else(|| ParseError::whole("no entries"))?;
         for fixup in &self.fixups {
             let err = |m: String| ParseError::at(fixup.line, m);
-            let shown = String::from_utf8_lossy(&fixup.target).into_owned();
+            let shown = &fixup.target.escape_ascii().to_string();
             let mut target = lookup(&tree, &fixup.target)
                 .ok_or_else(|| err(format!("hard link target {shown} does not exist")))?;
             let own = tree.inodes[fixup.dir].entries[&fixup.name].inode;
@@ -352,7 +350,7 @@ impl Parser {
                 target = lookup(&tree, &next.target).ok_or_else(|| {
                     err(format!(
                         "hard link target {} does not exist",
-                        String::from_utf8_lossy(&next.target)
+                        &next.target.escape_ascii()
                     ))
                 })?;
             }
@@ -408,7 +406,7 @@ fn check_path_len(p: &[u8], what: &str) -> Result<(), String> {
 }
 
 fn parse_number(text: &[u8], radix: u32) -> Result<u64, String> {
-    let shown = || String::from_utf8_lossy(text).into_owned();
+    let shown = || text.escape_ascii().to_string();
     if text.is_empty() {
         return Err("missing number".into());
     }

@@ -139,7 +139,7 @@ impl Walk {
                 .iter()
                 .find(|(_, e)| e.inode == id && !e.hardlink)
             {
-                parts.push(String::from_utf8_lossy(name).into_owned());
+                parts.push(name.escape_ascii().to_string());
             }
             id = dir;
         }
@@ -193,10 +193,7 @@ fn validate(tree: &Tree, walk: &Walk) -> Result<(), ImageError> {
                 || name.contains(&b'/')
                 || name.contains(&0)
             {
-                return Err(fail(format!(
-                    "invalid file name '{}'",
-                    String::from_utf8_lossy(name)
-                )));
+                return Err(fail(format!("invalid file name '{}'", name.escape_ascii())));
             }
             if entry.hardlink {
                 let target = entry.inode;
@@ -237,10 +234,7 @@ fn validate(tree: &Tree, walk: &Walk) -> Result<(), ImageError> {
         }
         for (key, value) in &inode.xattrs {
             if key.is_empty() || key.len() > 255 || key.contains(&0) {
-                return Err(fail(format!(
-                    "invalid xattr name '{}'",
-                    String::from_utf8_lossy(key)
-                )));
+                return Err(fail(format!("invalid xattr name '{}'", key.escape_ascii())));
             }
             if value.len() > u16::MAX as usize {
                 return Err(fail("xattr value longer than 65535 bytes".into()));
