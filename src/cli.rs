@@ -8,12 +8,16 @@ use clap::{Args, Parser, Subcommand};
 
 use sealtree::compose::{self, ComposeOptions, Source};
 use sealtree::erofs::ImageOptions;
-use sealtree::tree::SourceFilters;
+use sealtree::repo::{self, Change, ChangeKind, CommitInfo, CommitSource, Repo};
+use sealtree::tree::{FileType, Inode, SourceFilters};
 
 /// Atomic, verified operating-system deployments on composefs.
 #[derive(Parser)]
 #[command(name = "sealtree", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// The repository (default: $SEALTREE_REPO, else /sealtree/repo).
+    #[arg(long, global = true, value_name = "PATH", env = "SEALTREE_REPO")]
+    repo: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,6 +29,66 @@ enum Command {
     Mkcomposefs(MkcomposefsArgs),
     /// Write the dumpfile describing a composefs image.
     ComposefsDump(DumpArgs),
+    /// Create a repository.
+    Init,
+    /// Record a tree as a new commit on a branch.
+    Commit(CommitArgs),
+    /// List a branch's commits, newest first.
+    Log { branch: String },
+    /// Show a commit and its metadata.
+    Show { commit: String },
+    /// List a directory (default /) of a commit.
+    Ls {
+        commit: String,
+        path: Option<String>,
+    },
+    /// Write a file of a commit to standard output.
+    Cat { commit: String, path: String },
+    /// What changed between two commits.
+    Diff { from: String, to: String },
+    /// List branches and the commits they point to.
+    Refs {
+        /// Delete this branch instead (its commits stay until `prune`).
+        #[arg(long, value_name = "BRANCH")]
+        delete: Option<String>,
+    },
+    /// Write a commit's tree into a new directory.
+    Checkout { commit: String, dir: PathBuf },
+    /// Verify every object and image and every reachable commit.
+    Fsck {
+        /// Move corrupt objects aside and rebuild missing or corrupt images.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Remove objects and images no branch needs.
+    Prune {
+        /// Report what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["tree", "tar", "dump"])))]
+struct CommitArgs {
+    /// The branch to commit to.
+    #[arg(short, long)]
+    branch: String,
+    /// Commit the tree under this directory.
+    #[arg(long, value_name = "DIR")]
+    tree: Option<PathBuf>,
+    /// Commit the tree in this tar archive (plain, .gz or .zst).
+    #[arg(long, value_name = "FILE")]
+    tar: Option<PathBuf>,
+    /// Commit the tree a dumpfile describes (contents already stored).
+    #[arg(long, value_name = "FILE")]
+    dump: Option<PathBuf>,
+    /// The commit message.
+    #[arg(short, long, default_value = "")]
+    message: String,
+    /// Threads that hash and copy files (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
 }
 
 #[derive(Args)]
@@ -80,11 +144,264 @@ struct DumpArgs {
 
 impl Cli {
     pub fn run(self) -> Result<()> {
+        let repo_path = self.repo.unwrap_or_else(|| PathBuf::from("/sealtree/repo"));
+        let open = || Repo::open(&repo_path);
         match self.command {
             Command::Mkcomposefs(args) => mkcomposefs(args),
             Command::ComposefsDump(args) => composefs_dump(args),
+            Command::Init => {
+                Repo::init(&repo_path)?;
+                Ok(())
+            }
+            Command::Commit(args) => commit(&open()?, args),
+            Command::Log { branch } => {
+                let repo = open()?;
+                let history = repo.history()?;
+                let head = history
+                    .branch(&branch)?
+                    .with_context(|| format!("no branch named '{branch}'"))?;
+                let mut out = io::stdout().lock();
+                for info in history.log(head)? {
+                    print_commit(&mut out, &info, false)?;
+                }
+                Ok(())
+            }
+            Command::Show { commit } => {
+                let repo = open()?;
+                let history = repo.history()?;
+                let info = history.info(history.resolve(&commit)?)?;
+                print_commit(&mut io::stdout().lock(), &info, true)
+            }
+            Command::Ls { commit, path } => {
+                let repo = open()?;
+                let tree = repo.tree(repo.history()?.resolve(&commit)?)?;
+                let path = path.unwrap_or_else(|| "/".into());
+                let id = tree
+                    .lookup(path.as_bytes())
+                    .with_context(|| format!("{path}: no such file in {commit}"))?;
+                let mut out = io::stdout().lock();
+                if tree.inodes[id].is_dir() {
+                    for (name, entry) in &tree.inodes[id].entries {
+                        print_entry(&mut out, &tree.inodes[entry.inode], name)?;
+                    }
+                } else {
+                    print_entry(&mut out, &tree.inodes[id], path.as_bytes())?;
+                }
+                Ok(())
+            }
+            Command::Cat { commit, path } => {
+                let repo = open()?;
+                let tree = repo.tree(repo.history()?.resolve(&commit)?)?;
+                let id = tree
+                    .lookup(path.as_bytes())
+                    .with_context(|| format!("{path}: no such file in {commit}"))?;
+                let inode = &tree.inodes[id];
+                if inode.file_type() != Some(FileType::Regular) {
+                    bail!("{path}: not a regular file");
+                }
+                let mut out = io::stdout().lock();
+                match (&inode.content, &inode.digest) {
+                    (Some(data), _) => out.write_all(data)?,
+                    (None, Some(d)) if inode.size > 0 => {
+                        let object = repo.objects().path(d);
+                        let mut f = std::fs::File::open(&object)
+                            .with_context(|| format!("object {}", object.display()))?;
+                        io::copy(&mut f, &mut out)?;
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+            Command::Diff { from, to } => {
+                let repo = open()?;
+                let history = repo.history()?;
+                let a = repo.tree(history.resolve(&from)?)?;
+                let b = repo.tree(history.resolve(&to)?)?;
+                let mut out = io::stdout().lock();
+                for change in repo::diff(&a, &b) {
+                    print_change(&mut out, &change)?;
+                }
+                Ok(())
+            }
+            Command::Refs { delete } => {
+                let repo = open()?;
+                if let Some(branch) = delete {
+                    let _lock = repo.lock()?;
+                    return Ok(repo.history()?.delete_branch(&branch)?);
+                }
+                let mut out = io::stdout().lock();
+                for (name, id) in repo.history()?.branches()? {
+                    writeln!(out, "{name} {id}")?;
+                }
+                Ok(())
+            }
+            Command::Checkout { commit, dir } => {
+                let repo = open()?;
+                let id = repo.history()?.resolve(&commit)?;
+                repo::checkout(&repo, id, &dir)?;
+                Ok(())
+            }
+            Command::Fsck { repair } => fsck(&open()?, repair),
+            Command::Prune { dry_run } => {
+                let report = repo::prune(&open()?, dry_run)?;
+                let verb = if dry_run { "would remove" } else { "removed" };
+                println!(
+                    "{verb} {} objects and {} images, {} bytes",
+                    report.objects_removed, report.images_removed, report.bytes_freed
+                );
+                Ok(())
+            }
         }
     }
+}
+
+fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
+    let source = match (&args.tree, &args.tar, &args.dump) {
+        (Some(dir), _, _) => CommitSource::Directory(dir),
+        (_, Some(tar), _) => CommitSource::Tar(tar),
+        (_, _, Some(dump)) => CommitSource::Dump(dump),
+        _ => bail!("give --tree, --tar or --dump"),
+    };
+    let done = repo::commit(
+        repo,
+        source,
+        &args.branch,
+        &args.message,
+        args.threads.unwrap_or(0) as usize,
+    )?;
+    println!("{}", done.id);
+    Ok(())
+}
+
+fn fsck(repo: &Repo, repair: bool) -> Result<()> {
+    let r = repo::fsck(repo, repair)?;
+    for d in &r.corrupt_objects {
+        println!("corrupt object {}", hex::encode(d));
+    }
+    for (d, commit, path) in &r.missing_objects {
+        println!(
+            "missing object {} ({path} in commit {commit})",
+            hex::encode(d)
+        );
+    }
+    for d in &r.corrupt_images {
+        println!("corrupt image {}", hex::encode(d));
+    }
+    for (d, commit) in &r.missing_images {
+        println!("missing image {} (commit {commit})", hex::encode(d));
+    }
+    for (commit, what) in &r.bad_commits {
+        println!("bad commit {commit}: {what}");
+    }
+    for p in &r.strays {
+        println!("not an object: {}", p.display());
+    }
+    for line in &r.repaired {
+        println!("repaired: {line}");
+    }
+    println!(
+        "checked {} objects, {} images, {} commits; {} temporary directories (cleared by the next writer)",
+        r.objects_checked,
+        r.images_checked,
+        r.commits_checked,
+        r.temporary.len()
+    );
+    if !r.is_clean() {
+        bail!("the repository has problems (see above)");
+    }
+    Ok(())
+}
+
+fn print_commit(out: &mut impl Write, info: &CommitInfo, full: bool) -> Result<()> {
+    writeln!(out, "commit {}", info.id)?;
+    if full {
+        for p in &info.parents {
+            writeln!(out, "Parent: {p}")?;
+        }
+    }
+    writeln!(out, "Date:   {}", format_time(info.time))?;
+    writeln!(out, "Image:  {}", info.meta.image_digest)?;
+    if full {
+        writeln!(out, "Kernels: {}", info.meta.kernels.join(" "))?;
+        writeln!(
+            out,
+            "Entries: {}  Content: {} bytes",
+            info.meta.entries, info.meta.total_size
+        )?;
+    }
+    writeln!(out)?;
+    for line in info.message.lines() {
+        writeln!(out, "    {line}")?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_entry(out: &mut impl Write, inode: &Inode, name: &[u8]) -> Result<()> {
+    let kind = match inode.file_type() {
+        Some(FileType::Directory) => 'd',
+        Some(FileType::Symlink) => 'l',
+        Some(FileType::CharDevice) => 'c',
+        Some(FileType::BlockDevice) => 'b',
+        Some(FileType::Fifo) => 'p',
+        Some(FileType::Socket) => 's',
+        _ => '-',
+    };
+    write!(
+        out,
+        "{kind}{:04o} {:>5} {:>5} {:>10} {}",
+        inode.mode & 0o7777,
+        inode.uid,
+        inode.gid,
+        inode.size,
+        name.escape_ascii()
+    )?;
+    if let (Some(FileType::Symlink), Some(target)) = (inode.file_type(), &inode.payload) {
+        write!(out, " -> {}", target.escape_ascii())?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_change(out: &mut impl Write, change: &Change) -> Result<()> {
+    let path = change.path.escape_ascii();
+    match &change.kind {
+        ChangeKind::Added => writeln!(out, "A {path}")?,
+        ChangeKind::Removed => writeln!(out, "D {path}")?,
+        ChangeKind::Changed { content, metadata } => {
+            write!(out, "M {path}")?;
+            if let Some((old, new)) = content {
+                write!(out, "  content {old} -> {new}")?;
+            }
+            if !metadata.is_empty() {
+                write!(out, "  metadata: {}", metadata.join(", "))?;
+            }
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch.
+fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn mkcomposefs(args: MkcomposefsArgs) -> Result<()> {

@@ -85,6 +85,7 @@ pub fn compose(source: Source, options: &ComposeOptions) -> Result<Composed, Com
                     threads: options.threads,
                     store: store.as_ref(),
                     skip_xattrs: options.filters.skip_xattrs,
+                    cache: None,
                 },
             )?;
             (tree, Some(stats))

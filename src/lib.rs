@@ -6,5 +6,8 @@ pub mod dumpfile;
 pub mod erofs;
 pub mod fsverity;
 pub mod objects;
+pub mod repo;
+pub mod statcache;
+pub mod tar_import;
 pub mod tree;
 pub mod walk;

@@ -49,6 +49,42 @@ impl ObjectStore {
         self.path(digest).symlink_metadata().is_ok()
     }
 
+    /// Everything in the store: objects by digest, and entries that are
+    /// not objects (staging directories of runs in progress or killed, and
+    /// anything else).
+    pub fn list(&self) -> io::Result<Listing> {
+        let mut listing = Listing::default();
+        for sub in fs::read_dir(&self.root)? {
+            let sub = sub?;
+            let name = sub.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(STAGING_PREFIX) {
+                listing.staging.push(sub.path());
+                continue;
+            }
+            let is_fanout = name.len() == 2
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            if !is_fanout || !sub.file_type()?.is_dir() {
+                listing.strays.push(sub.path());
+                continue;
+            }
+            for obj in fs::read_dir(sub.path())? {
+                let obj = obj?;
+                let full = format!("{name}{}", obj.file_name().to_string_lossy());
+                match fsverity::parse_hex(full.as_bytes()) {
+                    Some(d) if obj.file_type()?.is_file() => {
+                        listing.objects.push((d, obj.path(), obj.metadata()?.len()))
+                    }
+                    _ => listing.strays.push(obj.path()),
+                }
+            }
+        }
+        listing.objects.sort();
+        Ok(listing)
+    }
+
     /// Begin adding objects; nothing is visible until [`Staging::commit`].
     pub fn staging(&self) -> io::Result<Staging<'_>> {
         self.remove_abandoned_staging()?;
@@ -90,6 +126,15 @@ impl ObjectStore {
         }
         Ok(())
     }
+}
+
+/// The contents of an object store directory.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// (digest, path, size) of each object.
+    pub objects: Vec<(Digest, PathBuf, u64)>,
+    pub staging: Vec<PathBuf>,
+    pub strays: Vec<PathBuf>,
 }
 
 /// Objects written but not yet published. Dropping it discards them.
@@ -136,6 +181,33 @@ impl Staging<'_> {
             && self.enable_verity(&path, digest)?;
         self.staged.lock().unwrap().push((*digest, verity));
         Ok(true)
+    }
+
+    /// Write everything `reader` yields into the staging area, hashing it on
+    /// the way; returns its digest and length. Content the store or this
+    /// staging area already has is dropped again.
+    pub fn add_reader(&self, reader: &mut impl io::Read) -> io::Result<(Digest, u64)> {
+        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path())?;
+        let (digest, len) = {
+            let mut hashing = HashingWriter {
+                inner: io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut()),
+                hasher: fsverity::Hasher::default(),
+            };
+            io::copy(reader, &mut hashing)?;
+            io::Write::flush(&mut hashing.inner)?;
+            hashing.hasher.finalize()
+        };
+        if self.store.contains(&digest) || !self.claimed.lock().unwrap().insert(digest) {
+            return Ok((digest, len));
+        }
+        let path = self.staged_path(&digest);
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        let verity = !self.verity_unsupported.load(Ordering::Relaxed)
+            && self.enable_verity(&path, &digest)?;
+        self.staged.lock().unwrap().push((digest, verity));
+        Ok((digest, len))
     }
 
     fn staged_path(&self, digest: &Digest) -> PathBuf {
@@ -200,5 +272,23 @@ impl Staging<'_> {
         }
         nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;
         Ok(stats)
+    }
+}
+
+/// Hashes what passes through on the way to `inner`.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: fsverity::Hasher,
+}
+
+impl<W: io::Write> io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }

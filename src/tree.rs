@@ -172,6 +172,15 @@ impl Tree {
         }
     }
 
+    /// The inode at an absolute path (symlinks are not followed).
+    pub fn lookup(&self, path: &[u8]) -> Option<InodeId> {
+        let mut id = ROOT;
+        for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            id = self.inodes[id].entries.get(c)?.inode;
+        }
+        Some(id)
+    }
+
     /// Apply the source filters of mkcomposefs to every inode.
     pub fn apply_filters(&mut self, filters: &SourceFilters) {
         if filters.skip_devices {

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use crate::fsverity::{self, Digest};
 use crate::objects::{CommitStats, ObjectStore};
+use crate::statcache::{FileStamp, StatCache};
 use crate::tree::{
     object_path, DirEntry, FileType, Inode, InodeId, Mtime, Tree, DEFAULT_INLINE_THRESHOLD,
 };
@@ -39,6 +40,8 @@ fn err<'p>(path: &'p Path, what: &'static str) -> impl FnOnce(io::Error) -> Walk
 /// How to read a directory.
 #[derive(Default)]
 pub struct WalkOptions<'a> {
+    /// Digests of files whose stamps are unchanged since they were hashed.
+    pub cache: Option<&'a StatCache>,
     /// Threads for hashing and copying (0: one per core).
     pub threads: usize,
     /// Copy external file contents into this store.
@@ -52,7 +55,11 @@ pub struct WalkOptions<'a> {
 pub struct WalkStats {
     pub files_hashed: u64,
     pub bytes_hashed: u64,
+    /// Files whose digest came from the stat cache, unread.
+    pub files_cached: u64,
     pub store: CommitStats,
+    /// Stamp and digest of every regular file, for the next stat cache.
+    pub stamps: Vec<(FileStamp, Digest)>,
 }
 
 /// A regular file whose content is still to be read.
@@ -61,6 +68,7 @@ struct Pending {
     path: PathBuf,
     size: u64,
     mtime: Mtime,
+    stamp: FileStamp,
 }
 
 /// Read the tree under `root`.
@@ -94,7 +102,7 @@ pub fn read_dir_tree(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkSt
     let hash_all = || {
         pending
             .par_iter()
-            .map(|p| read_content(p, staging.as_ref()))
+            .map(|p| read_content(p, staging.as_ref(), options))
             .collect::<Result<Vec<_>, WalkError>>()
     };
     let results = if options.threads == 0 {
@@ -108,13 +116,18 @@ pub fn read_dir_tree(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkSt
     };
 
     let mut stats = WalkStats::default();
-    for (p, (digest, content)) in pending.iter().zip(results) {
+    for (p, (digest, content, cached)) in pending.iter().zip(results) {
         let inode = &mut tree.inodes[p.inode];
         inode.digest = Some(digest);
         inode.payload = Some(object_path(&digest).into_bytes());
         inode.content = content;
-        stats.files_hashed += 1;
-        stats.bytes_hashed += p.size;
+        if cached {
+            stats.files_cached += 1;
+        } else {
+            stats.files_hashed += 1;
+            stats.bytes_hashed += p.size;
+        }
+        stats.stamps.push((p.stamp, digest));
     }
     if let (Some(staging), Some(store)) = (staging, options.store) {
         stats.store = staging
@@ -168,6 +181,7 @@ impl Scan<'_> {
                     path: child,
                     size,
                     mtime,
+                    stamp: FileStamp::of(&meta),
                 }),
                 _ => {}
             }
@@ -235,11 +249,20 @@ fn encode_dev(rdev: u64) -> Option<u32> {
 
 /// Hash one file (and copy it into the store), checking it did not change
 /// while it was read. Small files also keep their content for inlining.
+/// Returns the digest, the inline content and whether the cache supplied it.
 fn read_content(
     p: &Pending,
     staging: Option<&crate::objects::Staging>,
-) -> Result<(Digest, Option<Vec<u8>>), WalkError> {
+    options: &WalkOptions,
+) -> Result<(Digest, Option<Vec<u8>>, bool), WalkError> {
     let path = &p.path;
+    if p.size > DEFAULT_INLINE_THRESHOLD {
+        if let Some(digest) = options.cache.and_then(|c| c.get(&p.stamp)) {
+            if options.store.is_none_or(|s| s.contains(&digest)) {
+                return Ok((digest, None, true));
+            }
+        }
+    }
     let mut file = File::open(path).map_err(err(path, "cannot open"))?;
     let (digest, content) = if p.size <= DEFAULT_INLINE_THRESHOLD {
         let mut data = Vec::with_capacity(p.size as usize);
@@ -268,7 +291,7 @@ fn read_content(
     {
         return Err(changed(path));
     }
-    Ok((digest, content))
+    Ok((digest, content, false))
 }
 
 fn changed(path: &Path) -> WalkError {

@@ -56,6 +56,33 @@ fn digest_with_buffer(mut reader: impl Read, buf: &mut [u8]) -> io::Result<(Dige
     Ok((hasher.finalize().into(), total))
 }
 
+/// An fs-verity digest computed incrementally.
+pub struct Hasher {
+    inner: fs_verity::FsVerityDigest<sha2::Sha256>,
+    len: u64,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher {
+            inner: fs_verity::FsVerityDigest::new(),
+            len: 0,
+        }
+    }
+}
+
+impl Hasher {
+    pub fn update(&mut self, data: &[u8]) {
+        self.inner.update(data);
+        self.len += data.len() as u64;
+    }
+
+    /// The digest and the number of bytes hashed.
+    pub fn finalize(self) -> (Digest, u64) {
+        (self.inner.finalize().into(), self.len)
+    }
+}
+
 /// Parse 64 hex digits into a digest.
 pub fn parse_hex(text: &[u8]) -> Option<Digest> {
     let mut out = [0u8; 32];

@@ -1,0 +1,158 @@
+//! Committing a tree: contents into the object store, the image into
+//! images/, the dumpfile and metadata into a git commit, then the branch.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gix::ObjectId;
+
+use super::meta::CommitMeta;
+use super::{io_err, Repo, RepoError, IMAGE_FORMAT_VERSION};
+use crate::compose::{read_dumpfile, write_file_atomic};
+use crate::erofs::{self, ImageOptions};
+use crate::fsverity;
+use crate::statcache::StatCache;
+use crate::tar_import;
+use crate::tree::{object_path, FileType, Tree};
+use crate::walk::{self, WalkOptions, WalkStats};
+
+/// What to commit.
+pub enum CommitSource<'a> {
+    /// A directory tree on disk.
+    Directory(&'a Path),
+    /// A tar archive, optionally gzip or zstd compressed.
+    Tar(&'a Path),
+    /// A composefs dumpfile whose contents are already in the store.
+    Dump(&'a Path),
+}
+
+/// The result of a commit.
+pub struct Committed {
+    pub id: ObjectId,
+    pub meta: CommitMeta,
+    /// Present for directory sources.
+    pub walk: Option<WalkStats>,
+}
+
+/// Commit `source` onto `branch`.
+pub fn commit(
+    repo: &Repo,
+    source: CommitSource,
+    branch: &str,
+    message: &str,
+    threads: usize,
+) -> Result<Committed, RepoError> {
+    let history = repo.history()?;
+    // Refuse a bad branch name before any work is done.
+    history.branch(branch)?;
+    let _lock = repo.lock()?;
+    let started = now();
+
+    let statcache_path = repo.root().join("statcache");
+    let (tree, walk) = match source {
+        CommitSource::Directory(dir) => {
+            let cache = StatCache::load(&statcache_path);
+            let (tree, stats) = walk::read_dir_tree(
+                dir,
+                &WalkOptions {
+                    threads,
+                    store: Some(repo.objects()),
+                    skip_xattrs: false,
+                    cache: Some(&cache),
+                },
+            )?;
+            (tree, Some(stats))
+        }
+        CommitSource::Tar(archive) => {
+            let staging = repo
+                .objects()
+                .staging()
+                .map_err(io_err(repo.objects().root()))?;
+            let tree = tar_import::read_tar(archive, Some(&staging))
+                .map_err(|e| RepoError::Invalid(e.to_string()))?;
+            staging.commit().map_err(io_err(repo.objects().root()))?;
+            (tree, None)
+        }
+        CommitSource::Dump(path) => {
+            let mut tree = read_dumpfile(path)?;
+            require_objects(repo, &mut tree)?;
+            (tree, None)
+        }
+    };
+
+    let image = erofs::write_image(
+        &tree,
+        &ImageOptions {
+            min_version: IMAGE_FORMAT_VERSION,
+            max_version: IMAGE_FORMAT_VERSION,
+        },
+    )?;
+    let digest = fsverity::digest_bytes(&image.bytes);
+    let image_path = repo.image_path(&digest);
+    if !image_path.exists() {
+        write_file_atomic(&image_path, &image.bytes)?;
+    }
+
+    let meta = CommitMeta::describe(&tree, &digest, image.version);
+    let mut dump = Vec::new();
+    crate::dumpfile::write(&tree, &mut dump).map_err(io_err(repo.root()))?;
+    let parent = history.branch(branch)?;
+    let id = history.write_commit(&dump, &meta, message, parent, now())?;
+    // The commit's objects must be on disk before a ref can name it.
+    repo.sync()?;
+    history.set_branch(branch, id, parent)?;
+    repo.sync()?;
+
+    if let Some(stats) = &walk {
+        // Only a hint for the next commit: failing to save it loses nothing.
+        let _ = StatCache::save(&statcache_path, &stats.stamps, started);
+    }
+    Ok(Committed { id, meta, walk })
+}
+
+/// A dumpfile names contents by digest; each must already be stored.
+fn require_objects(repo: &Repo, tree: &mut Tree) -> Result<(), RepoError> {
+    let mut problems = Vec::new();
+    let mut paths = Vec::new();
+    tree.walk(|path, id, hardlink| {
+        if !hardlink {
+            paths.push((id, path.join(&b'/')));
+        }
+    });
+    for (id, path) in paths {
+        let inode = &mut tree.inodes[id];
+        if inode.file_type() != Some(FileType::Regular)
+            || inode.size == 0
+            || inode.content.is_some()
+        {
+            continue;
+        }
+        match inode.digest {
+            Some(d) if repo.objects().contains(&d) => {
+                inode.payload = Some(object_path(&d).into_bytes());
+            }
+            Some(d) => problems.push(format!(
+                "/{}: object {} is not in the store",
+                path.escape_ascii(),
+                hex::encode(d)
+            )),
+            None => problems.push(format!("/{}: no digest", path.escape_ascii())),
+        }
+    }
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(RepoError::Invalid(problems.remove(0))),
+        n => Err(RepoError::Invalid(format!(
+            "{} (and {} more)",
+            problems[0],
+            n - 1
+        ))),
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

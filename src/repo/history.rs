@@ -1,0 +1,254 @@
+//! Commit history in a bare git repository, through gix: one git commit per
+//! OS commit, whose tree holds the dumpfile (`dump`) and `meta.json`;
+//! branches are `refs/heads/*`, so plain git can inspect the history.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use gix::bstr::ByteSlice;
+use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+use gix::refs::Target;
+use gix::ObjectId;
+
+use super::meta::CommitMeta;
+use super::{git_err, RepoError};
+
+const DUMP: &str = "dump";
+const META: &str = "meta.json";
+const IDENTITY: (&str, &str) = ("sealtree", "sealtree@localhost");
+
+/// The git side of a repository.
+pub struct History {
+    repo: gix::Repository,
+}
+
+/// A commit's header and metadata.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub id: ObjectId,
+    pub parents: Vec<ObjectId>,
+    /// Commit time, seconds since the epoch.
+    pub time: i64,
+    pub message: String,
+    pub meta: CommitMeta,
+}
+
+impl History {
+    pub fn open(git_dir: &Path) -> Result<History, RepoError> {
+        // Isolated: no user or system git configuration changes behaviour.
+        let repo = gix::open_opts(git_dir, gix::open::Options::isolated()).map_err(git_err)?;
+        Ok(History { repo })
+    }
+
+    /// The commit a branch points to, if the branch exists.
+    pub fn branch(&self, branch: &str) -> Result<Option<ObjectId>, RepoError> {
+        let name = branch_ref(branch)?;
+        match self
+            .repo
+            .try_find_reference(name.as_str())
+            .map_err(git_err)?
+        {
+            Some(mut r) => Ok(Some(r.peel_to_id().map_err(git_err)?.detach())),
+            None => Ok(None),
+        }
+    }
+
+    /// A commit named by id, unique id prefix or branch.
+    pub fn resolve(&self, spec: &str) -> Result<ObjectId, RepoError> {
+        if let Ok(Some(id)) = self.branch(spec) {
+            return Ok(id);
+        }
+        let id = self
+            .repo
+            .rev_parse_single(spec)
+            .map_err(|_| RepoError::Invalid(format!("no commit or branch named '{spec}'")))?;
+        let commit = id
+            .object()
+            .map_err(git_err)?
+            .peel_to_commit()
+            .map_err(|_| RepoError::Invalid(format!("'{spec}' does not name a commit")))?;
+        Ok(commit.id)
+    }
+
+    /// Write a commit object (not yet on any branch).
+    pub fn write_commit(
+        &self,
+        dump: &[u8],
+        meta: &CommitMeta,
+        message: &str,
+        parent: Option<ObjectId>,
+        time: i64,
+    ) -> Result<ObjectId, RepoError> {
+        let meta_json =
+            serde_json::to_vec_pretty(meta).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let dump_id = self.repo.write_blob(dump).map_err(git_err)?.detach();
+        let meta_id = self.repo.write_blob(&meta_json).map_err(git_err)?.detach();
+        let mut tree = gix::objs::Tree::empty();
+        tree.entries.push(gix::objs::tree::Entry {
+            mode: gix::objs::tree::EntryKind::Blob.into(),
+            filename: DUMP.into(),
+            oid: dump_id,
+        });
+        tree.entries.push(gix::objs::tree::Entry {
+            mode: gix::objs::tree::EntryKind::Blob.into(),
+            filename: META.into(),
+            oid: meta_id,
+        });
+        let tree_id = self.repo.write_object(&tree).map_err(git_err)?.detach();
+        let signature = gix::actor::Signature {
+            name: IDENTITY.0.into(),
+            email: IDENTITY.1.into(),
+            time: gix::date::Time {
+                seconds: time,
+                offset: 0,
+            },
+        };
+        let mut message = message.trim_end().to_string();
+        message.push('\n');
+        let commit = gix::objs::Commit {
+            tree: tree_id,
+            parents: parent.into_iter().collect(),
+            author: signature.clone(),
+            committer: signature,
+            encoding: None,
+            message: message.into(),
+            extra_headers: Vec::new(),
+        };
+        Ok(self.repo.write_object(&commit).map_err(git_err)?.detach())
+    }
+
+    /// Point `branch` at `new`, provided it still points at `old` (or does
+    /// not exist when `old` is `None`), so concurrent updates cannot be lost.
+    pub fn set_branch(
+        &self,
+        branch: &str,
+        new: ObjectId,
+        old: Option<ObjectId>,
+    ) -> Result<(), RepoError> {
+        let name = branch_ref(branch)?;
+        let expected = match old {
+            Some(old) => PreviousValue::MustExistAndMatch(Target::Object(old)),
+            None => PreviousValue::MustNotExist,
+        };
+        self.repo
+            .edit_reference(RefEdit {
+                change: Change::Update {
+                    log: LogChange {
+                        mode: RefLog::AndReference,
+                        force_create_reflog: false,
+                        message: "sealtree commit".into(),
+                    },
+                    expected,
+                    new: Target::Object(new),
+                },
+                name: name.as_str().try_into().map_err(git_err)?,
+                deref: false,
+            })
+            .map_err(git_err)?;
+        Ok(())
+    }
+
+    /// Delete a branch.
+    pub fn delete_branch(&self, branch: &str) -> Result<(), RepoError> {
+        let name = branch_ref(branch)?;
+        self.repo
+            .edit_reference(RefEdit {
+                change: Change::Delete {
+                    expected: PreviousValue::MustExist,
+                    log: RefLog::AndReference,
+                },
+                name: name.as_str().try_into().map_err(git_err)?,
+                deref: false,
+            })
+            .map_err(git_err)?;
+        Ok(())
+    }
+
+    pub fn info(&self, id: ObjectId) -> Result<CommitInfo, RepoError> {
+        let commit = self.repo.find_commit(id).map_err(git_err)?;
+        let decoded = commit.decode().map_err(git_err)?;
+        let parents = decoded.parents().collect();
+        let time = decoded
+            .committer()
+            .map_err(git_err)?
+            .time()
+            .map_err(git_err)?
+            .seconds;
+        let message = decoded.message.to_str_lossy().trim_end().to_string();
+        let meta_bytes = self.file(id, META)?;
+        let meta = serde_json::from_slice(&meta_bytes)
+            .map_err(|e| RepoError::Invalid(format!("commit {id}: {META}: {e}")))?;
+        Ok(CommitInfo {
+            id,
+            parents,
+            time,
+            message,
+            meta,
+        })
+    }
+
+    /// The dumpfile recorded in a commit.
+    pub fn dump(&self, id: ObjectId) -> Result<Vec<u8>, RepoError> {
+        self.file(id, DUMP)
+    }
+
+    fn file(&self, id: ObjectId, name: &str) -> Result<Vec<u8>, RepoError> {
+        let commit = self.repo.find_commit(id).map_err(git_err)?;
+        let tree = commit.tree().map_err(git_err)?;
+        let entry = tree
+            .find_entry(name)
+            .ok_or_else(|| RepoError::Invalid(format!("commit {id} has no {name}")))?;
+        let blob = self.repo.find_blob(entry.oid()).map_err(git_err)?;
+        Ok(blob.data.clone())
+    }
+
+    /// Branches and the commits they point to, by name.
+    pub fn branches(&self) -> Result<Vec<(String, ObjectId)>, RepoError> {
+        let platform = self.repo.references().map_err(git_err)?;
+        let mut out = Vec::new();
+        for r in platform.local_branches().map_err(git_err)? {
+            let mut r = r.map_err(git_err)?;
+            let name = r.name().shorten().to_str_lossy().into_owned();
+            let id = r.peel_to_id().map_err(git_err)?.detach();
+            out.push((name, id));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// A commit and its first-parent ancestors, newest first.
+    pub fn log(&self, start: ObjectId) -> Result<Vec<CommitInfo>, RepoError> {
+        let mut out = Vec::new();
+        let mut next = Some(start);
+        while let Some(id) = next {
+            let info = self.info(id)?;
+            next = info.parents.first().copied();
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    /// Every commit reachable from any branch (or from `extra` tips).
+    pub fn reachable(&self, extra: &[ObjectId]) -> Result<Vec<ObjectId>, RepoError> {
+        let mut seen = HashSet::new();
+        let mut stack: Vec<ObjectId> = self.branches()?.into_iter().map(|(_, id)| id).collect();
+        stack.extend_from_slice(extra);
+        let mut out = Vec::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let commit = self.repo.find_commit(id).map_err(git_err)?;
+            stack.extend(commit.decode().map_err(git_err)?.parents());
+            out.push(id);
+        }
+        Ok(out)
+    }
+}
+
+/// `refs/heads/BRANCH`, refusing names git would refuse.
+fn branch_ref(branch: &str) -> Result<String, RepoError> {
+    gix::validate::reference::name_partial(branch.as_bytes().as_bstr())
+        .map_err(|e| RepoError::Invalid(format!("invalid branch name '{branch}': {e}")))?;
+    Ok(format!("refs/heads/{branch}"))
+}

@@ -1,0 +1,169 @@
+//! The repository: the content store where every OS version lives.
+//!
+//! ```text
+//! REPO/objects/XX/YYYY…   file contents by fs-verity digest
+//! REPO/images/DIGEST      composefs images by fs-verity digest
+//! REPO/git/               bare git repository: one commit per OS commit
+//! REPO/statcache          file identity -> digest, to skip unchanged files
+//! REPO/lock               held by every writer
+//! ```
+//!
+//! Writers publish in dependency order (objects, image, git objects, then
+//! the branch ref, each made durable before the next), so a crash leaves
+//! every ref naming a complete commit.
+
+mod checkout;
+mod commit;
+mod diff;
+mod fsck;
+mod history;
+mod meta;
+mod prune;
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+pub use checkout::checkout;
+pub use commit::{commit, CommitSource, Committed};
+pub use diff::{diff, Change, ChangeKind};
+pub use fsck::{fsck, FsckReport};
+pub use history::{CommitInfo, History};
+pub use meta::CommitMeta;
+pub use prune::{prune, PruneReport};
+
+use crate::objects::ObjectStore;
+
+/// Format version of the images a repository records.
+pub const IMAGE_FORMAT_VERSION: u32 = 1;
+
+/// A repository operation that failed, with what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0} is not a sealtree repository (run `sealtree init`)")]
+    NotARepo(String),
+    #[error("git: {0}")]
+    Git(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Compose(#[from] crate::compose::ComposeError),
+    #[error(transparent)]
+    Walk(#[from] crate::walk::WalkError),
+    #[error(transparent)]
+    Image(#[from] crate::erofs::ImageError),
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
+    move |source| RepoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub(crate) fn git_err(e: impl std::fmt::Display) -> RepoError {
+    RepoError::Git(e.to_string())
+}
+
+/// An opened repository.
+pub struct Repo {
+    root: PathBuf,
+    objects: ObjectStore,
+}
+
+impl Repo {
+    /// Create a repository at `root` (which may exist, empty or not).
+    pub fn init(root: &Path) -> Result<Repo, RepoError> {
+        for sub in ["objects", "images"] {
+            fs::create_dir_all(root.join(sub)).map_err(io_err(root))?;
+        }
+        let git = root.join("git");
+        if !git.join("HEAD").exists() {
+            gix::init_bare(&git).map_err(git_err)?;
+        }
+        File::create(root.join("lock")).map_err(io_err(root))?;
+        sync_dir(root)?;
+        Repo::open(root)
+    }
+
+    /// Open the repository at `root`.
+    pub fn open(root: &Path) -> Result<Repo, RepoError> {
+        if !root.join("git").join("HEAD").is_file() || !root.join("objects").is_dir() {
+            return Err(RepoError::NotARepo(root.display().to_string()));
+        }
+        Ok(Repo {
+            root: root.to_path_buf(),
+            objects: ObjectStore::open(root.join("objects")).map_err(io_err(root))?,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    pub fn image_path(&self, digest: &crate::fsverity::Digest) -> PathBuf {
+        self.images_dir().join(hex::encode(digest))
+    }
+
+    /// The tree recorded in a commit.
+    pub fn tree(&self, commit: gix::ObjectId) -> Result<crate::tree::Tree, RepoError> {
+        let dump = self.history()?.dump(commit)?;
+        crate::dumpfile::parse(&dump[..])
+            .map_err(|e| RepoError::Invalid(format!("commit {commit}: dump {e}")))
+    }
+
+    pub fn history(&self) -> Result<History, RepoError> {
+        History::open(&self.root.join("git"))
+    }
+
+    /// Take the writer lock, waiting for another writer to finish.
+    pub fn lock(&self) -> Result<Flock<File>, RepoError> {
+        let path = self.root.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(lock),
+            Err((file, _)) => {
+                eprintln!(
+                    "sealtree: waiting for another writer to finish with {}",
+                    self.root.display()
+                );
+                Flock::lock(file, FlockArg::LockExclusive)
+                    .map_err(|(_, e)| io_err(&path)(io::Error::from(e)))
+            }
+        }
+    }
+
+    /// Make everything written to the repository's filesystem durable.
+    pub(crate) fn sync(&self) -> Result<(), RepoError> {
+        let f = File::open(&self.root).map_err(io_err(&self.root))?;
+        nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| io_err(&self.root)(e.into()))
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), RepoError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}

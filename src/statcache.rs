@@ -1,0 +1,110 @@
+//! The stat cache: for each file a commit hashed, its identity and change
+//! stamps (device, inode, size, mtime, ctime) and its digest, so a later
+//! commit of an unchanged tree trusts the digest instead of re-reading.
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::fsverity::Digest;
+
+const MAGIC: &[u8; 8] = b"STCACHE1";
+const RECORD: usize = 7 * 8 + 32;
+
+/// What identifies a file's content without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+impl FileStamp {
+    pub fn of(meta: &Metadata) -> FileStamp {
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// Digests of files by stamp.
+#[derive(Default)]
+pub struct StatCache {
+    entries: HashMap<(u64, u64), (FileStamp, Digest)>,
+}
+
+impl StatCache {
+    /// Load the cache; a missing or unreadable cache is an empty one.
+    pub fn load(path: &Path) -> StatCache {
+        let Ok(bytes) = fs::read(path) else {
+            return StatCache::default();
+        };
+        let Some(body) = bytes.strip_prefix(MAGIC) else {
+            return StatCache::default();
+        };
+        if body.len() % RECORD != 0 {
+            return StatCache::default();
+        }
+        let mut entries = HashMap::with_capacity(body.len() / RECORD);
+        for rec in body.chunks_exact(RECORD) {
+            let n = |i: usize| u64::from_le_bytes(rec[i * 8..i * 8 + 8].try_into().unwrap());
+            let stamp = FileStamp {
+                dev: n(0),
+                ino: n(1),
+                size: n(2),
+                mtime: (n(3) as i64, n(4) as i64),
+                ctime: (n(5) as i64, n(6) as i64),
+            };
+            let digest: Digest = rec[56..].try_into().unwrap();
+            entries.insert((stamp.dev, stamp.ino), (stamp, digest));
+        }
+        StatCache { entries }
+    }
+
+    /// The digest of a file whose stamp is unchanged.
+    pub fn get(&self, stamp: &FileStamp) -> Option<Digest> {
+        match self.entries.get(&(stamp.dev, stamp.ino)) {
+            Some((s, d)) if s == stamp => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// Write the cache for `files` atomically. Files changed within the
+    /// last two seconds before `now` are left out: a write in the same
+    /// timestamp tick could leave their stamps unchanged.
+    pub fn save(path: &Path, files: &[(FileStamp, Digest)], now: i64) -> io::Result<()> {
+        let mut out = Vec::with_capacity(MAGIC.len() + files.len() * RECORD);
+        out.extend_from_slice(MAGIC);
+        for (s, d) in files {
+            if s.ctime.0 >= now - 2 || s.mtime.0 >= now - 2 {
+                continue;
+            }
+            for v in [
+                s.dev,
+                s.ino,
+                s.size,
+                s.mtime.0 as u64,
+                s.mtime.1 as u64,
+                s.ctime.0 as u64,
+                s.ctime.1 as u64,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(d);
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        io::Write::write_all(&mut tmp, &out)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,336 @@
+//! Importing a tar archive (plain, gzip or zstd) into a [`Tree`], with
+//! file contents hashed on the fly and optionally staged into an object
+//! store. Entries that would escape the tree are refused.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use crate::fsverity;
+use crate::objects::Staging;
+use crate::tree::{
+    object_path, DirEntry, Inode, InodeId, Mtime, Tree, DEFAULT_INLINE_THRESHOLD, MAX_NAME_LEN,
+    ROOT, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG,
+};
+
+/// A tar archive that could not be imported.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}{message}", archive.display(), entry.as_ref().map(|e| format!("{e}: ")).unwrap_or_default())]
+pub struct TarError {
+    pub archive: std::path::PathBuf,
+    /// The entry at fault, escaped.
+    pub entry: Option<String>,
+    pub message: String,
+}
+
+/// Read the archive at `path` into a tree, staging file contents larger
+/// than the inline threshold into `staging` when given.
+pub fn read_tar(path: &Path, staging: Option<&Staging>) -> Result<Tree, TarError> {
+    let fail = |entry: Option<&[u8]>, message: String| TarError {
+        archive: path.to_path_buf(),
+        entry: entry.map(|e| e.escape_ascii().to_string()),
+        message,
+    };
+    let file = File::open(path).map_err(|e| fail(None, e.to_string()))?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let magic = input.fill_buf().map_err(|e| fail(None, e.to_string()))?;
+    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(input))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| fail(None, e.to_string()))?,
+        )
+    } else {
+        Box::new(input)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut root = Inode::new(S_IFDIR | 0o755);
+    root.nlink = 1;
+    let mut import = Import {
+        tree: Tree::new(root),
+        staging,
+    };
+    let entries = archive.entries().map_err(|e| fail(None, e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| fail(None, format!("unreadable entry: {e}")))?;
+        let name = entry.path_bytes().into_owned();
+        import
+            .entry(&mut entry, &name)
+            .map_err(|m| fail(Some(&name), m))?;
+    }
+    Ok(import.tree)
+}
+
+struct Import<'s, 'o> {
+    tree: Tree,
+    staging: Option<&'s Staging<'o>>,
+}
+
+impl Import<'_, '_> {
+    fn entry(&mut self, entry: &mut tar::Entry<impl Read>, name: &[u8]) -> Result<(), String> {
+        use tar::EntryType as T;
+        let kind = entry.header().entry_type();
+        if matches!(
+            kind,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
+            return Ok(());
+        }
+        let components = clean_path(name)?;
+        let header = entry.header();
+        let perms = header.mode().map_err(|e| e.to_string())? & 0o7777;
+        let mut inode = Inode::new(0);
+        inode.uid = header.uid().map_err(|e| e.to_string())? as u32;
+        inode.gid = header.gid().map_err(|e| e.to_string())? as u32;
+        inode.mtime = Mtime {
+            sec: header.mtime().map_err(|e| e.to_string())? as i64,
+            nsec: 0,
+        };
+        if let Some(pax) = entry.pax_extensions().map_err(|e| e.to_string())? {
+            for ext in pax {
+                let ext = ext.map_err(|e| e.to_string())?;
+                let key = ext.key_bytes();
+                let value = ext.value_bytes();
+                if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
+                    inode.xattrs.insert(xattr.to_vec(), value.to_vec());
+                } else if key == b"mtime" {
+                    inode.mtime = parse_pax_time(value).ok_or("invalid PAX mtime")?;
+                } else if key == b"uid" || key == b"gid" {
+                    let v: u32 = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or("invalid PAX uid/gid")?;
+                    if key == b"uid" {
+                        inode.uid = v;
+                    } else {
+                        inode.gid = v;
+                    }
+                }
+            }
+        }
+        let header = entry.header();
+        match kind {
+            T::Directory => {
+                inode.mode = S_IFDIR | perms;
+                return self.add_dir(&components, inode);
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                inode.mode = S_IFREG | perms;
+                self.read_content(entry, &mut inode)?;
+            }
+            T::Symlink => {
+                inode.mode = S_IFLNK | 0o777;
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or("symlink without a target")?
+                    .into_owned();
+                if target.is_empty() {
+                    return Err("symlink without a target".into());
+                }
+                check_symlink(&components, &target)?;
+                inode.size = target.len() as u64;
+                inode.payload = Some(target);
+            }
+            T::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or("hard link without a target")?
+                    .into_owned();
+                let target_components = clean_path(&target)
+                    .map_err(|e| format!("hard link target {}: {e}", target.escape_ascii()))?;
+                let id = self.lookup(&target_components).ok_or_else(|| {
+                    format!(
+                        "hard link target {} is not in the archive before it",
+                        target.escape_ascii()
+                    )
+                })?;
+                if self.tree.inodes[id].is_dir() {
+                    return Err("hard link to a directory".into());
+                }
+                self.tree.inodes[id].nlink += 1;
+                return self.link(&components, id, true);
+            }
+            T::Char | T::Block => {
+                let major = header
+                    .device_major()
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or(0);
+                let minor = header
+                    .device_minor()
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or(0);
+                if major >= 1 << 12 || minor >= 1 << 20 {
+                    return Err(format!(
+                        "device {major}:{minor} does not fit the image format"
+                    ));
+                }
+                inode.rdev = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
+                inode.mode = if kind == T::Char { S_IFCHR } else { S_IFBLK } | perms;
+            }
+            T::Fifo => inode.mode = S_IFIFO | perms,
+            other => return Err(format!("unsupported entry type {other:?}")),
+        }
+        let id = self.tree.add_inode(inode);
+        self.link(&components, id, false)
+    }
+
+    fn read_content(
+        &self,
+        entry: &mut tar::Entry<impl Read>,
+        inode: &mut Inode,
+    ) -> Result<(), String> {
+        let size = entry.size();
+        if size <= DEFAULT_INLINE_THRESHOLD {
+            let mut data = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut data).map_err(|e| e.to_string())?;
+            inode.size = data.len() as u64;
+            if !data.is_empty() {
+                inode.digest = Some(fsverity::digest_bytes(&data));
+                inode.content = Some(data);
+            }
+        } else {
+            let (digest, len) = match self.staging {
+                Some(staging) => staging.add_reader(entry).map_err(|e| e.to_string())?,
+                None => fsverity::digest_reader(entry).map_err(|e| e.to_string())?,
+            };
+            inode.size = len;
+            inode.digest = Some(digest);
+        }
+        if let Some(d) = &inode.digest {
+            inode.payload = Some(object_path(d).into_bytes());
+        }
+        Ok(())
+    }
+
+    fn add_dir(&mut self, components: &[Vec<u8>], mut inode: Inode) -> Result<(), String> {
+        inode.nlink = 1;
+        let existing = match components.split_last() {
+            None => Some(ROOT),
+            Some(_) => self
+                .lookup(components)
+                .filter(|&id| self.tree.inodes[id].is_dir()),
+        };
+        match existing {
+            // A directory listed again, or after its contents: keep the
+            // contents, take the metadata.
+            Some(id) => {
+                let old = std::mem::take(&mut self.tree.inodes[id].entries);
+                inode.entries = old;
+                self.tree.inodes[id] = inode;
+                Ok(())
+            }
+            None => {
+                let id = self.tree.add_inode(inode);
+                self.link(components, id, false)
+            }
+        }
+    }
+
+    /// Enter `id` under `components`, creating missing parent directories.
+    fn link(&mut self, components: &[Vec<u8>], id: InodeId, hardlink: bool) -> Result<(), String> {
+        let Some((name, parents)) = components.split_last() else {
+            return Err("only a directory can be the root".into());
+        };
+        if name.len() > MAX_NAME_LEN {
+            return Err(format!("file name longer than {MAX_NAME_LEN} bytes"));
+        }
+        let mut dir = ROOT;
+        for part in parents {
+            dir = match self.tree.inodes[dir].entries.get(part.as_slice()) {
+                Some(e) if self.tree.inodes[e.inode].is_dir() && !e.hardlink => e.inode,
+                Some(_) => {
+                    return Err(format!("parent {} is not a directory", part.escape_ascii()));
+                }
+                None => {
+                    let mut implicit = Inode::new(S_IFDIR | 0o755);
+                    implicit.nlink = 1;
+                    let new = self.tree.add_inode(implicit);
+                    self.tree.inodes[dir].entries.insert(
+                        part.clone(),
+                        DirEntry {
+                            inode: new,
+                            hardlink: false,
+                        },
+                    );
+                    new
+                }
+            };
+        }
+        // A later entry replaces an earlier one of the same name, as
+        // extraction would.
+        self.tree.inodes[dir].entries.insert(
+            name.clone(),
+            DirEntry {
+                inode: id,
+                hardlink,
+            },
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, components: &[Vec<u8>]) -> Option<InodeId> {
+        let mut id = ROOT;
+        for c in components {
+            id = self.tree.inodes[id].entries.get(c.as_slice())?.inode;
+        }
+        Some(id)
+    }
+}
+
+/// The components of an archive path, refusing absolute paths and `..`.
+fn clean_path(raw: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    if raw.starts_with(b"/") {
+        return Err("absolute path".into());
+    }
+    let mut out = Vec::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err("path contains '..'".into()),
+            c => out.push(c.to_vec()),
+        }
+    }
+    Ok(out)
+}
+
+/// Refuse a relative symlink target that climbs above the tree's root.
+/// Absolute targets resolve inside the tree once it is the root.
+fn check_symlink(components: &[Vec<u8>], target: &[u8]) -> Result<(), String> {
+    if target.starts_with(b"/") {
+        return Ok(());
+    }
+    let mut depth = components.len() as i64 - 1;
+    for c in target.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!(
+                        "symlink target {} points outside the tree",
+                        target.escape_ascii()
+                    ));
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+/// A PAX time: seconds with an optional fraction.
+fn parse_pax_time(value: &[u8]) -> Option<Mtime> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (sec, frac) = text.split_once('.').unwrap_or((text, ""));
+    let sec: i64 = sec.parse().ok()?;
+    let mut nsec = 0u32;
+    if !frac.is_empty() {
+        if !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        nsec = digits.parse().ok()?;
+    }
+    Some(Mtime { sec, nsec })
+}
