@@ -77,14 +77,16 @@ impl StatCache {
         }
     }
 
-    /// Write the cache for `files` atomically. Files changed within the
-    /// last two seconds before `now` are left out: a write in the same
-    /// timestamp tick could leave their stamps unchanged.
-    pub fn save(path: &Path, files: &[(FileStamp, Digest)], now: i64) -> io::Result<()> {
+    /// Write the cache for `files` atomically. Files changed within a
+    /// second of `started` (nanoseconds since the epoch, taken before they
+    /// were read) are left out: a write in the same timestamp tick could
+    /// leave their stamps unchanged.
+    pub fn save(path: &Path, files: &[(FileStamp, Digest)], started: i128) -> io::Result<()> {
         let mut out = Vec::with_capacity(MAGIC.len() + files.len() * RECORD);
         out.extend_from_slice(MAGIC);
         for (s, d) in files {
-            if s.ctime.0 >= now - 2 || s.mtime.0 >= now - 2 {
+            let ns = |t: (i64, i64)| t.0 as i128 * 1_000_000_000 + t.1 as i128;
+            if ns(s.ctime) >= started - 1_000_000_000 || ns(s.mtime) >= started - 1_000_000_000 {
                 continue;
             }
             for v in [

@@ -51,15 +51,124 @@ pub fn read_tar(path: &Path, staging: Option<&Staging>) -> Result<Tree, TarError
         tree: Tree::new(root),
         staging,
     };
-    let entries = archive.entries().map_err(|e| fail(None, e.to_string()))?;
+    // Raw mode: PAX and GNU long-name records are read here, by their
+    // length prefixes, so names and values may hold any byte.
+    let entries = archive
+        .entries()
+        .map_err(|e| fail(None, e.to_string()))?
+        .raw(true);
+    let mut pending = Extensions::default();
     for entry in entries {
         let mut entry = entry.map_err(|e| fail(None, format!("unreadable entry: {e}")))?;
-        let name = entry.path_bytes().into_owned();
-        import
-            .entry(&mut entry, &name)
-            .map_err(|m| fail(Some(&name), m))?;
+        let mut data = Vec::new();
+        match entry.header().entry_type() {
+            tar::EntryType::XHeader => {
+                entry
+                    .read_to_end(&mut data)
+                    .map_err(|e| fail(None, e.to_string()))?;
+                let records = parse_pax(&data).map_err(|m| fail(None, m))?;
+                pending.pax.extend(records);
+            }
+            tar::EntryType::XGlobalHeader => {}
+            tar::EntryType::GNULongName => {
+                entry
+                    .read_to_end(&mut data)
+                    .map_err(|e| fail(None, e.to_string()))?;
+                pending.long_name = Some(trim_nul(data));
+            }
+            tar::EntryType::GNULongLink => {
+                entry
+                    .read_to_end(&mut data)
+                    .map_err(|e| fail(None, e.to_string()))?;
+                pending.long_link = Some(trim_nul(data));
+            }
+            _ => {
+                let ext = std::mem::take(&mut pending);
+                let name = ext
+                    .pax_value(b"path")
+                    .map(<[u8]>::to_vec)
+                    .or(ext.long_name.clone())
+                    .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+                import
+                    .entry(&mut entry, &name, &ext)
+                    .map_err(|m| fail(Some(&name), m))?;
+            }
+        }
     }
+    import.tree.canonicalize_hardlinks();
     Ok(import.tree)
+}
+
+/// One PAX record: key and value.
+type PaxRecord = (Vec<u8>, Vec<u8>);
+
+/// PAX and GNU records that apply to the next entry.
+#[derive(Default)]
+struct Extensions {
+    pax: Vec<PaxRecord>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+}
+
+impl Extensions {
+    fn pax_value(&self, key: &[u8]) -> Option<&[u8]> {
+        self.pax
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// PAX records: `LENGTH KEY=VALUE\n`, LENGTH counting the whole record.
+fn parse_pax(mut data: &[u8]) -> Result<Vec<PaxRecord>, String> {
+    let mut out = Vec::new();
+    while !data.is_empty() && data[0] != 0 {
+        let space = data
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or("malformed PAX record")?;
+        let len: usize = std::str::from_utf8(&data[..space])
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .filter(|&l| l > space + 1 && l <= data.len())
+            .ok_or("malformed PAX record length")?;
+        let record = &data[space + 1..len];
+        let record = record
+            .strip_suffix(b"\n")
+            .ok_or("PAX record without newline")?;
+        let eq = record
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or("PAX record without '='")?;
+        out.push((record[..eq].to_vec(), record[eq + 1..].to_vec()));
+        data = &data[len..];
+    }
+    Ok(out)
+}
+
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+/// GNU tar writes `%` and `=` in xattr names as `%25` and `%3D`.
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() && s[i + 1..i + 3].iter().all(u8::is_ascii_hexdigit) {
+            let hex = std::str::from_utf8(&s[i + 1..i + 3]).expect("hex digits");
+            out.push(u8::from_str_radix(hex, 16).expect("hex digits"));
+            i += 3;
+            continue;
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
 }
 
 struct Import<'s, 'o> {
@@ -68,15 +177,14 @@ struct Import<'s, 'o> {
 }
 
 impl Import<'_, '_> {
-    fn entry(&mut self, entry: &mut tar::Entry<impl Read>, name: &[u8]) -> Result<(), String> {
+    fn entry(
+        &mut self,
+        entry: &mut tar::Entry<impl Read>,
+        name: &[u8],
+        ext: &Extensions,
+    ) -> Result<(), String> {
         use tar::EntryType as T;
         let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
-        ) {
-            return Ok(());
-        }
         let components = clean_path(name)?;
         let header = entry.header();
         let perms = header.mode().map_err(|e| e.to_string())? & 0o7777;
@@ -87,13 +195,11 @@ impl Import<'_, '_> {
             sec: header.mtime().map_err(|e| e.to_string())? as i64,
             nsec: 0,
         };
-        if let Some(pax) = entry.pax_extensions().map_err(|e| e.to_string())? {
-            for ext in pax {
-                let ext = ext.map_err(|e| e.to_string())?;
-                let key = ext.key_bytes();
-                let value = ext.value_bytes();
+        {
+            for (key, value) in &ext.pax {
+                let (key, value) = (key.as_slice(), value.as_slice());
                 if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
-                    inode.xattrs.insert(xattr.to_vec(), value.to_vec());
+                    inode.xattrs.insert(percent_decode(xattr), value.to_vec());
                 } else if key == b"mtime" {
                     inode.mtime = parse_pax_time(value).ok_or("invalid PAX mtime")?;
                 } else if key == b"uid" || key == b"gid" {
@@ -106,25 +212,34 @@ impl Import<'_, '_> {
                     } else {
                         inode.gid = v;
                     }
+                } else if key == b"size" {
+                    let size = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if size != Some(entry.header().entry_size().unwrap_or(u64::MAX)) {
+                        return Err("sizes beyond the tar header's range are not supported".into());
+                    }
                 }
             }
         }
+        let link_name = ext
+            .pax_value(b"linkpath")
+            .map(<[u8]>::to_vec)
+            .or(ext.long_link.clone())
+            .or_else(|| entry.header().link_name_bytes().map(|l| l.into_owned()));
         let header = entry.header();
         match kind {
             T::Directory => {
                 inode.mode = S_IFDIR | perms;
                 return self.add_dir(&components, inode);
             }
-            T::Regular | T::Continuous | T::GNUSparse => {
+            T::Regular | T::Continuous => {
                 inode.mode = S_IFREG | perms;
                 self.read_content(entry, &mut inode)?;
             }
             T::Symlink => {
                 inode.mode = S_IFLNK | 0o777;
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or("symlink without a target")?
-                    .into_owned();
+                let target = link_name.clone().ok_or("symlink without a target")?;
                 if target.is_empty() {
                     return Err("symlink without a target".into());
                 }
@@ -133,10 +248,7 @@ impl Import<'_, '_> {
                 inode.payload = Some(target);
             }
             T::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or("hard link without a target")?
-                    .into_owned();
+                let target = link_name.clone().ok_or("hard link without a target")?;
                 let target_components = clean_path(&target)
                     .map_err(|e| format!("hard link target {}: {e}", target.escape_ascii()))?;
                 let id = self.lookup(&target_components).ok_or_else(|| {

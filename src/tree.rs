@@ -172,6 +172,27 @@ impl Tree {
         }
     }
 
+    /// Make the first entry of each multiply-linked inode, in breadth-first
+    /// order with names sorted, its primary: a choice that depends on the
+    /// tree alone, not on the order a source listed it in.
+    pub fn canonicalize_hardlinks(&mut self) {
+        let mut seen = vec![false; self.inodes.len()];
+        let mut queue = std::collections::VecDeque::from([ROOT]);
+        while let Some(dir) = queue.pop_front() {
+            let mut entries = std::mem::take(&mut self.inodes[dir].entries);
+            for entry in entries.values_mut() {
+                if self.inodes[entry.inode].is_dir() {
+                    if !entry.hardlink {
+                        queue.push_back(entry.inode);
+                    }
+                    continue;
+                }
+                entry.hardlink = std::mem::replace(&mut seen[entry.inode], true);
+            }
+            self.inodes[dir].entries = entries;
+        }
+    }
+
     /// The inode at an absolute path (symlinks are not followed).
     pub fn lookup(&self, path: &[u8]) -> Option<InodeId> {
         let mut id = ROOT;

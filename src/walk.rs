@@ -90,6 +90,7 @@ pub fn read_dir_tree(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkSt
     let Scan {
         mut tree, pending, ..
     } = scan;
+    tree.canonicalize_hardlinks();
 
     let staging = match options.store {
         Some(store) => Some(

@@ -5,17 +5,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use common::fixture::*;
 use common::*;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
-use nix::sys::time::TimeSpec;
 
 /// Unmounts when dropped, so a failing test leaves no mount behind.
 struct Mounted(PathBuf);
@@ -29,135 +26,6 @@ impl Drop for Mounted {
 fn filesystems_available() -> bool {
     let fs = fs::read_to_string("/proc/filesystems").unwrap_or_default();
     fs.contains("erofs") && fs.contains("overlay")
-}
-
-fn write(path: &Path, len: usize, seed: u8) {
-    let data: Vec<u8> = (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect();
-    fs::write(path, data).unwrap();
-}
-
-/// Build a tree with every kind of entry the format stores.
-fn make_tree(root: &Path) {
-    fs::create_dir_all(root.join("dir/nested")).unwrap();
-    fs::create_dir(root.join("sticky")).unwrap();
-    fs::create_dir(root.join("whdir")).unwrap();
-    for (name, len) in [
-        ("empty", 0),
-        ("one", 1),
-        ("inline64", 64),
-        ("ext65", 65),
-        ("block4096", 4096),
-        ("k5000", 5000),
-        ("big", 300 * 1024),
-        ("mib", 1024 * 1024 + 1),
-        ("dir/nested/deep", 777),
-        ("with space", 100),
-        ("-dash", 10),
-        ("!bang", 200),
-        ("a=b", 3),
-    ] {
-        write(&root.join(name), len, name.len() as u8);
-    }
-    write(&root.join(OsStr::from_bytes(b"new\nline")), 70, 1);
-    write(&root.join(OsStr::from_bytes(b"bin-\xff\xfe")), 90, 2);
-    fs::write(
-        root.join("dup-a"),
-        b"same content in two files, long enough to be stored outside the image",
-    )
-    .unwrap();
-    fs::write(
-        root.join("dir/dup-b"),
-        b"same content in two files, long enough to be stored outside the image",
-    )
-    .unwrap();
-
-    fs::hard_link(root.join("ext65"), root.join("dir/ext65-link")).unwrap();
-    fs::hard_link(root.join("ext65"), root.join("hl2")).unwrap();
-    fs::hard_link(root.join("one"), root.join("dir/nested/one-link")).unwrap();
-
-    symlink("one", root.join("link-short")).unwrap();
-    symlink("x".repeat(3000), root.join("link-long")).unwrap();
-    symlink("../one", root.join("dir/rel")).unwrap();
-
-    nix::unistd::mkfifo(&root.join("fifo"), Mode::from_bits_truncate(0o640)).unwrap();
-    mknod(
-        &root.join("chr"),
-        SFlag::S_IFCHR,
-        Mode::from_bits_truncate(0o620),
-        makedev(1, 3),
-    )
-    .unwrap();
-    mknod(
-        &root.join("blk"),
-        SFlag::S_IFBLK,
-        Mode::from_bits_truncate(0o660),
-        makedev(259, 70000),
-    )
-    .unwrap();
-    // An overlay whiteout in the tree: stored escaped, shown as a marked file.
-    mknod(
-        &root.join("whdir/wh"),
-        SFlag::S_IFCHR,
-        Mode::from_bits_truncate(0o600),
-        makedev(0, 0),
-    )
-    .unwrap();
-
-    xattr::set(root.join("one"), "user.test", b"value").unwrap();
-    xattr::set(root.join("dir"), "trusted.test", b"bin\0\xff").unwrap();
-    xattr::set(root.join("big"), "trusted.overlay.custom", b"escaped").unwrap();
-    xattr::set(root.join("ext65"), "user.shared", b"x").unwrap();
-    xattr::set(root.join("k5000"), "user.shared", b"x").unwrap();
-    xattr::set(root.join("link-short"), "trusted.sym", b"1").unwrap();
-    xattr::set(root.join("with space"), "user.eq=key", b"a=b c\n").unwrap();
-
-    fs::set_permissions(root.join("big"), fs::Permissions::from_mode(0o4755)).unwrap();
-    fs::set_permissions(root.join("sticky"), fs::Permissions::from_mode(0o1777)).unwrap();
-    fs::set_permissions(root.join("mib"), fs::Permissions::from_mode(0o600)).unwrap();
-    fs::set_permissions(root.join("a=b"), fs::Permissions::from_mode(0o000)).unwrap();
-    std::os::unix::fs::lchown(root.join("big"), Some(100_000), Some(200_001)).unwrap();
-    std::os::unix::fs::lchown(root.join("link-long"), Some(70_000), Some(3)).unwrap();
-    std::os::unix::fs::lchown(root.join("dir/nested"), Some(65_536), Some(65_535)).unwrap();
-
-    // Distinct mtimes with nanoseconds, children before their directory.
-    let mut all = Vec::new();
-    collect(root, &mut all);
-    all.reverse();
-    for (i, path) in all.iter().enumerate() {
-        let t = TimeSpec::new(
-            1_600_000_000 + i as i64 * 1000,
-            (i as i64 * 7919 + 1) % 1_000_000_000,
-        );
-        utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
-    }
-}
-
-/// Every path under `dir` (not `dir` itself), parents before children.
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
-    for name in names {
-        let p = dir.join(name);
-        out.push(p.clone());
-        if p.symlink_metadata().unwrap().is_dir() {
-            collect(&p, out);
-        }
-    }
-}
-
-fn xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    xattr::list(path)
-        .unwrap()
-        .map(|n| {
-            let v = xattr::get(path, &n).unwrap().unwrap_or_default();
-            (n.as_bytes().to_vec(), v)
-        })
-        .collect()
 }
 
 /// Compare one path in the source with the same path through the mount.

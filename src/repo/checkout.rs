@@ -43,7 +43,9 @@ fn materialize(repo: &Repo, tree: &Tree, root: &Path) -> Result<(), RepoError> {
     // Directories get their metadata last, deepest first: creating their
     // entries would change their mtime.
     let mut dirs: Vec<(PathBuf, InodeId)> = Vec::new();
-    let mut result = Ok(());
+    // Hard links are made once every primary entry exists.
+    let mut links: Vec<(PathBuf, InodeId)> = Vec::new();
+    let mut result: Result<(), RepoError> = Ok(());
     tree.walk(|components, id, hardlink| {
         if result.is_err() {
             return;
@@ -55,8 +57,8 @@ fn materialize(repo: &Repo, tree: &Tree, root: &Path) -> Result<(), RepoError> {
         let inode = &tree.inodes[id];
         result = (|| {
             if hardlink {
-                let target = first_path[id].as_ref().expect("primary entry comes first");
-                return fs::hard_link(target, &path).map_err(io_err(&path));
+                links.push((path, id));
+                return Ok(());
             }
             if components.is_empty() {
                 dirs.push((path, id));
@@ -73,6 +75,12 @@ fn materialize(repo: &Repo, tree: &Tree, root: &Path) -> Result<(), RepoError> {
         })();
     });
     result?;
+    for (path, id) in links {
+        let target = first_path[id].as_ref().ok_or_else(|| {
+            RepoError::Invalid(format!("{}: hard link to nothing", path.display()))
+        })?;
+        fs::hard_link(target, &path).map_err(io_err(&path))?;
+    }
     for (path, id) in dirs.iter().rev() {
         apply_metadata(&tree.inodes[*id], path)?;
     }

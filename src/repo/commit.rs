@@ -46,7 +46,10 @@ pub fn commit(
     // Refuse a bad branch name before any work is done.
     history.branch(branch)?;
     let _lock = repo.lock()?;
-    let started = now();
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
 
     let statcache_path = repo.root().join("statcache");
     let (tree, walk) = match source {

@@ -48,6 +48,9 @@ pub fn diff(a: &Tree, b: &Tree) -> Vec<Change> {
                 if x.mtime != y.mtime {
                     metadata.push("mtime");
                 }
+                if x.nlink != y.nlink && !x.is_dir() {
+                    metadata.push("links");
+                }
                 if x.xattrs != y.xattrs {
                     metadata.push("xattrs");
                 }

@@ -1,0 +1,607 @@
+//! The repository through the command line: commits from directories,
+//! tar archives and dumpfiles, history, checkout, diff, fsck and prune,
+//! and its behaviour under bad input, kills and concurrent writers.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::fixture::*;
+use common::*;
+use sealtree::repo::{self, CommitSource, Repo};
+
+/// A temporary repository driven through the sealtree command.
+struct TestRepo {
+    dir: tempfile::TempDir,
+}
+
+impl TestRepo {
+    fn new() -> TestRepo {
+        let t = TestRepo {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        t.ok(&["init"]);
+        t
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        sealtree()
+            .env("SEALTREE_REPO", self.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "sealtree {:?}: {}",
+            args.iter()
+                .map(|a| a.as_ref().to_owned())
+                .collect::<Vec<_>>(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn commit_tree(&self, branch: &str, dir: &Path) -> String {
+        let tree = dir.as_os_str().to_owned();
+        self.ok(&[
+            OsStr::new("commit"),
+            OsStr::new("-b"),
+            OsStr::new(branch),
+            OsStr::new("--tree"),
+            &tree,
+        ])
+        .trim()
+        .to_string()
+    }
+
+    fn objects(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in fs::read_dir(self.path().join("objects")).unwrap() {
+            let sub = sub.unwrap();
+            let name = sub.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') {
+                continue;
+            }
+            for obj in fs::read_dir(sub.path()).unwrap() {
+                out.push(format!(
+                    "{name}{}",
+                    obj.unwrap().file_name().to_string_lossy()
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn image_digest(&self, commit: &str) -> String {
+        let show = self.ok(&["show", commit]);
+        show.lines()
+            .find_map(|l| l.strip_prefix("Image:  "))
+            .unwrap()
+            .to_string()
+    }
+}
+
+fn simple_tree(dir: &Path) {
+    fs::create_dir_all(dir.join("usr/lib/modules/6.12.0-test")).unwrap();
+    fs::create_dir_all(dir.join("etc")).unwrap();
+    write(&dir.join("usr/lib/modules/6.12.0-test/vmlinuz"), 300_000, 1);
+    write(&dir.join("etc/big"), 100_000, 2);
+    fs::write(dir.join("etc/small"), b"hello\n").unwrap();
+    std::os::unix::fs::symlink("../usr/lib", dir.join("etc/lib")).unwrap();
+}
+
+#[test]
+fn commit_and_checkout_round_trip_every_attribute() {
+    if !is_root() {
+        return missing("root, to create devices and set owners");
+    }
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    make_tree(&src);
+    let id = repo.commit_tree("os", &src);
+    let out = repo.scratch("checkout");
+    repo.ok(&[OsStr::new("checkout"), OsStr::new(&id), out.as_os_str()]);
+    assert_same_tree(&src, &out);
+    // The checkout commits to the same image.
+    let again = repo.commit_tree("again", &out);
+    assert_eq!(repo.image_digest(&again), repo.image_digest(&id));
+    // A checkout never overwrites.
+    let refused = repo.run(&[OsStr::new("checkout"), OsStr::new(&id), out.as_os_str()]);
+    assert_eq!(refused.status.code(), Some(1));
+}
+
+#[test]
+fn history_is_plain_git_and_metadata_is_recorded() {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    simple_tree(&src);
+    let first = repo.commit_tree("os", &src);
+    write(&src.join("etc/big"), 100_001, 3);
+    let second = repo.commit_tree("os", &src);
+    assert_ne!(first, second);
+
+    let log = repo.ok(&["log", "os"]);
+    let ids: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("commit "))
+        .collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()]);
+    assert_eq!(repo.ok(&["refs"]), format!("os {second}\n"));
+    let show = repo.ok(&["show", &second]);
+    assert!(show.contains(&format!("Parent: {first}")), "{show}");
+    assert!(show.contains("Kernels: 6.12.0-test"), "{show}");
+
+    let git = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.path().join("git"))
+        .args(["log", "--format=%H", "os"])
+        .output()
+        .expect("git is installed");
+    assert!(
+        git.status.success(),
+        "{}",
+        String::from_utf8_lossy(&git.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(git.stdout).unwrap(),
+        format!("{second}\n{first}\n")
+    );
+
+    // The recorded image digest is what the commit rebuilds to, and the
+    // image file in images/ is that image.
+    let digest = repo.image_digest(&second);
+    let image = fs::read(repo.path().join("images").join(&digest)).unwrap();
+    assert_eq!(
+        hex::encode(sealtree::fsverity::digest_bytes(&image)),
+        digest
+    );
+    let r = Repo::open(&repo.path()).unwrap();
+    let tree = r.tree(r.history().unwrap().resolve("os").unwrap()).unwrap();
+    let rebuilt = sealtree::erofs::write_image(
+        &tree,
+        &sealtree::erofs::ImageOptions {
+            min_version: 1,
+            max_version: 1,
+        },
+    )
+    .unwrap();
+    assert!(rebuilt.bytes == image);
+
+    assert_eq!(repo.ok(&["cat", "os", "/etc/small"]), "hello\n");
+    let ls = repo.ok(&["ls", "os", "/etc"]);
+    assert!(ls.contains(" 100001 big\n"), "{ls}");
+    assert!(ls.contains("lib -> ../usr/lib"), "{ls}");
+}
+
+#[test]
+fn commits_share_objects() {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    simple_tree(&src);
+    repo.commit_tree("a", &src);
+    let before = repo.objects();
+    assert_eq!(before.len(), 2, "vmlinuz and big; small is inline");
+    write(&src.join("etc/new"), 70_000, 9);
+    repo.commit_tree("b", &src);
+    let after = repo.objects();
+    assert_eq!(after.len(), 3);
+    assert!(before.iter().all(|o| after.contains(o)));
+}
+
+#[test]
+fn diff_names_added_removed_changed_and_metadata_changes() {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    simple_tree(&src);
+    let a = repo.commit_tree("os", &src);
+    let old_big = sealtree::fsverity::digest_bytes(&fs::read(src.join("etc/big")).unwrap());
+    write(&src.join("etc/big"), 100_000, 7);
+    let new_big = sealtree::fsverity::digest_bytes(&fs::read(src.join("etc/big")).unwrap());
+    fs::remove_file(src.join("etc/small")).unwrap();
+    fs::write(src.join("etc/added"), b"new file").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(
+        src.join("usr/lib/modules/6.12.0-test/vmlinuz"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    // Keep directory mtimes out of the comparison.
+    for d in ["", "etc"] {
+        let t = nix::sys::time::TimeSpec::new(1_700_000_000, 0);
+        nix::sys::stat::utimensat(
+            None,
+            &src.join(d),
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    }
+    let b = repo.commit_tree("os", &src);
+    let diff = repo.ok(&["diff", &a, &b]);
+    let lines: Vec<&str> = diff
+        .lines()
+        .filter(|l| *l != "M /  metadata: mtime" && *l != "M /etc  metadata: mtime")
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "A /etc/added".to_string(),
+            format!(
+                "M /etc/big  content {} -> {}  metadata: mtime",
+                hex::encode(old_big),
+                hex::encode(new_big)
+            ),
+            "D /etc/small".to_string(),
+            "M /usr/lib/modules/6.12.0-test/vmlinuz  metadata: mode".to_string(),
+        ],
+        "{diff}"
+    );
+}
+
+#[test]
+fn fsck_finds_corrupt_and_missing_objects_and_repair_quarantines() {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    simple_tree(&src);
+    repo.commit_tree("os", &src);
+    assert!(repo
+        .ok(&["fsck"])
+        .contains("checked 2 objects, 1 images, 1 commits"));
+    let objects = repo.objects();
+    let (corrupt, deleted) = (&objects[0], &objects[1]);
+    let path = |d: &str| repo.path().join("objects").join(&d[..2]).join(&d[2..]);
+    fs::write(path(corrupt), b"not what the name says").unwrap();
+    fs::remove_file(path(deleted)).unwrap();
+
+    let out = repo.run(&["fsck"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("corrupt object {corrupt}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("missing object {deleted}")),
+        "{stdout}"
+    );
+
+    let repaired = repo.run(&["fsck", "--repair"]);
+    assert!(repo.path().join("quarantine").join(corrupt).is_file());
+    assert_eq!(repaired.status.code(), Some(1), "objects are still missing");
+    // Committing the tree again restores the objects.
+    repo.commit_tree("os", &src);
+    assert!(repo.run(&["fsck"]).status.success());
+}
+
+#[test]
+fn prune_removes_exactly_the_unreachable() {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    simple_tree(&src);
+    let a = repo.commit_tree("keep", &src);
+    write(&src.join("etc/extra1"), 80_000, 4);
+    write(&src.join("etc/extra2"), 90_000, 5);
+    let b = repo.commit_tree("drop", &src);
+    let image_b = repo.image_digest(&b);
+    let image_b_size = fs::metadata(repo.path().join("images").join(&image_b))
+        .unwrap()
+        .len();
+    let all = repo.objects();
+    assert_eq!(all.len(), 4);
+
+    repo.ok(&["refs", "--delete", "drop"]);
+    let expected_bytes = 80_000 + 90_000 + image_b_size;
+    let dry = repo.ok(&["prune", "--dry-run"]);
+    assert_eq!(
+        dry.trim(),
+        format!("would remove 2 objects and 1 images, {expected_bytes} bytes")
+    );
+    assert_eq!(repo.objects(), all, "dry run removed something");
+    let done = repo.ok(&["prune"]);
+    assert_eq!(
+        done.trim(),
+        format!("removed 2 objects and 1 images, {expected_bytes} bytes")
+    );
+    assert_eq!(repo.objects().len(), 2);
+    assert!(!repo.path().join("images").join(&image_b).exists());
+    assert!(repo
+        .path()
+        .join("images")
+        .join(repo.image_digest(&a))
+        .exists());
+    assert!(repo.run(&["fsck"]).status.success());
+    let out = repo.scratch("co");
+    repo.ok(&[OsStr::new("checkout"), OsStr::new("keep"), out.as_os_str()]);
+}
+
+fn have_tar_tools() -> bool {
+    have_command("tar") && have_command("zstd") && have_command("gzip")
+}
+
+#[test]
+fn tar_import_equals_directory_import() {
+    if !is_root() {
+        return missing("root, to create devices and set owners");
+    }
+    if !have_tar_tools() {
+        return missing("GNU tar, gzip and zstd");
+    }
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    make_tree(&src);
+    let from_dir = repo.commit_tree("dir", &src);
+    let tar = repo.scratch("tree.tar");
+    let status = Command::new("tar")
+        .args(["--format=posix", "--xattrs", "--xattrs-include=*", "-C"])
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for (compress, name) in [
+        (None, "tree.tar"),
+        (Some("gzip"), "tree.tar.gz"),
+        (Some("zstd"), "tree.tar.zst"),
+    ] {
+        let file = repo.scratch(name);
+        if let Some(tool) = compress {
+            let out = Command::new(tool).arg("-c").arg(&tar).output().unwrap();
+            assert!(out.status.success());
+            fs::write(&file, out.stdout).unwrap();
+        }
+        let id = repo
+            .ok(&[
+                OsStr::new("commit"),
+                OsStr::new("-b"),
+                OsStr::new(name),
+                OsStr::new("--tar"),
+                file.as_os_str(),
+            ])
+            .trim()
+            .to_string();
+        let diff = repo.ok(&["diff", &from_dir, &id]);
+        assert_eq!(diff, "", "{name}: tar import differs from directory import");
+        assert_eq!(
+            repo.image_digest(&id),
+            repo.image_digest(&from_dir),
+            "{name}"
+        );
+    }
+}
+
+/// Archives that try to escape the tree are refused; the repository is left
+/// as it was.
+#[test]
+fn evil_tars_are_refused() {
+    if !have_command("python3") {
+        return missing("python3, to build the hostile archives");
+    }
+    let repo = TestRepo::new();
+    let cases: &[(&str, &str)] = &[
+        ("dotdot", "add_file('../evil')"),
+        ("absolute", "add_file('/etc/evil')"),
+        ("inner-dotdot", "add_file('a/../../evil')"),
+        (
+            "hardlink-outside",
+            "add_file('ok'); add_link('h', '../outside', tarfile.LNKTYPE)",
+        ),
+        (
+            "hardlink-missing",
+            "add_link('h', 'nothere', tarfile.LNKTYPE)",
+        ),
+        (
+            "symlink-outside",
+            "add_link('s', '../../etc/passwd', tarfile.SYMTYPE)",
+        ),
+        (
+            "through-symlink",
+            "add_link('d', '/etc', tarfile.SYMTYPE); add_file('d/passwd')",
+        ),
+    ];
+    for (name, body) in cases {
+        let tar = repo.scratch(&format!("{name}.tar"));
+        let script = format!(
+            "import tarfile, io\n\
+             t = tarfile.open({tar:?}, 'w', format=tarfile.PAX_FORMAT)\n\
+             def add_file(n):\n    i = tarfile.TarInfo(n); i.size = 100; t.addfile(i, io.BytesIO(b'x' * 100))\n\
+             def add_link(n, target, kind):\n    i = tarfile.TarInfo(n); i.type = kind; i.linkname = target; t.addfile(i)\n\
+             {}\nt.close()\n",
+            body.replace("; ", "\n"),
+            tar = tar.to_str().unwrap()
+        );
+        let py = Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            py.status.success(),
+            "{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+        let out = repo.run(&[
+            OsStr::new("commit"),
+            OsStr::new("-b"),
+            OsStr::new("evil"),
+            OsStr::new("--tar"),
+            tar.as_os_str(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(tar.to_str().unwrap()), "{name}: {stderr}");
+        assert_eq!(repo.ok(&["refs"]), "", "{name}: a branch was created");
+        assert!(repo.objects().is_empty(), "{name}: objects were stored");
+    }
+}
+
+#[test]
+fn killed_commits_leave_the_repository_consistent() {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..120 {
+        write(&src.join(format!("f{i}")), 150_000 + i, i as u8);
+    }
+    let mut previous_head: Option<String> = None;
+    for delay_ms in [2u64, 10, 25, 50, 100, 200] {
+        let mut child = sealtree()
+            .env("SEALTREE_REPO", repo.path())
+            .args(["commit", "-b", "os", "--tree"])
+            .arg(&src)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let fsck = repo.run(&["fsck"]);
+        assert!(
+            fsck.status.success(),
+            "after a kill at {delay_ms} ms: {}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        let refs = repo.ok(&["refs"]);
+        let head = refs.split_whitespace().nth(1).map(str::to_string);
+        if let Some(prev) = &previous_head {
+            assert!(head.is_some(), "a branch vanished");
+            let log = repo.ok(&["log", "os"]);
+            assert!(log.contains(prev.as_str()), "history lost");
+        }
+        previous_head = head.or(previous_head);
+    }
+    repo.commit_tree("os", &src);
+    let fsck = repo.ok(&["fsck"]);
+    assert!(fsck.contains("0 temporary directories"), "{fsck}");
+}
+
+#[test]
+fn concurrent_commits_are_serialized() {
+    let repo = TestRepo::new();
+    let srcs: Vec<PathBuf> = (0..2)
+        .map(|n| {
+            let src = repo.scratch(&format!("src{n}"));
+            fs::create_dir(&src).unwrap();
+            for i in 0..40 {
+                write(&src.join(format!("f{i}")), 200_000, (n * 50 + i) as u8);
+            }
+            src
+        })
+        .collect();
+    // Started together: the second waits for the first's lock.
+    let procs: Vec<_> = srcs
+        .iter()
+        .map(|src| {
+            sealtree()
+                .env("SEALTREE_REPO", repo.path())
+                .args(["commit", "-b", "both", "--tree"])
+                .arg(src)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in procs {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let log = repo.ok(&["log", "both"]);
+    assert_eq!(
+        log.lines().filter(|l| l.starts_with("commit ")).count(),
+        2,
+        "{log}"
+    );
+    assert!(repo.run(&["fsck"]).status.success());
+}
+
+/// An unchanged tree is committed again from the stat cache, unread.
+#[test]
+fn unchanged_tree_recommits_from_the_stat_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..30 {
+        write(&src.join(format!("f{i}")), 10_000 + i, i as u8);
+    }
+    // Files changed within a second of a commit are never trusted.
+    std::thread::sleep(Duration::from_millis(1300));
+    let repo = Repo::init(&tmp.path().join("repo")).unwrap();
+    let first = repo::commit(&repo, CommitSource::Directory(&src), "os", "", 0).unwrap();
+    let stats = first.walk.unwrap();
+    assert_eq!((stats.files_hashed, stats.files_cached), (30, 0));
+    let second = repo::commit(&repo, CommitSource::Directory(&src), "os", "", 0).unwrap();
+    let stats = second.walk.unwrap();
+    assert_eq!((stats.files_hashed, stats.files_cached), (0, 30));
+    assert_eq!(first.meta, second.meta);
+    // A changed file is read again.
+    write(&src.join("f3"), 10_003, 99);
+    let third = repo::commit(&repo, CommitSource::Directory(&src), "os", "", 0).unwrap();
+    assert_eq!(third.walk.unwrap().files_hashed, 1);
+    assert_ne!(third.meta.image_digest, second.meta.image_digest);
+}
+
+#[test]
+fn dump_commits_need_their_objects() {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    simple_tree(&src);
+    let id = repo.commit_tree("os", &src);
+    let image = repo.path().join("images").join(repo.image_digest(&id));
+    let dump = repo.scratch("tree.dump");
+    repo.ok(&[
+        OsStr::new("composefs-dump"),
+        image.as_os_str(),
+        dump.as_os_str(),
+    ]);
+    let again = repo
+        .ok(&[
+            OsStr::new("commit"),
+            OsStr::new("-b"),
+            OsStr::new("fromdump"),
+            OsStr::new("--dump"),
+            dump.as_os_str(),
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(repo.image_digest(&again), repo.image_digest(&id));
+
+    let text = fs::read_to_string(&dump).unwrap().replace(
+        &repo.objects()[0],
+        "0000000000000000000000000000000000000000000000000000000000000000",
+    );
+    fs::write(&dump, text).unwrap();
+    let out = repo.run(&[
+        OsStr::new("commit"),
+        OsStr::new("-b"),
+        OsStr::new("bad"),
+        OsStr::new("--dump"),
+        dump.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not in the store"));
+}
