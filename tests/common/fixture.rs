@@ -168,7 +168,7 @@ pub fn attrs(path: &Path) -> Attrs {
         mtime: (m.mtime(), m.mtime_nsec()),
         nlink: m.nlink(),
         rdev: m.rdev(),
-        size: (ft.is_file() || ft.is_symlink()).then(|| m.len()),
+        size: (ft.is_file() || ft.is_symlink()).then_some(m.len()),
         xattrs: xattrs(path),
         target: ft.is_symlink().then(|| fs::read_link(path).unwrap()),
         content: ft.is_file().then(|| fs::read(path).unwrap()),
