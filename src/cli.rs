@@ -262,13 +262,25 @@ fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
         (_, _, Some(dump)) => CommitSource::Dump(dump),
         _ => bail!("give --tree, --tar or --dump"),
     };
+    // indicatif draws only when stderr is a terminal.
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {eta}",
+        )
+        .expect("template is valid"),
+    );
     let done = repo::commit(
         repo,
         source,
         &args.branch,
         &args.message,
-        args.threads.unwrap_or(0) as usize,
-    )?;
+        &repo::CommitOptions {
+            threads: args.threads.unwrap_or(0) as usize,
+            progress: Some(&bar),
+        },
+    );
+    bar.finish_and_clear();
+    let done = done?;
     println!("{}", done.id);
     Ok(())
 }

@@ -86,6 +86,7 @@ pub fn compose(source: Source, options: &ComposeOptions) -> Result<Composed, Com
                     store: store.as_ref(),
                     skip_xattrs: options.filters.skip_xattrs,
                     cache: None,
+                    progress: None,
                 },
             )?;
             (tree, Some(stats))

@@ -49,6 +49,27 @@ impl ObjectStore {
         self.path(digest).symlink_metadata().is_ok()
     }
 
+    /// The digests of all stored objects (names only, nothing is read).
+    pub fn digests(&self) -> io::Result<HashSet<Digest>> {
+        let mut out = HashSet::new();
+        for byte in 0..=255u8 {
+            let prefix = format!("{byte:02x}");
+            let dir = match fs::read_dir(self.root.join(&prefix)) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in dir {
+                let name = entry?.file_name();
+                let full = [prefix.as_bytes(), name.as_encoded_bytes()].concat();
+                if let Some(d) = fsverity::parse_hex(&full) {
+                    out.insert(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Everything in the store: objects by digest, and entries that are
     /// not objects (staging directories of runs in progress or killed, and
     /// anything else).
@@ -91,14 +112,10 @@ impl ObjectStore {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{STAGING_PREFIX}{}-", std::process::id()))
             .tempdir_in(&self.root)?;
-        // One subdirectory per first digest byte keeps concurrent writers
-        // from contending on a single directory.
-        for byte in 0..=255u8 {
-            fs::create_dir(dir.path().join(format!("{byte:02x}")))?;
-        }
         Ok(Staging {
             store: self,
             dir,
+            made_dirs: std::array::from_fn(|_| AtomicBool::new(false)),
             claimed: Mutex::new(HashSet::new()),
             staged: Mutex::new(Vec::new()),
             verity_unsupported: AtomicBool::new(false),
@@ -141,6 +158,10 @@ pub struct Listing {
 pub struct Staging<'s> {
     store: &'s ObjectStore,
     dir: tempfile::TempDir,
+    /// Which of the per-first-byte subdirectories exist yet. One per byte
+    /// keeps concurrent writers from contending on a single directory;
+    /// made on first use, as an unchanged tree needs none.
+    made_dirs: [AtomicBool; 256],
     claimed: Mutex<HashSet<Digest>>,
     /// Staged objects and whether the kernel enabled fs-verity on each.
     staged: Mutex<Vec<(Digest, bool)>>,
@@ -166,7 +187,7 @@ impl Staging<'_> {
         if self.store.contains(digest) || !self.claimed.lock().unwrap().insert(*digest) {
             return Ok(false);
         }
-        let path = self.staged_path(digest);
+        let path = self.staged_path(digest)?;
         {
             let mut out = OpenOptions::new()
                 .write(true)
@@ -200,7 +221,7 @@ impl Staging<'_> {
         if self.store.contains(&digest) || !self.claimed.lock().unwrap().insert(digest) {
             return Ok((digest, len));
         }
-        let path = self.staged_path(&digest);
+        let path = self.staged_path(&digest)?;
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(0o644))?;
         tmp.persist(&path).map_err(|e| e.error)?;
@@ -210,8 +231,18 @@ impl Staging<'_> {
         Ok((digest, len))
     }
 
-    fn staged_path(&self, digest: &Digest) -> PathBuf {
-        self.dir.path().join(crate::tree::object_path(digest))
+    /// Where `digest` is staged; its directory is made if need be.
+    fn staged_path(&self, digest: &Digest) -> io::Result<PathBuf> {
+        let path = self.dir.path().join(crate::tree::object_path(digest));
+        if !self.made_dirs[digest[0] as usize].load(Ordering::Acquire) {
+            match fs::create_dir(path.parent().expect("object path has a parent")) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            self.made_dirs[digest[0] as usize].store(true, Ordering::Release);
+        }
+        Ok(path)
     }
 
     /// Enable fs-verity on a staged copy and check the kernel's digest.
@@ -250,7 +281,7 @@ impl Staging<'_> {
         nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;
         let mut made_dirs = HashSet::new();
         for (digest, verity) in &staged {
-            let from = self.staged_path(digest);
+            let from = self.dir.path().join(crate::tree::object_path(digest));
             let to = self.store.path(digest);
             let parent = to.parent().expect("object path has a parent");
             if made_dirs.insert(digest[0]) {

@@ -2,7 +2,7 @@
 //! pass, then every regular file hashed (and optionally copied into an
 //! object store) on a pool of threads, streaming, so any file size works.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
@@ -48,6 +48,8 @@ pub struct WalkOptions<'a> {
     pub store: Option<&'a ObjectStore>,
     /// Leave out extended attributes (faster when they are not wanted).
     pub skip_xattrs: bool,
+    /// Advanced by the bytes of each file read (hidden unless on a terminal).
+    pub progress: Option<&'a indicatif::ProgressBar>,
 }
 
 /// What reading a directory found.
@@ -73,6 +75,18 @@ struct Pending {
 
 /// Read the tree under `root`.
 pub fn read_dir_tree(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkStats), WalkError> {
+    // Scanning recurses once per directory level; paths of PATH_MAX
+    // bytes can nest 2048 levels, more than a default thread stack holds.
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads)
+        .stack_size(64 << 20)
+        .build()
+        .map_err(|e| err(root, "cannot start threads")(io::Error::other(e)))?
+        .install(|| read_dir_tree_here(root, options))
+}
+
+/// [`read_dir_tree`] on the current rayon pool.
+fn read_dir_tree_here(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkStats), WalkError> {
     let meta = fs::metadata(root).map_err(err(root, "cannot read"))?;
     if !meta.is_dir() {
         return Err(err(root, "not a directory")(io::Error::from(
@@ -80,16 +94,16 @@ pub fn read_dir_tree(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkSt
         )));
     }
     let root_inode = inode_from(root, &meta, options)?;
-    let mut scan = Scan {
+    let scanned = scan_dir(root, options)?;
+    let mut builder = Builder {
         tree: Tree::new(root_inode),
         pending: Vec::new(),
         links: HashMap::new(),
-        options,
     };
-    scan.dir(root, crate::tree::ROOT)?;
-    let Scan {
+    builder.dir(crate::tree::ROOT, scanned);
+    let Builder {
         mut tree, pending, ..
-    } = scan;
+    } = builder;
     tree.canonicalize_hardlinks();
 
     let staging = match options.store {
@@ -100,21 +114,29 @@ pub fn read_dir_tree(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkSt
         ),
         None => None,
     };
-    let hash_all = || {
-        pending
-            .par_iter()
-            .map(|p| read_content(p, staging.as_ref(), options))
-            .collect::<Result<Vec<_>, WalkError>>()
+    // With a stat cache, most files are only checked against the store:
+    // one listing is cheaper than a lookup per file.
+    let present = match (options.cache, options.store) {
+        (Some(_), Some(store)) => Some(
+            store
+                .digests()
+                .map_err(err(store.root(), "cannot list objects"))?,
+        ),
+        _ => None,
     };
-    let results = if options.threads == 0 {
-        hash_all()?
-    } else {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(options.threads)
-            .build()
-            .map_err(|e| err(root, "cannot start threads")(io::Error::other(e)))?
-            .install(hash_all)?
-    };
+    if let Some(bar) = options.progress {
+        bar.set_length(pending.iter().map(|p| p.size).sum());
+    }
+    let results = pending
+        .par_iter()
+        .map(|p| {
+            let done = read_content(p, staging.as_ref(), options, present.as_ref());
+            if let Some(bar) = options.progress {
+                bar.inc(p.size);
+            }
+            done
+        })
+        .collect::<Result<Vec<_>, WalkError>>()?;
 
     let mut stats = WalkStats::default();
     for (p, (digest, content, cached)) in pending.iter().zip(results) {
@@ -138,26 +160,66 @@ pub fn read_dir_tree(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkSt
     Ok((tree, stats))
 }
 
-struct Scan<'o> {
+/// One directory entry as scanned, before hard links are resolved.
+struct Scanned {
+    name: std::ffi::OsString,
+    path: PathBuf,
+    meta: Metadata,
+    inode: Inode,
+    children: Vec<Scanned>,
+}
+
+/// Stat every entry under `path`, sorted by name; subdirectories are
+/// scanned in parallel (the stat and xattr calls dominate an unchanged tree).
+fn scan_dir(path: &Path, options: &WalkOptions) -> Result<Vec<Scanned>, WalkError> {
+    let mut entries: Vec<_> = fs::read_dir(path)
+        .map_err(err(path, "cannot list directory"))?
+        .collect::<Result<_, _>>()
+        .map_err(err(path, "cannot list directory"))?;
+    entries.sort_unstable_by_key(|e| e.file_name());
+    entries
+        .into_par_iter()
+        .map(|entry| {
+            let name = entry.file_name();
+            let child = path.join(&name);
+            // Relative to the open directory: no path lookup per file.
+            let meta = entry.metadata().map_err(err(&child, "cannot stat"))?;
+            let inode = inode_from(&child, &meta, options)?;
+            let children = if meta.is_dir() {
+                scan_dir(&child, options)?
+            } else {
+                Vec::new()
+            };
+            Ok(Scanned {
+                name,
+                path: child,
+                meta,
+                inode,
+                children,
+            })
+        })
+        .collect()
+}
+
+/// Builds the tree from scanned entries in name order, so hard links
+/// resolve the same way on every run.
+struct Builder {
     tree: Tree,
     pending: Vec<Pending>,
     /// (device, inode) of multiply-linked files already seen.
     links: HashMap<(u64, u64), InodeId>,
-    options: &'o WalkOptions<'o>,
 }
 
-impl Scan<'_> {
-    fn dir(&mut self, path: &Path, dir: InodeId) -> Result<(), WalkError> {
-        let mut names: Vec<_> = fs::read_dir(path)
-            .map_err(err(path, "cannot list directory"))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(err(path, "cannot list directory"))?;
-        // Sorted, so hard links resolve the same way on every run.
-        names.sort_unstable();
-        for name in names {
-            let child = path.join(&name);
-            let meta = fs::symlink_metadata(&child).map_err(err(&child, "cannot stat"))?;
+impl Builder {
+    fn dir(&mut self, dir: InodeId, entries: Vec<Scanned>) {
+        for entry in entries {
+            let Scanned {
+                name,
+                path,
+                meta,
+                mut inode,
+                children,
+            } = entry;
             let key = (meta.dev(), meta.ino());
             if !meta.is_dir() && meta.nlink() > 1 {
                 if let Some(&id) = self.links.get(&key) {
@@ -166,7 +228,6 @@ impl Scan<'_> {
                     continue;
                 }
             }
-            let mut inode = inode_from(&child, &meta, self.options)?;
             inode.nlink = 1;
             let is_dir = inode.is_dir();
             let regular_size = (inode.file_type() == Some(FileType::Regular)).then_some(inode.size);
@@ -179,7 +240,7 @@ impl Scan<'_> {
             match regular_size {
                 Some(size) if size > 0 => self.pending.push(Pending {
                     inode: id,
-                    path: child,
+                    path,
                     size,
                     mtime,
                     stamp: FileStamp::of(&meta),
@@ -187,10 +248,9 @@ impl Scan<'_> {
                 _ => {}
             }
             if is_dir {
-                self.dir(&path.join(&name), id)?;
+                self.dir(id, children);
             }
         }
-        Ok(())
     }
 
     fn link(&mut self, dir: InodeId, name: &OsStr, inode: InodeId, hardlink: bool) {
@@ -255,11 +315,17 @@ fn read_content(
     p: &Pending,
     staging: Option<&crate::objects::Staging>,
     options: &WalkOptions,
+    present: Option<&HashSet<Digest>>,
 ) -> Result<(Digest, Option<Vec<u8>>, bool), WalkError> {
     let path = &p.path;
     if p.size > DEFAULT_INLINE_THRESHOLD {
         if let Some(digest) = options.cache.and_then(|c| c.get(&p.stamp)) {
-            if options.store.is_none_or(|s| s.contains(&digest)) {
+            let stored = match (present, options.store) {
+                (Some(set), _) => set.contains(&digest),
+                (None, Some(store)) => store.contains(&digest),
+                (None, None) => true,
+            };
+            if stored {
                 return Ok((digest, None, true));
             }
         }

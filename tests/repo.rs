@@ -59,15 +59,19 @@ impl TestRepo {
 
     fn commit_tree(&self, branch: &str, dir: &Path) -> String {
         let tree = dir.as_os_str().to_owned();
-        self.ok(&[
+        let args = [
             OsStr::new("commit"),
             OsStr::new("-b"),
             OsStr::new(branch),
             OsStr::new("--tree"),
             &tree,
-        ])
-        .trim()
-        .to_string()
+        ];
+        let out = self.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "commit: {stderr}");
+        // Not a terminal: no progress bar, nothing at all on stderr.
+        assert_eq!(stderr, "");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     fn objects(&self) -> Vec<String> {
@@ -551,16 +555,37 @@ fn unchanged_tree_recommits_from_the_stat_cache() {
     // Files changed within a second of a commit are never trusted.
     std::thread::sleep(Duration::from_millis(1300));
     let repo = Repo::init(&tmp.path().join("repo")).unwrap();
-    let first = repo::commit(&repo, CommitSource::Directory(&src), "os", "", 0).unwrap();
+    let first = repo::commit(
+        &repo,
+        CommitSource::Directory(&src),
+        "os",
+        "",
+        &Default::default(),
+    )
+    .unwrap();
     let stats = first.walk.unwrap();
     assert_eq!((stats.files_hashed, stats.files_cached), (30, 0));
-    let second = repo::commit(&repo, CommitSource::Directory(&src), "os", "", 0).unwrap();
+    let second = repo::commit(
+        &repo,
+        CommitSource::Directory(&src),
+        "os",
+        "",
+        &Default::default(),
+    )
+    .unwrap();
     let stats = second.walk.unwrap();
     assert_eq!((stats.files_hashed, stats.files_cached), (0, 30));
     assert_eq!(first.meta, second.meta);
     // A changed file is read again.
     write(&src.join("f3"), 10_003, 99);
-    let third = repo::commit(&repo, CommitSource::Directory(&src), "os", "", 0).unwrap();
+    let third = repo::commit(
+        &repo,
+        CommitSource::Directory(&src),
+        "os",
+        "",
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(third.walk.unwrap().files_hashed, 1);
     assert_ne!(third.meta.image_digest, second.meta.image_digest);
 }
@@ -604,4 +629,49 @@ fn dump_commits_need_their_objects() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not in the store"));
+}
+
+/// A file written to while it is hashed is reported by name and nothing
+/// is committed.
+#[test]
+fn a_file_changing_while_read_is_reported() {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    fs::create_dir(&src).unwrap();
+    let busy = src.join("busy.log");
+    write(&busy, 96 << 20, 7);
+    let stop = AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Same size, new mtime, again and again while the commit reads.
+            let file = fs::OpenOptions::new().write(true).open(&busy).unwrap();
+            let mut i = 0u8;
+            while !stop.load(Ordering::Relaxed) {
+                file.write_all_at(&[i], 1 << 20).unwrap();
+                i = i.wrapping_add(1);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let out = repo.run(&[
+            OsStr::new("commit"),
+            OsStr::new("-b"),
+            OsStr::new("os"),
+            OsStr::new("--tree"),
+            src.as_os_str(),
+        ]);
+        stop.store(true, Ordering::Relaxed);
+        out
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("busy.log: file changed while it was read"),
+        "{stderr}"
+    );
+    assert_eq!(repo.ok(&["refs"]), "");
+    assert!(repo.objects().is_empty(), "{:?}", repo.objects());
+    repo.ok(&["fsck"]);
 }

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use gix::ObjectId;
 
+use super::history::{DumpBlob, History};
 use super::meta::CommitMeta;
 use super::{io_err, Repo, RepoError, IMAGE_FORMAT_VERSION};
 use crate::compose::{read_dumpfile, write_file_atomic};
@@ -34,13 +35,22 @@ pub struct Committed {
     pub walk: Option<WalkStats>,
 }
 
+/// How to commit.
+#[derive(Default)]
+pub struct CommitOptions<'a> {
+    /// Threads for hashing (0: one per core).
+    pub threads: usize,
+    /// Shows bytes hashed; hidden unless drawing to a terminal.
+    pub progress: Option<&'a indicatif::ProgressBar>,
+}
+
 /// Commit `source` onto `branch`.
 pub fn commit(
     repo: &Repo,
     source: CommitSource,
     branch: &str,
     message: &str,
-    threads: usize,
+    options: &CommitOptions,
 ) -> Result<Committed, RepoError> {
     let history = repo.history()?;
     // Refuse a bad branch name before any work is done.
@@ -58,10 +68,11 @@ pub fn commit(
             let (tree, stats) = walk::read_dir_tree(
                 dir,
                 &WalkOptions {
-                    threads,
+                    threads: options.threads,
                     store: Some(repo.objects()),
                     skip_xattrs: false,
                     cache: Some(&cache),
+                    progress: options.progress,
                 },
             )?;
             (tree, Some(stats))
@@ -83,24 +94,15 @@ pub fn commit(
         }
     };
 
-    let image = erofs::write_image(
-        &tree,
-        &ImageOptions {
-            min_version: IMAGE_FORMAT_VERSION,
-            max_version: IMAGE_FORMAT_VERSION,
-        },
-    )?;
-    let digest = fsverity::digest_bytes(&image.bytes);
-    let image_path = repo.image_path(&digest);
-    if !image_path.exists() {
-        write_file_atomic(&image_path, &image.bytes)?;
-    }
-
-    let meta = CommitMeta::describe(&tree, &digest, image.version);
     let mut dump = Vec::new();
     crate::dumpfile::write(&tree, &mut dump).map_err(io_err(repo.root()))?;
     let parent = history.branch(branch)?;
-    let id = history.write_commit(&dump, &meta, message, parent, now())?;
+    let (dump_blob, digest) = match unchanged(repo, &history, parent, &dump)? {
+        Some((blob, digest)) => (DumpBlob::Stored(blob), digest),
+        None => (DumpBlob::New(&dump), write_image(repo, &tree)?),
+    };
+    let meta = CommitMeta::describe(&tree, &digest, IMAGE_FORMAT_VERSION);
+    let id = history.write_commit(dump_blob, &meta, message, parent, now())?;
     // The commit's objects must be on disk before a ref can name it.
     repo.sync()?;
     history.set_branch(branch, id, parent)?;
@@ -111,6 +113,50 @@ pub fn commit(
         let _ = StatCache::save(&statcache_path, &stats.stamps, started);
     }
     Ok(Committed { id, meta, walk })
+}
+
+/// The dumpfile blob and image digest of `parent` when its dumpfile is
+/// `dump` and its image is stored: the image is a function of the
+/// dumpfile, so neither needs writing again.
+fn unchanged(
+    repo: &Repo,
+    history: &History,
+    parent: Option<ObjectId>,
+    dump: &[u8],
+) -> Result<Option<(ObjectId, fsverity::Digest)>, RepoError> {
+    let Some(parent) = parent else {
+        return Ok(None);
+    };
+    // Comparing bytes is cheaper than hashing the new dumpfile for its id.
+    if history.dump(parent)? != dump {
+        return Ok(None);
+    }
+    let meta = history.info(parent)?.meta;
+    let digest = match fsverity::parse_hex(meta.image_digest.as_bytes()) {
+        Some(d) if meta.format_version == IMAGE_FORMAT_VERSION => d,
+        _ => return Ok(None),
+    };
+    if !repo.image_path(&digest).exists() {
+        return Ok(None);
+    }
+    Ok(Some((history.dump_id(parent)?, digest)))
+}
+
+/// Build the tree's image and store it under its digest.
+fn write_image(repo: &Repo, tree: &Tree) -> Result<fsverity::Digest, RepoError> {
+    let image = erofs::write_image(
+        tree,
+        &ImageOptions {
+            min_version: IMAGE_FORMAT_VERSION,
+            max_version: IMAGE_FORMAT_VERSION,
+        },
+    )?;
+    let digest = fsverity::digest_bytes(&image.bytes);
+    let image_path = repo.image_path(&digest);
+    if !image_path.exists() {
+        write_file_atomic(&image_path, &image.bytes)?;
+    }
+    Ok(digest)
 }
 
 /// A dumpfile names contents by digest; each must already be stored.

@@ -22,6 +22,13 @@ pub struct History {
     repo: gix::Repository,
 }
 
+/// The dumpfile of a new commit.
+pub enum DumpBlob<'a> {
+    /// Already stored (unchanged from the parent).
+    Stored(ObjectId),
+    New(&'a [u8]),
+}
+
 /// A commit's header and metadata.
 #[derive(Debug, Clone)]
 pub struct CommitInfo {
@@ -73,7 +80,7 @@ impl History {
     /// Write a commit object (not yet on any branch).
     pub fn write_commit(
         &self,
-        dump: &[u8],
+        dump: DumpBlob,
         meta: &CommitMeta,
         message: &str,
         parent: Option<ObjectId>,
@@ -81,7 +88,10 @@ impl History {
     ) -> Result<ObjectId, RepoError> {
         let meta_json =
             serde_json::to_vec_pretty(meta).map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let dump_id = self.repo.write_blob(dump).map_err(git_err)?.detach();
+        let dump_id = match dump {
+            DumpBlob::Stored(id) => id,
+            DumpBlob::New(bytes) => self.repo.write_blob(bytes).map_err(git_err)?.detach(),
+        };
         let meta_id = self.repo.write_blob(&meta_json).map_err(git_err)?.detach();
         let mut tree = gix::objs::Tree::empty();
         tree.entries.push(gix::objs::tree::Entry {
@@ -192,13 +202,25 @@ impl History {
         self.file(id, DUMP)
     }
 
-    fn file(&self, id: ObjectId, name: &str) -> Result<Vec<u8>, RepoError> {
+    /// The blob id of the dumpfile recorded in a commit.
+    pub fn dump_id(&self, id: ObjectId) -> Result<ObjectId, RepoError> {
+        self.entry_id(id, DUMP)
+    }
+
+    fn entry_id(&self, id: ObjectId, name: &str) -> Result<ObjectId, RepoError> {
         let commit = self.repo.find_commit(id).map_err(git_err)?;
         let tree = commit.tree().map_err(git_err)?;
         let entry = tree
             .find_entry(name)
             .ok_or_else(|| RepoError::Invalid(format!("commit {id} has no {name}")))?;
-        let blob = self.repo.find_blob(entry.oid()).map_err(git_err)?;
+        Ok(entry.oid().to_owned())
+    }
+
+    fn file(&self, id: ObjectId, name: &str) -> Result<Vec<u8>, RepoError> {
+        let blob = self
+            .repo
+            .find_blob(self.entry_id(id, name)?)
+            .map_err(git_err)?;
         Ok(blob.data.clone())
     }
 

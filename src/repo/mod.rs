@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 
 pub use checkout::checkout;
-pub use commit::{commit, CommitSource, Committed};
+pub use commit::{commit, CommitOptions, CommitSource, Committed};
 pub use diff::{diff, Change, ChangeKind};
 pub use fsck::{fsck, FsckReport};
 pub use history::{CommitInfo, History};
