@@ -38,7 +38,9 @@ pub fn checkout(repo: &Repo, commit: ObjectId, dest: &Path) -> Result<(), RepoEr
     Ok(())
 }
 
-fn materialize(repo: &Repo, tree: &Tree, root: &Path) -> Result<(), RepoError> {
+/// Write `tree` into the existing directory `root`, every attribute
+/// restored (the root's own metadata too).
+pub fn materialize(repo: &Repo, tree: &Tree, root: &Path) -> Result<(), RepoError> {
     let mut first_path: Vec<Option<PathBuf>> = vec![None; tree.inodes.len()];
     // Directories get their metadata last, deepest first: creating their
     // entries would change their mtime.

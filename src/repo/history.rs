@@ -250,10 +250,76 @@ impl History {
         Ok(out)
     }
 
-    /// Every commit reachable from any branch (or from `extra` tips).
+    /// Keep `commit` alive for a deployment: `refs/sealtree/deploy/ID`.
+    pub fn set_deployment_ref(&self, id: &str, commit: ObjectId) -> Result<(), RepoError> {
+        self.repo
+            .reference(
+                deployment_ref(id)?.as_str(),
+                commit,
+                PreviousValue::Any,
+                "sealtree deploy",
+            )
+            .map_err(git_err)?;
+        Ok(())
+    }
+
+    pub fn delete_deployment_ref(&self, id: &str) -> Result<(), RepoError> {
+        let name = deployment_ref(id)?;
+        if self
+            .repo
+            .try_find_reference(name.as_str())
+            .map_err(git_err)?
+            .is_none()
+        {
+            return Ok(());
+        }
+        self.repo
+            .edit_reference(RefEdit {
+                change: Change::Delete {
+                    expected: PreviousValue::Any,
+                    log: RefLog::AndReference,
+                },
+                name: name.as_str().try_into().map_err(git_err)?,
+                deref: false,
+            })
+            .map_err(git_err)?;
+        Ok(())
+    }
+
+    /// Deployment ids and the commits their refs keep.
+    pub fn deployment_refs(&self) -> Result<Vec<(String, ObjectId)>, RepoError> {
+        let platform = self.repo.references().map_err(git_err)?;
+        let mut out = Vec::new();
+        for r in platform
+            .prefixed("refs/sealtree/deploy/")
+            .map_err(git_err)?
+        {
+            let mut r = r.map_err(git_err)?;
+            let name = r.name().as_bstr().to_string();
+            let id = r.peel_to_id().map_err(git_err)?.detach();
+            if let Some(id_name) = name.strip_prefix("refs/sealtree/deploy/") {
+                out.push((id_name.to_string(), id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every ref's target: branches and deployments.
+    fn all_ref_targets(&self) -> Result<Vec<ObjectId>, RepoError> {
+        let platform = self.repo.references().map_err(git_err)?;
+        let mut out = Vec::new();
+        for r in platform.all().map_err(git_err)? {
+            let mut r = r.map_err(git_err)?;
+            out.push(r.peel_to_id().map_err(git_err)?.detach());
+        }
+        Ok(out)
+    }
+
+    /// Every commit reachable from any branch or deployment (or from
+    /// `extra` tips).
     pub fn reachable(&self, extra: &[ObjectId]) -> Result<Vec<ObjectId>, RepoError> {
         let mut seen = HashSet::new();
-        let mut stack: Vec<ObjectId> = self.branches()?.into_iter().map(|(_, id)| id).collect();
+        let mut stack: Vec<ObjectId> = self.all_ref_targets()?;
         stack.extend_from_slice(extra);
         let mut out = Vec::new();
         while let Some(id) = stack.pop() {
@@ -266,6 +332,13 @@ impl History {
         }
         Ok(out)
     }
+}
+
+fn deployment_ref(id: &str) -> Result<String, RepoError> {
+    let name = format!("refs/sealtree/deploy/{id}");
+    gix::validate::reference::name(name.as_bytes().as_bstr())
+        .map_err(|e| RepoError::Invalid(format!("invalid deployment id '{id}': {e}")))?;
+    Ok(name)
 }
 
 /// `refs/heads/BRANCH`, refusing names git would refuse.

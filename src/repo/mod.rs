@@ -4,6 +4,7 @@
 //! REPO/objects/XX/YYYY…   file contents by fs-verity digest
 //! REPO/images/DIGEST      composefs images by fs-verity digest
 //! REPO/git/               bare git repository: one commit per OS commit
+//! REPO/signatures/      COMMIT.json statements and COMMIT.sig signatures
 //! REPO/statcache          file identity -> digest, to skip unchanged files
 //! REPO/lock               held by every writer
 //! ```
@@ -19,6 +20,7 @@ mod fsck;
 mod history;
 mod meta;
 mod prune;
+mod signatures;
 
 use std::fs::{self, File};
 use std::io;
@@ -27,13 +29,14 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-pub use checkout::checkout;
+pub use checkout::{checkout, materialize};
 pub use commit::{commit, CommitOptions, CommitSource, Committed};
 pub use diff::{diff, Change, ChangeKind};
 pub use fsck::{fsck, FsckReport};
 pub use history::{CommitInfo, History};
 pub use meta::CommitMeta;
 pub use prune::{prune, PruneReport};
+pub use signatures::{branch_of, sign_commit};
 
 use crate::objects::ObjectStore;
 

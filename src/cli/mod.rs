@@ -1,5 +1,7 @@
 //! Command-line arguments and the one library call each command makes.
 
+mod admin;
+
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -9,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use sealtree::compose::{self, ComposeOptions, Source};
 use sealtree::erofs::ImageOptions;
 use sealtree::repo::{self, Change, ChangeKind, CommitInfo, CommitSource, Repo};
+use sealtree::sign;
 use sealtree::tree::{FileType, Inode, SourceFilters};
 
 /// Atomic, verified operating-system deployments on composefs.
@@ -66,6 +69,41 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// ed25519 signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Sign a commit: a statement naming it, its branch and image digest.
+    Sign {
+        commit: String,
+        /// The secret key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The branch the statement names (default: the one holding the commit).
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Check a commit's signature; says which key signed.
+    Verify {
+        commit: String,
+        /// A public key file, or a directory of them.
+        #[arg(long, value_name = "FILE|DIR")]
+        trusted: PathBuf,
+    },
+    /// Deployments: the sysroot, boot entries, upgrades and rollback.
+    Admin(admin::AdminArgs),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Make a key pair (files: base64 of the raw key bytes, as ostree uses).
+    Generate {
+        /// Where to write the secret key (created mode 0600).
+        #[arg(long, value_name = "FILE")]
+        secret: PathBuf,
+        /// Where to write the public key.
+        #[arg(long, value_name = "FILE")]
+        public: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -89,6 +127,9 @@ struct CommitArgs {
     /// Threads that hash and copy files (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
+    /// Sign the new commit with this secret key.
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -242,6 +283,56 @@ impl Cli {
                 Ok(())
             }
             Command::Fsck { repair } => fsck(&open()?, repair),
+            Command::Key(KeyCommand::Generate { secret, public }) => {
+                let key = sign::generate(&secret, &public)?;
+                println!("{}", key.encoded());
+                Ok(())
+            }
+            Command::Sign {
+                commit,
+                key,
+                branch,
+            } => {
+                let repo = open()?;
+                let id = repo.history()?.resolve(&commit)?;
+                let branch = match branch {
+                    Some(b) => b,
+                    None => repo::branch_of(&repo, &commit, id)?,
+                };
+                let key = sign::read_secret_key(&key)?;
+                let _lock = repo.lock()?;
+                repo::sign_commit(&repo, id, &branch, &key)?;
+                println!("signed {id} ({branch}) with {}", key.public().encoded());
+                Ok(())
+            }
+            Command::Verify { commit, trusted } => {
+                let repo = open()?;
+                let id = repo.history()?.resolve(&commit)?;
+                let keys = sign::read_public_keys(&trusted)?;
+                let (text, sig) = repo
+                    .stored_statement(id)?
+                    .with_context(|| format!("commit {id} is not signed"))?;
+                let (text_path, sig_path) = repo.statement_paths(id);
+                let (statement, key) = sign::verify(&text, &text_path, &sig, &sig_path, &keys)?;
+                if statement.commit != id.to_string() {
+                    bail!(
+                        "{}: the statement is for commit {}, not {id}",
+                        text_path.display(),
+                        statement.commit
+                    );
+                }
+                println!(
+                    "good signature on {id} by {} ({})",
+                    key.encoded(),
+                    key.origin.display()
+                );
+                println!(
+                    "branch {} version {} image {}",
+                    statement.branch, statement.version, statement.image_digest
+                );
+                Ok(())
+            }
+            Command::Admin(args) => admin::run(args),
             Command::Prune { dry_run } => {
                 let report = repo::prune(&open()?, dry_run)?;
                 let verb = if dry_run { "would remove" } else { "removed" };
@@ -262,6 +353,12 @@ fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
         (_, _, Some(dump)) => CommitSource::Dump(dump),
         _ => bail!("give --tree, --tar or --dump"),
     };
+    // A bad key is refused before any work is done.
+    let sign_key = args
+        .sign_key
+        .as_deref()
+        .map(sign::read_secret_key)
+        .transpose()?;
     // indicatif draws only when stderr is a terminal.
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(
@@ -281,6 +378,10 @@ fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
     );
     bar.finish_and_clear();
     let done = done?;
+    if let Some(key) = &sign_key {
+        let _lock = repo.lock()?;
+        repo::sign_commit(repo, done.id, &args.branch, key)?;
+    }
     println!("{}", done.id);
     Ok(())
 }

@@ -1,0 +1,204 @@
+//! `sealtree admin …`: the sysroot, its deployments and boot entries.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use sealtree::sysroot::{self, Config, DeployOptions, SignatureState, Sysroot};
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The physical root holding sealtree/ and boot/ (default:
+    /// $SEALTREE_SYSROOT, else /sysroot, where a booted system has it).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SEALTREE_SYSROOT",
+        default_value = "/sysroot"
+    )]
+    sysroot: PathBuf,
+    /// The kernel command line that says which deployment is booted.
+    #[arg(long, value_name = "FILE", default_value = "/proc/cmdline")]
+    cmdline: PathBuf,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Make a directory a sysroot: repository, deploy/, var/, boot/.
+    Init {
+        /// Refuse to deploy commits without a valid signature.
+        #[arg(long)]
+        require_signatures: bool,
+        /// Install these public key files as trusted.
+        #[arg(long, value_name = "FILE")]
+        trusted: Vec<PathBuf>,
+        /// Kernel arguments every deployment starts from (e.g. root=UUID=…).
+        #[arg(long, value_name = "ARG")]
+        karg: Vec<String>,
+    },
+    /// Deploy a commit (branch or id) and make it the default.
+    Deploy {
+        commit: String,
+        /// A kernel argument to add (repeatable).
+        #[arg(long, value_name = "K=V")]
+        karg: Vec<String>,
+        /// Prepare everything; switch the boot entry at shutdown.
+        #[arg(long)]
+        stage: bool,
+    },
+    /// Deployments in boot order, with their state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the rollback deployment the default.
+    Rollback,
+    /// Remove a deployment.
+    Undeploy { id: String },
+    /// Keep a deployment through cleanup.
+    Pin {
+        id: String,
+        #[arg(long)]
+        unpin: bool,
+    },
+    /// Remove all but the default, booted, pinned, staged and one rollback
+    /// deployment, then prune the store.
+    Cleanup,
+    /// Change the default deployment's kernel arguments.
+    Kargs {
+        #[arg(long, value_name = "K=V")]
+        append: Vec<String>,
+        #[arg(long, value_name = "K")]
+        delete: Vec<String>,
+    },
+    /// Switch to the staged deployment (run at shutdown).
+    FinalizeStaged,
+    /// Mark the booted deployment's entry as good (drop its boot counter).
+    Bless,
+}
+
+pub fn run(args: AdminArgs) -> Result<()> {
+    if let AdminCommand::Init {
+        require_signatures,
+        trusted,
+        karg,
+    } = &args.command
+    {
+        let config = Config {
+            require_signatures: *require_signatures,
+            kargs: karg.clone(),
+        };
+        Sysroot::init(&args.sysroot, &config, trusted)?;
+        return Ok(());
+    }
+    let mut sysroot = Sysroot::open(&args.sysroot)?;
+    // Outside a booted sealtree system there is simply no booted deployment.
+    if let Ok(cmdline) = std::fs::read_to_string(&args.cmdline) {
+        sysroot.set_cmdline(&cmdline);
+    }
+    match args.command {
+        AdminCommand::Init { .. } => unreachable!("handled above"),
+        AdminCommand::Deploy {
+            commit,
+            karg,
+            stage,
+        } => {
+            let done = sysroot::deploy(&sysroot, &commit, &DeployOptions { kargs: karg, stage })?;
+            for path in &done.etc_kept_local {
+                println!("etc: kept local change {path}");
+            }
+            for path in &done.info.etc_conflicts {
+                println!("etc: conflict {path} (local version kept)");
+            }
+            let what = if done.staged { "staged" } else { "deployed" };
+            println!(
+                "{what} {} (commit {}, image {})",
+                done.info.id, done.info.commit, done.info.image_digest
+            );
+        }
+        AdminCommand::Status { json } => {
+            let status = sysroot::status(&sysroot)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+        }
+        AdminCommand::Rollback => {
+            let id = sysroot::rollback(&sysroot)?;
+            println!("default is now {id}");
+        }
+        AdminCommand::Undeploy { id } => sysroot::undeploy(&sysroot, &id)?,
+        AdminCommand::Pin { id, unpin } => sysroot::pin(&sysroot, &id, !unpin)?,
+        AdminCommand::Cleanup => {
+            let report = sysroot::cleanup(&sysroot)?;
+            for id in &report.removed {
+                println!("removed deployment {id}");
+            }
+            println!(
+                "pruned {} objects and {} images, {} bytes",
+                report.prune.objects_removed, report.prune.images_removed, report.prune.bytes_freed
+            );
+        }
+        AdminCommand::Kargs { append, delete } => {
+            let options = sysroot::kargs(&sysroot, &append, &delete)?;
+            println!("{}", options.join(" "));
+        }
+        AdminCommand::FinalizeStaged => match sysroot::finalize_staged(&sysroot)? {
+            Some(id) => println!("default is now {id}"),
+            None => println!("nothing staged"),
+        },
+        AdminCommand::Bless => {
+            let id = sysroot
+                .booted()
+                .context("not booted into a sealtree deployment")?
+                .to_string();
+            if sysroot::bless(&sysroot)? {
+                println!("blessed {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_status(status: &sysroot::Status) {
+    for d in &status.deployments {
+        let mut marks = Vec::new();
+        for (on, mark) in [
+            (d.default, "default"),
+            (d.booted, "booted"),
+            (d.rollback, "rollback"),
+            (d.staged, "staged"),
+            (d.pinned, "pinned"),
+        ] {
+            if on {
+                marks.push(mark);
+            }
+        }
+        println!("{} {}", d.id, marks.join(" "));
+        println!(
+            "    commit  {} ({})",
+            d.commit,
+            d.branch.as_deref().unwrap_or("-")
+        );
+        println!("    image   {}", d.image_digest);
+        println!("    kernel  {}", d.kernel);
+        match &d.signature {
+            SignatureState::Valid { key } => println!("    signed  by {key}"),
+            SignatureState::Unsigned => println!("    signed  no"),
+            SignatureState::Invalid { error } => println!("    signed  INVALID: {error}"),
+        }
+        if let Some(tries) = d.tries_left {
+            println!("    tries   {tries} left (not yet blessed)");
+        }
+        if !d.kargs.is_empty() {
+            println!("    kargs   {}", d.kargs.join(" "));
+        }
+        for path in &d.etc_conflicts {
+            println!("    etc conflict {path}");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Signed statements kept beside the history: `signatures/COMMIT.json`
+//! (the statement) and `signatures/COMMIT.sig` (its ed25519 signature).
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gix::ObjectId;
+
+use super::{io_err, Repo, RepoError};
+use crate::compose::write_file_atomic;
+use crate::sign::{self, SecretKey, SignedStatement, Statement};
+
+impl Repo {
+    fn signatures_dir(&self) -> PathBuf {
+        self.root().join("signatures")
+    }
+
+    /// Where the statement and signature of `commit` live.
+    pub fn statement_paths(&self, commit: ObjectId) -> (PathBuf, PathBuf) {
+        let dir = self.signatures_dir();
+        (
+            dir.join(format!("{commit}.json")),
+            dir.join(format!("{commit}.sig")),
+        )
+    }
+
+    /// The stored statement text and signature of `commit`, if signed.
+    pub fn stored_statement(
+        &self,
+        commit: ObjectId,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, RepoError> {
+        let (text, sig) = self.statement_paths(commit);
+        match (fs::read(&text), fs::read(&sig)) {
+            (Ok(t), Ok(s)) => Ok(Some((t, s))),
+            (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            (Err(e), _) => Err(io_err(&text)(e)),
+            (_, Err(e)) => Err(io_err(&sig)(e)),
+        }
+    }
+}
+
+/// Sign `commit` of `branch` with `key` and store the statement. Each file
+/// is replaced atomically; a crash between the two leaves a pair that
+/// fails verification, never one that passes wrongly.
+pub fn sign_commit(
+    repo: &Repo,
+    commit: ObjectId,
+    branch: &str,
+    key: &SecretKey,
+) -> Result<SignedStatement, RepoError> {
+    let history = repo.history()?;
+    let info = history.info(commit)?;
+    let statement = Statement {
+        branch: branch.to_string(),
+        commit: commit.to_string(),
+        format_version: info.meta.format_version,
+        image_digest: info.meta.image_digest.clone(),
+        timestamp: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        kind: sign::STATEMENT_TYPE.to_string(),
+        version: history.log(commit)?.len() as u64,
+    };
+    let signed = sign::sign(&statement, key);
+    let dir = repo.signatures_dir();
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let (text_path, sig_path) = repo.statement_paths(commit);
+    write_file_atomic(&sig_path, &signed.signature)?;
+    write_file_atomic(&text_path, &signed.text)?;
+    Ok(signed)
+}
+
+/// The branch a commit belongs to: the branch named `spec`, else the first
+/// branch whose history holds the commit.
+pub fn branch_of(repo: &Repo, spec: &str, commit: ObjectId) -> Result<String, RepoError> {
+    let history = repo.history()?;
+    if history.branch(spec).ok().flatten() == Some(commit) {
+        return Ok(spec.to_string());
+    }
+    for (name, tip) in history.branches()? {
+        if history.log(tip)?.iter().any(|c| c.id == commit) {
+            return Ok(name);
+        }
+    }
+    Err(RepoError::Invalid(format!(
+        "commit {commit} is on no branch; name one with --branch"
+    )))
+}

@@ -1,0 +1,168 @@
+//! Key files as ostree's ed25519 signing uses them: base64 of the raw key
+//! bytes, one key per line. A public key is 32 bytes; a secret key is 64
+//! bytes, the seed followed by the public key.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+
+use super::{io_err, malformed, SignError};
+
+/// A secret (signing) key.
+pub struct SecretKey(pub(super) SigningKey);
+
+/// A public (verifying) key and where it came from.
+#[derive(Clone, Debug)]
+pub struct PublicKey {
+    pub(super) key: VerifyingKey,
+    /// The file it was read from, to say which key signed.
+    pub origin: PathBuf,
+}
+
+impl PublicKey {
+    /// The key as written in key files (base64).
+    pub fn encoded(&self) -> String {
+        STANDARD.encode(self.key.as_bytes())
+    }
+}
+
+impl SecretKey {
+    pub fn public(&self) -> PublicKey {
+        PublicKey {
+            key: self.0.verifying_key(),
+            origin: PathBuf::new(),
+        }
+    }
+}
+
+/// Keys a signature is checked against.
+#[derive(Clone, Debug)]
+pub struct TrustedKeys {
+    pub keys: Vec<PublicKey>,
+    /// The file or directory they were read from.
+    pub source: PathBuf,
+}
+
+/// Make a new key pair; the secret file is created mode 0600 and never
+/// overwrites an existing file.
+pub fn generate(secret: &Path, public: &Path) -> Result<PublicKey, SignError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| io_err(secret)(std::io::Error::other(e.to_string())))?;
+    let key = SigningKey::from_bytes(&seed);
+    let secret_line = format!("{}\n", STANDARD.encode(key.to_keypair_bytes()));
+    let public_line = format!("{}\n", STANDARD.encode(key.verifying_key().as_bytes()));
+    write_new(secret, secret_line.as_bytes(), 0o600)?;
+    write_new(public, public_line.as_bytes(), 0o644)?;
+    Ok(PublicKey {
+        key: key.verifying_key(),
+        origin: public.to_path_buf(),
+    })
+}
+
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), SignError> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.write_all(data).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))
+}
+
+/// Read a secret key file (the first key in it).
+pub fn read_secret_key(path: &Path) -> Result<SecretKey, SignError> {
+    let lines = key_lines(path)?;
+    let Some((line, bytes)) = lines.into_iter().next() else {
+        return Err(malformed(path, "no key in the file"));
+    };
+    let bytes: [u8; 64] = bytes.try_into().map_err(|b: Vec<u8>| {
+        malformed(
+            path,
+            format!(
+                "line {line}: a secret key is 64 bytes (seed and public key), not {}",
+                b.len()
+            ),
+        )
+    })?;
+    let key = SigningKey::from_keypair_bytes(&bytes).map_err(|_| {
+        malformed(
+            path,
+            format!("line {line}: the public half does not belong to the seed"),
+        )
+    })?;
+    Ok(SecretKey(key))
+}
+
+/// Read public keys from a file (one per line) or from every regular file
+/// in a directory, in name order.
+pub fn read_public_keys(path: &Path) -> Result<TrustedKeys, SignError> {
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    let mut files = Vec::new();
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).map_err(io_err(path))? {
+            let entry = entry.map_err(io_err(path))?;
+            let name = entry.file_name();
+            // Editor backups and hidden files are not keys.
+            if name.as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
+            if entry.path().is_file() {
+                files.push(entry.path());
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut keys = Vec::new();
+    for file in files {
+        for (line, bytes) in key_lines(&file)? {
+            let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+                malformed(
+                    &file,
+                    format!("line {line}: a public key is 32 bytes, not {}", b.len()),
+                )
+            })?;
+            let key = VerifyingKey::from_bytes(&bytes).map_err(|_| {
+                malformed(
+                    &file,
+                    format!("line {line}: not a valid ed25519 public key"),
+                )
+            })?;
+            keys.push(PublicKey {
+                key,
+                origin: file.clone(),
+            });
+        }
+    }
+    if keys.is_empty() {
+        return Err(SignError::NoTrustedKeys(path.to_path_buf()));
+    }
+    Ok(TrustedKeys {
+        keys,
+        source: path.to_path_buf(),
+    })
+}
+
+/// The decoded non-empty lines of a key file, with their line numbers.
+fn key_lines(path: &Path) -> Result<Vec<(usize, Vec<u8>)>, SignError> {
+    let text = fs::read(path).map_err(io_err(path))?;
+    let mut out = Vec::new();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        let bytes = STANDARD
+            .decode(line)
+            .map_err(|e| malformed(path, format!("line {}: not base64: {e}", i + 1)))?;
+        out.push((i + 1, bytes));
+    }
+    Ok(out)
+}

@@ -1,0 +1,114 @@
+//! The statement a signature covers: canonical JSON naming a commit, its
+//! branch and the composefs image digest that must be booted for it.
+//! Canonical means keys sorted, no spaces; the bytes signed are exactly
+//! the JSON text, and a statement that is not canonical is refused, so no
+//! two texts can claim the same signature.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ed25519_dalek::{Signature, Signer};
+use serde::{Deserialize, Serialize};
+
+use super::{malformed, PublicKey, SecretKey, SignError, TrustedKeys};
+
+/// What a signature vouches for. Fields are declared in sorted order,
+/// which makes serde_json's compact output canonical.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    pub branch: String,
+    /// Git commit id, hex.
+    pub commit: String,
+    pub format_version: u32,
+    /// fs-verity digest of the composefs image, hex.
+    pub image_digest: String,
+    /// Seconds since the epoch when it was signed.
+    pub timestamp: i64,
+    /// Always [`STATEMENT_TYPE`]: a signature over anything else is no
+    /// statement.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The commit's position in its branch's history (1 for the first),
+    /// so a newer release always carries a larger number.
+    pub version: u64,
+}
+
+pub const STATEMENT_TYPE: &str = "sealtree-commit-v1";
+
+/// A statement with its signature, as stored: the statement's exact bytes
+/// (with a final newline) and the base64 signature (with a final newline).
+#[derive(Debug, Clone)]
+pub struct SignedStatement {
+    pub statement: Statement,
+    pub text: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+impl Statement {
+    fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a statement always serializes")
+    }
+}
+
+/// Sign `statement` with `key`.
+pub fn sign(statement: &Statement, key: &SecretKey) -> SignedStatement {
+    let bytes = statement.canonical();
+    let signature = key.0.sign(&bytes);
+    let mut text = bytes;
+    text.push(b'\n');
+    SignedStatement {
+        statement: statement.clone(),
+        text,
+        signature: format!("{}\n", STANDARD.encode(signature.to_bytes())).into_bytes(),
+    }
+}
+
+/// Check a stored statement (`text`, read from `text_path`) and its
+/// signature (`signature`, from `sig_path`) against `trusted`. Returns the
+/// statement and the key that signed it. The signature is checked
+/// strictly (no malleable or small-order forms) before the text is parsed.
+pub fn verify<'k>(
+    text: &[u8],
+    text_path: &Path,
+    signature: &[u8],
+    sig_path: &Path,
+    trusted: &'k TrustedKeys,
+) -> Result<(Statement, &'k PublicKey), SignError> {
+    let bytes = text.strip_suffix(b"\n").unwrap_or(text);
+    let sig = STANDARD
+        .decode(signature.trim_ascii())
+        .map_err(|e| malformed(sig_path, format!("not base64: {e}")))?;
+    let sig: [u8; 64] = sig.try_into().map_err(|s: Vec<u8>| {
+        malformed(
+            sig_path,
+            format!("an ed25519 signature is 64 bytes, not {}", s.len()),
+        )
+    })?;
+    let sig = Signature::from_bytes(&sig);
+    let signer = trusted
+        .keys
+        .iter()
+        .find(|k| k.key.verify_strict(bytes, &sig).is_ok())
+        .ok_or_else(|| SignError::Untrusted {
+            what: text_path.display().to_string(),
+            checked: trusted.keys.len(),
+            keys: trusted.source.clone(),
+        })?;
+    let statement: Statement = serde_json::from_slice(bytes)
+        .map_err(|e| malformed(text_path, format!("not a statement: {e}")))?;
+    if statement.canonical() != bytes {
+        return Err(malformed(text_path, "statement is not in canonical form"));
+    }
+    if statement.kind != STATEMENT_TYPE {
+        return Err(malformed(
+            text_path,
+            format!(
+                "statement type is '{}', not '{STATEMENT_TYPE}'",
+                statement.kind
+            ),
+        ));
+    }
+    Ok((statement, signer))
+}

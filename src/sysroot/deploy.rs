@@ -1,0 +1,484 @@
+//! Deploying a commit: verify, rebuild its image, write the deployment
+//! directory and kernel, then switch the boot entries (or stage the switch
+//! for shutdown). Everything a boot entry names is complete and synced
+//! before the entry exists.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gix::ObjectId;
+use serde::{Deserialize, Serialize};
+
+use super::entries::{self, BootEntry, BOOT_TRIES};
+use super::etc_merge::{self, Side};
+use super::{io_err, write_atomic, DeploymentInfo, Sysroot, SysrootError};
+use crate::erofs::{self, ImageOptions};
+use crate::fsverity::{self, EnableOutcome};
+use crate::repo::RepoError;
+use crate::sign::{self, Statement};
+use crate::tree::{FileType, InodeId, Tree};
+use crate::walk::{self, WalkOptions};
+
+/// How to deploy.
+#[derive(Debug, Default, Clone)]
+pub struct DeployOptions {
+    /// Kernel arguments added to those the deployment inherits.
+    pub kargs: Vec<String>,
+    /// Write everything but leave the boot entries to
+    /// `finalize_staged` (run at shutdown).
+    pub stage: bool,
+}
+
+/// What a deploy did.
+#[derive(Debug)]
+pub struct Deployed {
+    pub info: DeploymentInfo,
+    /// Paths in /etc where a local change was carried over.
+    pub etc_kept_local: Vec<String>,
+    pub staged: bool,
+}
+
+/// A staged deployment: the entry to add at shutdown.
+#[derive(Debug, Serialize, Deserialize)]
+struct Staged {
+    id: String,
+    title: String,
+    linux: String,
+    initrd: String,
+    options: Vec<String>,
+}
+
+/// Deploy the commit `spec` names.
+pub fn deploy(
+    sysroot: &Sysroot,
+    spec: &str,
+    options: &DeployOptions,
+) -> Result<Deployed, SysrootError> {
+    let _lock = sysroot.lock()?;
+    let repo = sysroot.repo();
+    let history = repo.history()?;
+    let commit = history.resolve(spec)?;
+    let meta = history.info(commit)?.meta;
+
+    let signed = check_signature(sysroot, commit)?;
+    let tree = repo.tree(commit)?;
+    let image = erofs::write_image(
+        &tree,
+        &ImageOptions {
+            min_version: meta.format_version,
+            max_version: meta.format_version,
+        },
+    )
+    .map_err(RepoError::from)?;
+    let digest = hex::encode(fsverity::digest_bytes(&image.bytes));
+    if let Some(v) = &signed {
+        if v.statement.image_digest != digest {
+            return Err(SysrootError::Refused(format!(
+                "image of commit {commit} has digest {digest}, but its signed statement names {}: refusing to deploy",
+                v.statement.image_digest
+            )));
+        }
+    }
+    if meta.image_digest != digest {
+        return Err(SysrootError::Refused(format!(
+            "image of commit {commit} has digest {digest}, but the commit records {}: refusing to deploy",
+            meta.image_digest
+        )));
+    }
+    check_objects(sysroot, &tree)?;
+    let (kernel_version, vmlinuz, initramfs) = find_kernel(&tree, commit)?;
+
+    let current = entries::read(&sysroot.boot_dir())?;
+    let base = sysroot
+        .booted()
+        .filter(|b| current.iter().any(|e| &e.id == b))
+        .map(str::to_string)
+        .or_else(|| current.first().map(|e| e.id.clone()));
+    let id = new_id(sysroot, commit)?;
+
+    // The deployment directory, complete, under a temporary name.
+    let tmp = sysroot.deploy_dir().join(format!(".tmp-{id}"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+    write_image_file(&tmp.join("image.cfs"), &image.bytes, &digest)?;
+    if let Some(v) = &signed {
+        write_synced(&tmp.join("statement.json"), &v.text)?;
+        write_synced(&tmp.join("statement.sig"), &v.signature)?;
+    }
+    let merge = merge_etc(sysroot, base.as_deref(), &tree, commit)?;
+    let etc = tmp.join("etc");
+    fs::create_dir(&etc).map_err(io_err(&etc))?;
+    crate::repo::materialize(repo, &merge.tree, &etc)?;
+    let info = DeploymentInfo {
+        id: id.clone(),
+        commit: commit.to_string(),
+        branch: match &signed {
+            Some(v) => Some(v.statement.branch.clone()),
+            None => crate::repo::branch_of(repo, spec, commit).ok(),
+        },
+        image_digest: digest,
+        format_version: meta.format_version,
+        kernel: kernel_version,
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        signed_by: signed.as_ref().map(|v| v.key.clone()),
+        etc_conflicts: merge.conflicts.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&info).expect("deployment info serializes");
+    write_synced(&tmp.join("deployment.json"), &json)?;
+    let dest = sysroot.deployment_dir(&id);
+    fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+
+    // Kernel and initramfs, likewise.
+    let kdir = sysroot.kernel_dir(&id);
+    let ktmp = kdir.with_file_name(format!(".tmp-{id}"));
+    if ktmp.exists() {
+        fs::remove_dir_all(&ktmp).map_err(io_err(&ktmp))?;
+    }
+    fs::create_dir_all(&ktmp).map_err(io_err(&ktmp))?;
+    copy_out(sysroot, &tree, vmlinuz, &ktmp.join("vmlinuz"))?;
+    copy_out(sysroot, &tree, initramfs, &ktmp.join("initramfs.img"))?;
+    fs::rename(&ktmp, &kdir).map_err(io_err(&kdir))?;
+
+    // The commit stays in the store as long as the deployment exists.
+    history.set_deployment_ref(&id, commit)?;
+    sysroot.sync()?;
+
+    let mut kargs: Vec<String> = match base
+        .as_ref()
+        .and_then(|b| current.iter().find(|e| &e.id == b))
+    {
+        Some(e) => e.options.clone(),
+        None => sysroot.config().kargs.clone(),
+    };
+    kargs.retain(|a| !a.starts_with("sealtree="));
+    kargs.extend(options.kargs.iter().cloned());
+    kargs.push(format!("sealtree={id}"));
+    let prefix = boot_prefix(sysroot)?;
+    let entry = BootEntry {
+        id: id.clone(),
+        title: format!(
+            "sealtree {} ({id})",
+            info.branch.as_deref().unwrap_or("detached")
+        ),
+        linux: format!("{prefix}/sealtree/{id}/vmlinuz"),
+        initrd: format!("{prefix}/sealtree/{id}/initramfs.img"),
+        options: kargs,
+        tries: Some((BOOT_TRIES, 0)),
+    };
+    if options.stage {
+        let staged = Staged {
+            id: entry.id.clone(),
+            title: entry.title.clone(),
+            linux: entry.linux.clone(),
+            initrd: entry.initrd.clone(),
+            options: entry.options.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&staged).expect("staged serializes");
+        write_atomic(&sysroot.staged_path(), &json)?;
+    } else {
+        entries::write(
+            &sysroot.boot_dir(),
+            &with_new_default(entry, current, sysroot.booted()),
+        )?;
+    }
+    Ok(Deployed {
+        info,
+        etc_kept_local: merge.kept_local,
+        staged: options.stage,
+    })
+}
+
+/// Switch to the staged deployment, if there is one (run at shutdown).
+/// Returns its id.
+pub fn finalize_staged(sysroot: &Sysroot) -> Result<Option<String>, SysrootError> {
+    let _lock = sysroot.lock()?;
+    let path = sysroot.staged_path();
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let staged: Staged = serde_json::from_slice(&text)
+        .map_err(|e| SysrootError::Refused(format!("{}: {e}", path.display())))?;
+    if !sysroot
+        .deployment_dir(&staged.id)
+        .join("deployment.json")
+        .exists()
+    {
+        return Err(SysrootError::Refused(format!(
+            "{}: deployment {} does not exist",
+            path.display(),
+            staged.id
+        )));
+    }
+    let entry = BootEntry {
+        id: staged.id.clone(),
+        title: staged.title,
+        linux: staged.linux,
+        initrd: staged.initrd,
+        options: staged.options,
+        tries: Some((BOOT_TRIES, 0)),
+    };
+    let current = entries::read(&sysroot.boot_dir())?;
+    entries::write(
+        &sysroot.boot_dir(),
+        &with_new_default(entry, current, sysroot.booted()),
+    )?;
+    fs::remove_file(&path).map_err(io_err(&path))?;
+    super::entries::sync_dir(path.parent().expect("staged.json has a parent"))?;
+    Ok(Some(staged.id))
+}
+
+/// The new entry first, then the booted one (the natural rollback), then
+/// the rest in their order.
+fn with_new_default(
+    entry: BootEntry,
+    mut current: Vec<BootEntry>,
+    booted: Option<&str>,
+) -> Vec<BootEntry> {
+    current.retain(|e| e.id != entry.id);
+    let mut out = vec![entry];
+    if let Some(pos) = booted.and_then(|b| current.iter().position(|e| e.id == b)) {
+        out.push(current.remove(pos));
+    }
+    out.extend(current);
+    out
+}
+
+/// A statement that verified, as stored.
+struct Verified {
+    statement: Statement,
+    /// The public key that signed it, base64.
+    key: String,
+    text: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+/// The verified statement of `commit`, or `None` when unsigned and the
+/// policy allows that.
+fn check_signature(sysroot: &Sysroot, commit: ObjectId) -> Result<Option<Verified>, SysrootError> {
+    let repo = sysroot.repo();
+    let Some((text, sig)) = repo.stored_statement(commit)? else {
+        if sysroot.config().require_signatures {
+            return Err(SysrootError::Refused(format!(
+                "commit {commit} is not signed, and this sysroot requires signatures: refusing to deploy"
+            )));
+        }
+        return Ok(None);
+    };
+    let trusted = sysroot.trusted_keys()?.ok_or_else(|| {
+        SysrootError::Refused(format!(
+            "commit {commit} is signed, but no trusted keys are installed in {}",
+            sysroot.trusted_dir().display()
+        ))
+    })?;
+    let (text_path, sig_path) = repo.statement_paths(commit);
+    let (statement, key) = sign::verify(&text, &text_path, &sig, &sig_path, &trusted)?;
+    if statement.commit != commit.to_string() {
+        return Err(SysrootError::Refused(format!(
+            "{}: the statement is for commit {}, not {commit}",
+            text_path.display(),
+            statement.commit
+        )));
+    }
+    Ok(Some(Verified {
+        statement,
+        key: key.encoded(),
+        text,
+        signature: sig,
+    }))
+}
+
+/// Every object the tree names must be in the store.
+fn check_objects(sysroot: &Sysroot, tree: &Tree) -> Result<(), SysrootError> {
+    let objects = sysroot.repo().objects();
+    for inode in &tree.inodes {
+        if inode.file_type() == Some(FileType::Regular) && inode.content.is_none() && inode.size > 0
+        {
+            if let Some(d) = inode.digest {
+                if !objects.contains(&d) {
+                    return Err(SysrootError::Refused(format!(
+                        "object {} is missing from {}: refusing to deploy",
+                        hex::encode(d),
+                        objects.root().display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kernel version and the vmlinuz and initramfs.img inodes under
+/// usr/lib/modules/KVER/ (the highest version when there are several).
+fn find_kernel(tree: &Tree, commit: ObjectId) -> Result<(String, InodeId, InodeId), SysrootError> {
+    let modules = tree.lookup(b"usr/lib/modules");
+    let mut versions: Vec<&Vec<u8>> = modules
+        .map(|m| {
+            tree.inodes[m]
+                .entries
+                .iter()
+                .filter(|(_, e)| tree.inodes[e.inode].is_dir())
+                .map(|(name, _)| name)
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    for kver in versions.into_iter().rev() {
+        let dir = tree.inodes[modules.expect("versions come from it")].entries[kver].inode;
+        let file = |name: &[u8]| {
+            tree.inodes[dir]
+                .entries
+                .get(name)
+                .map(|e| e.inode)
+                .filter(|&i| tree.inodes[i].file_type() == Some(FileType::Regular))
+        };
+        if let (Some(vmlinuz), Some(initramfs)) = (file(b"vmlinuz"), file(b"initramfs.img")) {
+            return Ok((
+                String::from_utf8_lossy(kver).into_owned(),
+                vmlinuz,
+                initramfs,
+            ));
+        }
+    }
+    Err(SysrootError::Refused(format!(
+        "commit {commit} has no usr/lib/modules/KVER/ with both vmlinuz and initramfs.img: nothing to boot"
+    )))
+}
+
+/// A deployment id not used yet: the commit's first 12 hex digits and a
+/// serial number.
+fn new_id(sysroot: &Sysroot, commit: ObjectId) -> Result<String, SysrootError> {
+    let short = &commit.to_string()[..12];
+    let dir = sysroot.deploy_dir();
+    let mut used = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+        used.push(entry.map_err(io_err(&dir))?.file_name());
+    }
+    let staged = sysroot.staged_id()?;
+    (0..)
+        .map(|n| format!("{short}.{n}"))
+        .find(|id| {
+            !used.iter().any(|u| u == id.as_str())
+                && staged.as_deref() != Some(id)
+                && !sysroot.kernel_dir(id).exists()
+        })
+        .ok_or_else(|| SysrootError::Refused("no deployment id left".into()))
+}
+
+fn merge_etc(
+    sysroot: &Sysroot,
+    base: Option<&str>,
+    tree: &Tree,
+    commit: ObjectId,
+) -> Result<etc_merge::EtcMerge, SysrootError> {
+    let defaults = |t: &Tree| t.lookup(b"usr/etc").or_else(|| t.lookup(b"etc"));
+    let empty = Tree::new(crate::tree::Inode::new(crate::tree::S_IFDIR | 0o755));
+    let new = match defaults(tree) {
+        Some(dir) if tree.inodes[dir].is_dir() => Side { tree, dir },
+        _ => {
+            eprintln!("sealtree: commit {commit} has no usr/etc; /etc starts empty");
+            Side {
+                tree: &empty,
+                dir: crate::tree::ROOT,
+            }
+        }
+    };
+    let Some(base) = base else {
+        return Ok(etc_merge::merge(None, new, None));
+    };
+    let old_info = sysroot.deployment(base)?;
+    let old_commit = sysroot.repo().history()?.resolve(&old_info.commit)?;
+    let old_tree = sysroot.repo().tree(old_commit)?;
+    let running_dir = sysroot.deployment_dir(base).join("etc");
+    // Local files go into the store like any content, so the merged /etc
+    // is written the same way whichever side a file came from.
+    let (running, _) = walk::read_dir_tree(
+        &running_dir,
+        &WalkOptions {
+            store: Some(sysroot.repo().objects()),
+            ..WalkOptions::default()
+        },
+    )
+    .map_err(RepoError::from)?;
+    let old = defaults(&old_tree)
+        .filter(|&d| old_tree.inodes[d].is_dir())
+        .map(|dir| Side {
+            tree: &old_tree,
+            dir,
+        });
+    Ok(etc_merge::merge(
+        old,
+        new,
+        Some(Side {
+            tree: &running,
+            dir: crate::tree::ROOT,
+        }),
+    ))
+}
+
+/// Write the deployment's image and enable fs-verity on it where the
+/// filesystem has it, checking the kernel agrees on the digest.
+fn write_image_file(path: &Path, bytes: &[u8], digest: &str) -> Result<(), SysrootError> {
+    write_synced(path, bytes)?;
+    let file = File::open(path).map_err(io_err(path))?;
+    match fsverity::enable(&file) {
+        Ok(EnableOutcome::Unsupported) => Ok(()),
+        Ok(_) => {
+            let measured = fsverity::measure(&file).map_err(|e| io_err(path)(e.into()))?;
+            if measured.map(hex::encode).as_deref() != Some(digest) {
+                return Err(SysrootError::Refused(format!(
+                    "{}: the kernel measures fs-verity digest {}, expected {digest}",
+                    path.display(),
+                    measured.map(hex::encode).unwrap_or_default()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) => Err(io_err(path)(e.into())),
+    }
+}
+
+/// Copy a regular file of the tree out of the store.
+fn copy_out(sysroot: &Sysroot, tree: &Tree, id: InodeId, dest: &Path) -> Result<(), SysrootError> {
+    let inode = &tree.inodes[id];
+    let mut out = File::create(dest).map_err(io_err(dest))?;
+    match (&inode.content, inode.digest) {
+        (Some(data), _) => out.write_all(data).map_err(io_err(dest))?,
+        (None, Some(d)) => {
+            let src = sysroot.repo().objects().path(&d);
+            let mut input = File::open(&src).map_err(io_err(&src))?;
+            std::io::copy(&mut input, &mut out).map_err(io_err(dest))?;
+        }
+        (None, None) => {}
+    }
+    out.sync_all().map_err(io_err(dest))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SysrootError> {
+    let mut f = File::create(path).map_err(io_err(path))?;
+    f.write_all(bytes).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+/// Boot entries name files relative to the boot partition: `/boot/...`
+/// when /boot is a directory of the root filesystem, `/...` when it is a
+/// filesystem of its own.
+fn boot_prefix(sysroot: &Sysroot) -> Result<&'static str, SysrootError> {
+    let root = fs::metadata(sysroot.root()).map_err(io_err(sysroot.root()))?;
+    let boot_dir = sysroot.boot_dir();
+    let boot = fs::metadata(&boot_dir).map_err(io_err(&boot_dir))?;
+    Ok(if root.dev() == boot.dev() {
+        "/boot"
+    } else {
+        ""
+    })
+}

@@ -1,0 +1,287 @@
+//! A sysroot: the physical root filesystem that holds the repository, one
+//! directory per deployment, the shared /var and the boot entries.
+//!
+//! ```text
+//! SYSROOT/sealtree/repo/            the content store
+//! SYSROOT/sealtree/config.json      policy: signatures required, base kargs
+//! SYSROOT/sealtree/trusted.d/       public keys deployments are checked against
+//! SYSROOT/sealtree/deploy/ID/       image.cfs, statement.json/.sig, deployment.json, etc/
+//! SYSROOT/sealtree/staged.json      a deployment to switch to at shutdown
+//! SYSROOT/sealtree/var/             the one /var all deployments share
+//! SYSROOT/boot/loader -> loader.N   the current boot entry set (see entries.rs)
+//! SYSROOT/boot/sealtree/ID/         vmlinuz, initramfs.img
+//! ```
+
+mod admin;
+mod deploy;
+mod entries;
+mod etc_merge;
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+pub use admin::{
+    bless, cleanup, kargs, pin, rollback, status, undeploy, CleanupReport, DeploymentStatus,
+    SignatureState, Status,
+};
+pub use deploy::{deploy, finalize_staged, DeployOptions, Deployed};
+pub use entries::BootEntry;
+pub use etc_merge::EtcMerge;
+
+use crate::repo::{Repo, RepoError};
+use crate::sign::{SignError, TrustedKeys};
+
+/// A sysroot operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SysrootError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0} is not a sealtree sysroot (run `sealtree admin init --sysroot {0}`)")]
+    NotASysroot(String),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    /// A refusal: the deployment would not be safe or is not possible.
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SysrootError + '_ {
+    move |source| SysrootError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `config.json`: the sysroot's policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Refuse to deploy commits without a valid signature.
+    #[serde(default)]
+    pub require_signatures: bool,
+    /// Kernel arguments every deployment starts from (`root=…` and such).
+    #[serde(default)]
+    pub kargs: Vec<String>,
+}
+
+/// `deployment.json`: what a deployment is, written once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentInfo {
+    pub id: String,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub image_digest: String,
+    pub format_version: u32,
+    pub kernel: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+    /// Who signed it, when it was deployed (the public key, base64).
+    pub signed_by: Option<String>,
+    /// /etc paths where a local change and a new default collided; the
+    /// local version was kept.
+    #[serde(default)]
+    pub etc_conflicts: Vec<String>,
+}
+
+/// An opened sysroot.
+pub struct Sysroot {
+    root: PathBuf,
+    repo: Repo,
+    config: Config,
+    /// The deployment running now, from the kernel command line.
+    booted: Option<String>,
+}
+
+impl Sysroot {
+    /// Make `root` a sysroot (it may already hold other things).
+    pub fn init(
+        root: &Path,
+        config: &Config,
+        trusted: &[PathBuf],
+    ) -> Result<Sysroot, SysrootError> {
+        let base = root.join("sealtree");
+        for dir in ["deploy", "var", "trusted.d"] {
+            let d = base.join(dir);
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        let boot = root.join("boot").join("sealtree");
+        fs::create_dir_all(&boot).map_err(io_err(&boot))?;
+        Repo::init(&base.join("repo"))?;
+        for key in trusted {
+            // Checked before it is trusted: a file of keys, nothing else.
+            crate::sign::read_public_keys(key)?;
+            let name = key
+                .file_name()
+                .ok_or_else(|| SysrootError::Refused(format!("{}: not a file", key.display())))?;
+            let bytes = fs::read(key).map_err(io_err(key))?;
+            write_atomic(&base.join("trusted.d").join(name), &bytes)?;
+        }
+        let json = serde_json::to_vec_pretty(config).expect("config serializes");
+        write_atomic(&base.join("config.json"), &json)?;
+        Sysroot::open(root)
+    }
+
+    pub fn open(root: &Path) -> Result<Sysroot, SysrootError> {
+        let base = root.join("sealtree");
+        let config_path = base.join("config.json");
+        let text = match fs::read(&config_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SysrootError::NotASysroot(root.display().to_string()))
+            }
+            Err(e) => return Err(io_err(&config_path)(e)),
+        };
+        let config = serde_json::from_slice(&text)
+            .map_err(|e| SysrootError::Refused(format!("{}: {e}", config_path.display())))?;
+        Ok(Sysroot {
+            root: root.to_path_buf(),
+            repo: Repo::open(&base.join("repo"))?,
+            config,
+            booted: None,
+        })
+    }
+
+    /// Say which deployment is running, from its kernel command line
+    /// (`/proc/cmdline` on a booted system).
+    pub fn set_cmdline(&mut self, cmdline: &str) {
+        self.booted = booted_id(cmdline);
+    }
+
+    pub fn booted(&self) -> Option<&str> {
+        self.booted.as_deref()
+    }
+
+    pub fn is_pinned(&self, id: &str) -> bool {
+        self.deployment_dir(id).join("pinned").exists()
+    }
+
+    /// The staged deployment, if any.
+    pub fn staged_id(&self) -> Result<Option<String>, SysrootError> {
+        let path = self.staged_path();
+        match fs::read(&path) {
+            Ok(text) => {
+                let v: serde_json::Value = serde_json::from_slice(&text)
+                    .map_err(|e| SysrootError::Refused(format!("{}: {e}", path.display())))?;
+                Ok(v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn base(&self) -> PathBuf {
+        self.root.join("sealtree")
+    }
+
+    pub fn deploy_dir(&self) -> PathBuf {
+        self.base().join("deploy")
+    }
+
+    pub fn deployment_dir(&self, id: &str) -> PathBuf {
+        self.deploy_dir().join(id)
+    }
+
+    pub fn boot_dir(&self) -> PathBuf {
+        self.root.join("boot")
+    }
+
+    pub fn kernel_dir(&self, id: &str) -> PathBuf {
+        self.boot_dir().join("sealtree").join(id)
+    }
+
+    pub fn trusted_dir(&self) -> PathBuf {
+        self.base().join("trusted.d")
+    }
+
+    fn staged_path(&self) -> PathBuf {
+        self.base().join("staged.json")
+    }
+
+    /// The keys deployments are checked against, if any are installed.
+    pub fn trusted_keys(&self) -> Result<Option<TrustedKeys>, SysrootError> {
+        match crate::sign::read_public_keys(&self.trusted_dir()) {
+            Ok(keys) => Ok(Some(keys)),
+            Err(SignError::NoTrustedKeys(_)) => Ok(None),
+            Err(SignError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn deployment(&self, id: &str) -> Result<DeploymentInfo, SysrootError> {
+        let path = self.deployment_dir(id).join("deployment.json");
+        let text = fs::read(&path).map_err(io_err(&path))?;
+        serde_json::from_slice(&text)
+            .map_err(|e| SysrootError::Refused(format!("{}: {e}", path.display())))
+    }
+
+    /// Take the sysroot lock: one deploy, cleanup or boot-entry change at
+    /// a time; a second waits.
+    pub fn lock(&self) -> Result<Flock<File>, SysrootError> {
+        let path = self.base().join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(lock),
+            Err((file, _)) => {
+                eprintln!(
+                    "sealtree: waiting for another change to {} to finish",
+                    self.root.display()
+                );
+                Flock::lock(file, FlockArg::LockExclusive)
+                    .map_err(|(_, e)| io_err(&path)(io::Error::from(e)))
+            }
+        }
+    }
+
+    /// Make everything written so far durable (the boot partition too,
+    /// when it is a separate filesystem).
+    fn sync(&self) -> Result<(), SysrootError> {
+        for dir in [self.root.clone(), self.boot_dir()] {
+            let f = File::open(&dir).map_err(io_err(&dir))?;
+            nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| io_err(&dir)(e.into()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Write `bytes` to `path` through a temporary name, synced.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SysrootError> {
+    crate::compose::write_file_atomic(path, bytes).map_err(|e| SysrootError::Refused(e.to_string()))
+}
+
+/// The booted deployment, from `sealtree=ID` on a kernel command line.
+pub fn booted_id(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_ascii_whitespace()
+        .find_map(|arg| arg.strip_prefix("sealtree="))
+        .map(str::to_string)
+}
