@@ -309,12 +309,18 @@ impl Cli {
                 let repo = open()?;
                 let id = repo.history()?.resolve(&commit)?;
                 let keys = sign::read_public_keys(&trusted)?;
-                let (text, sig) = repo
+                let stored = repo
                     .stored_statement(id)?
                     .with_context(|| format!("commit {id} is not signed"))?;
                 let (text_path, sig_path) = repo.statement_paths(id);
-                let (statement, key) = sign::verify(&text, &text_path, &sig, &sig_path, &keys)?;
-                if statement.commit != id.to_string() {
+                let (statement, key) = sign::verify(
+                    &stored.text,
+                    &text_path,
+                    &stored.signature,
+                    &sig_path,
+                    &keys,
+                )?;
+                if statement.commit.parse::<gix::ObjectId>().ok() != Some(id) {
                     bail!(
                         "{}: the statement is for commit {}, not {id}",
                         text_path.display(),

@@ -36,7 +36,7 @@ pub use fsck::{fsck, FsckReport};
 pub use history::{CommitInfo, History};
 pub use meta::CommitMeta;
 pub use prune::{prune, PruneReport};
-pub use signatures::{branch_of, sign_commit};
+pub use signatures::{branch_of, sign_commit, StoredStatement};
 
 use crate::objects::ObjectStore;
 

@@ -11,6 +11,12 @@ use super::{io_err, Repo, RepoError};
 use crate::compose::write_file_atomic;
 use crate::sign::{self, SecretKey, SignedStatement, Statement};
 
+/// A statement and signature as stored, not yet verified.
+pub struct StoredStatement {
+    pub text: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
 impl Repo {
     fn signatures_dir(&self) -> PathBuf {
         self.root().join("signatures")
@@ -25,14 +31,11 @@ impl Repo {
         )
     }
 
-    /// The stored statement text and signature of `commit`, if signed.
-    pub fn stored_statement(
-        &self,
-        commit: ObjectId,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, RepoError> {
+    /// The stored statement of `commit`, if signed.
+    pub fn stored_statement(&self, commit: ObjectId) -> Result<Option<StoredStatement>, RepoError> {
         let (text, sig) = self.statement_paths(commit);
         match (fs::read(&text), fs::read(&sig)) {
-            (Ok(t), Ok(s)) => Ok(Some((t, s))),
+            (Ok(text), Ok(signature)) => Ok(Some(StoredStatement { text, signature })),
             (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             (Err(e), _) => Err(io_err(&text)(e)),
             (_, Err(e)) => Err(io_err(&sig)(e)),

@@ -266,7 +266,7 @@ struct Verified {
 /// policy allows that.
 fn check_signature(sysroot: &Sysroot, commit: ObjectId) -> Result<Option<Verified>, SysrootError> {
     let repo = sysroot.repo();
-    let Some((text, sig)) = repo.stored_statement(commit)? else {
+    let Some(stored) = repo.stored_statement(commit)? else {
         if sysroot.config().require_signatures {
             return Err(SysrootError::Refused(format!(
                 "commit {commit} is not signed, and this sysroot requires signatures: refusing to deploy"
@@ -281,8 +281,14 @@ fn check_signature(sysroot: &Sysroot, commit: ObjectId) -> Result<Option<Verifie
         ))
     })?;
     let (text_path, sig_path) = repo.statement_paths(commit);
-    let (statement, key) = sign::verify(&text, &text_path, &sig, &sig_path, &trusted)?;
-    if statement.commit != commit.to_string() {
+    let (statement, key) = sign::verify(
+        &stored.text,
+        &text_path,
+        &stored.signature,
+        &sig_path,
+        &trusted,
+    )?;
+    if statement.commit.parse::<ObjectId>().ok() != Some(commit) {
         return Err(SysrootError::Refused(format!(
             "{}: the statement is for commit {}, not {commit}",
             text_path.display(),
@@ -292,8 +298,8 @@ fn check_signature(sysroot: &Sysroot, commit: ObjectId) -> Result<Option<Verifie
     Ok(Some(Verified {
         statement,
         key: key.encoded(),
-        text,
-        signature: sig,
+        text: stored.text,
+        signature: stored.signature,
     }))
 }
 

@@ -75,7 +75,7 @@ pub fn read(boot: &Path) -> Result<Vec<BootEntry>, SysrootError> {
         let (entry, version) = parse(&path, stem)?;
         found.push((version, entry));
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(found.into_iter().map(|(_, e)| e).collect())
 }
 
