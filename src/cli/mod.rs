@@ -32,6 +32,11 @@ enum Command {
     Mkcomposefs(MkcomposefsArgs),
     /// Write the dumpfile describing a composefs image.
     ComposefsDump(DumpArgs),
+    /// Print files' fs-verity digests (as `fsverity digest` does).
+    Digest {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Create a repository.
     Init,
     /// Record a tree as a new commit on a branch.
@@ -190,6 +195,16 @@ impl Cli {
         match self.command {
             Command::Mkcomposefs(args) => mkcomposefs(args),
             Command::ComposefsDump(args) => composefs_dump(args),
+            Command::Digest { files } => {
+                for path in files {
+                    let mut file = std::fs::File::open(&path)
+                        .with_context(|| format!("{}", path.display()))?;
+                    let (digest, _) = sealtree::fsverity::digest_reader(&mut file)
+                        .with_context(|| format!("{}", path.display()))?;
+                    println!("sha256:{} {}", hex::encode(digest), path.display());
+                }
+                Ok(())
+            }
             Command::Init => {
                 Repo::init(&repo_path)?;
                 Ok(())

@@ -1,0 +1,797 @@
+//! Signed deployments in temporary sysroots, through the command line:
+//! keys, statements, deploy, /etc merge, boot entries, status, rollback,
+//! staging, cleanup, refusals, real mounts of the deployed images and
+//! deploys killed part-way.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use common::fixture::*;
+use common::*;
+use serde_json::Value;
+
+/// A sysroot in a temporary directory, with a signing key pair.
+struct TestSysroot {
+    dir: tempfile::TempDir,
+}
+
+impl TestSysroot {
+    /// A sysroot trusting `key.pub`, signatures required.
+    fn new() -> TestSysroot {
+        let t = TestSysroot {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        t.ok(&[
+            "key",
+            "generate",
+            "--secret",
+            &t.p("key.sec"),
+            "--public",
+            &t.p("key.pub"),
+        ]);
+        t.ok(&[
+            "key",
+            "generate",
+            "--secret",
+            &t.p("other.sec"),
+            "--public",
+            &t.p("other.pub"),
+        ]);
+        t.admin_ok(&[
+            "init",
+            "--require-signatures",
+            "--trusted",
+            &t.p("key.pub"),
+            "--karg",
+            "root=/dev/vda",
+        ]);
+        t
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("sysroot")
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.root().join("sealtree/repo")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        sealtree()
+            .env("SEALTREE_REPO", self.repo())
+            .env("SEALTREE_SYSROOT", self.root())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "sealtree {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `admin` with a kernel command line naming `booted` (or nothing).
+    fn admin_booted(&self, booted: Option<&str>, args: &[&str]) -> Output {
+        let cmdline = self.dir.path().join("cmdline");
+        let line = booted.map(|b| format!("root=/dev/vda sealtree={b}\n"));
+        fs::write(&cmdline, line.unwrap_or_else(|| "quiet\n".into())).unwrap();
+        let mut full = vec!["admin", "--cmdline", cmdline.to_str().unwrap()];
+        full.extend_from_slice(args);
+        self.run(&full)
+    }
+
+    fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin_booted(None, args);
+        assert!(
+            out.status.success(),
+            "sealtree admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Commit `tree` to `branch`, signed with `key` (a file name here).
+    fn commit(&self, branch: &str, tree: &Path, key: Option<&str>) -> String {
+        let tree = tree.to_str().unwrap();
+        let mut args = vec!["commit", "-b", branch, "--tree", tree];
+        let key_path = key.map(|k| self.p(k));
+        if let Some(k) = &key_path {
+            args.extend(["--sign-key", k]);
+        }
+        self.ok(&args).trim().to_string()
+    }
+
+    /// Deploy and return the new deployment's id.
+    fn deploy(&self, spec: &str) -> String {
+        let out = self.admin_ok(&["deploy", spec]);
+        deployed_id(&out)
+    }
+
+    fn status(&self, booted: Option<&str>) -> Vec<Value> {
+        let out = self.admin_booted(booted, &["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["deployments"].as_array().unwrap().clone()
+    }
+
+    fn order(&self) -> Vec<String> {
+        self.status(None)
+            .iter()
+            .filter(|d| !d["staged"].as_bool().unwrap())
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn entry_files(&self) -> Vec<String> {
+        let dir = self.root().join("boot/loader/entries");
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn deployed_id(out: &str) -> String {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("deployed ") || l.starts_with("staged "))
+        .unwrap_or_else(|| panic!("no deployment in: {out}"));
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// An OS tree: a kernel and initramfs, a binary, and /usr/etc defaults.
+fn os_tree(dir: &Path, version: &str, etc: &[(&str, &str)]) {
+    let modules = dir.join("usr/lib/modules/6.12.0-test");
+    fs::create_dir_all(&modules).unwrap();
+    fs::create_dir_all(dir.join("usr/bin")).unwrap();
+    fs::create_dir_all(dir.join("usr/etc")).unwrap();
+    write(&modules.join("vmlinuz"), 200_000, 1);
+    fs::write(
+        modules.join("initramfs.img"),
+        format!("initramfs {version}\n"),
+    )
+    .unwrap();
+    write(&dir.join("usr/bin/tool"), 50_000, version.as_bytes()[0]);
+    fs::write(
+        dir.join("usr/lib/os-release"),
+        format!("VERSION_ID={version}\n"),
+    )
+    .unwrap();
+    for (name, text) in etc {
+        fs::write(dir.join("usr/etc").join(name), text).unwrap();
+    }
+}
+
+#[test]
+fn keys_are_ostree_format_and_secret_is_private() {
+    let s = TestSysroot::new();
+    let secret = fs::read_to_string(s.p("key.sec")).unwrap();
+    let public = fs::read_to_string(s.p("key.pub")).unwrap();
+    assert_eq!(STANDARD.decode(secret.trim()).unwrap().len(), 64);
+    assert_eq!(STANDARD.decode(public.trim()).unwrap().len(), 32);
+    // The secret file ends with the public key, as libsodium's does.
+    assert_eq!(
+        STANDARD.decode(secret.trim()).unwrap()[32..],
+        STANDARD.decode(public.trim()).unwrap()[..]
+    );
+    let mode = fs::metadata(s.p("key.sec")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Never overwrites.
+    let again = s.run(&[
+        "key",
+        "generate",
+        "--secret",
+        &s.p("key.sec"),
+        "--public",
+        &s.p("x.pub"),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+
+    // A key written by another tool: RFC 8032 test 1, as ostree stores it.
+    let seed =
+        hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap();
+    let pk =
+        hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a").unwrap();
+    fs::write(
+        s.p("rfc.sec"),
+        STANDARD.encode([seed.clone(), pk.clone()].concat()) + "\n",
+    )
+    .unwrap();
+    fs::write(s.p("rfc.pub"), STANDARD.encode(&pk) + "\n").unwrap();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    let id = s.commit("os", &src, Some("rfc.sec"));
+    let out = s.ok(&["verify", &id, "--trusted", &s.p("rfc.pub")]);
+    assert!(out.contains(&STANDARD.encode(&pk)), "{out}");
+    // A secret key whose halves do not match is refused.
+    let mut bad = [seed, pk].concat();
+    bad[40] ^= 1;
+    fs::write(s.p("bad.sec"), STANDARD.encode(&bad)).unwrap();
+    let out = s.run(&["sign", &id, "--key", &s.p("bad.sec")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("bad.sec") && err.contains("does not belong"),
+        "{err}"
+    );
+}
+
+#[test]
+fn verify_says_which_key_signed_and_refuses_others() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    let id = s.commit("os", &src, Some("key.sec"));
+    let keys = s.dir.path().join("keys.d");
+    fs::create_dir(&keys).unwrap();
+    fs::copy(s.p("other.pub"), keys.join("a.pub")).unwrap();
+    fs::copy(s.p("key.pub"), keys.join("b.pub")).unwrap();
+    let out = s.ok(&["verify", "os", "--trusted", keys.to_str().unwrap()]);
+    let key = fs::read_to_string(s.p("key.pub")).unwrap();
+    assert!(out.contains(key.trim()) && out.contains("b.pub"), "{out}");
+    assert!(out.contains(&id));
+
+    let out = s.run(&["verify", "os", "--trusted", &s.p("other.pub")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("not from a trusted key"), "{err}");
+
+    // The statement is canonical JSON naming commit, branch and digest.
+    let statement = fs::read(s.repo().join(format!("signatures/{id}.json"))).unwrap();
+    let v: Value = serde_json::from_slice(&statement).unwrap();
+    assert_eq!(v["commit"], id.as_str());
+    assert_eq!(v["branch"], "os");
+    assert_eq!(v["version"], 1);
+    let mut canonical = serde_json::to_vec(&v).unwrap();
+    canonical.push(b'\n');
+    assert_eq!(statement, canonical);
+    // One changed byte (a space) and it no longer verifies.
+    let text = String::from_utf8(statement).unwrap().replacen(',', ", ", 1);
+    fs::write(s.repo().join(format!("signatures/{id}.json")), text).unwrap();
+    let out = s.run(&["verify", "os", "--trusted", &s.p("key.pub")]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn two_signed_deployments_status_and_rollback() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[("a.conf", "a\n")]);
+    let c1 = s.commit("os", &src, Some("key.sec"));
+    let d1 = s.deploy("os");
+    os_tree(&src, "2", &[("a.conf", "a\n")]);
+    let c2 = s.commit("os", &src, Some("key.sec"));
+    let d2 = s.deploy("os");
+    assert!(d1.starts_with(&c1[..12]) && d2.starts_with(&c2[..12]));
+
+    let status = s.status(Some(&d1));
+    assert_eq!(status.len(), 2);
+    assert_eq!(status[0]["id"], d2.as_str());
+    assert_eq!(status[0]["default"], true);
+    assert_eq!(status[0]["booted"], false);
+    assert_eq!(status[0]["commit"], c2.as_str());
+    assert_eq!(status[1]["id"], d1.as_str());
+    assert_eq!(status[1]["rollback"], true);
+    assert_eq!(status[1]["booted"], true);
+    let key = fs::read_to_string(s.p("key.pub")).unwrap();
+    for d in &status {
+        assert_eq!(d["signature"]["state"], "valid");
+        assert_eq!(d["signature"]["key"], key.trim());
+        assert_eq!(d["kernel"], "6.12.0-test");
+        assert_eq!(d["tries_left"], 3);
+        assert_eq!(d["branch"], "os");
+    }
+    assert_eq!(
+        status[0]["kargs"],
+        serde_json::json!(["root=/dev/vda", format!("sealtree={d2}")])
+    );
+
+    // The entries: counters in the names, kernel and initramfs in place.
+    assert_eq!(
+        s.entry_files(),
+        sorted(vec![
+            format!("sealtree-{d1}+3.conf"),
+            format!("sealtree-{d2}+3.conf")
+        ])
+    );
+    let entry = fs::read_to_string(
+        s.root()
+            .join(format!("boot/loader/entries/sealtree-{d2}+3.conf")),
+    )
+    .unwrap();
+    assert!(
+        entry.contains(&format!("linux /boot/sealtree/{d2}/vmlinuz")),
+        "{entry}"
+    );
+    assert!(
+        entry.contains(&format!("options root=/dev/vda sealtree={d2}")),
+        "{entry}"
+    );
+    let loader_conf = fs::read_to_string(s.root().join("boot/loader/loader.conf")).unwrap();
+    assert!(
+        loader_conf.contains(&format!("default sealtree-{d2}*")),
+        "{loader_conf}"
+    );
+    assert_eq!(
+        fs::read(s.root().join(format!("boot/sealtree/{d2}/initramfs.img"))).unwrap(),
+        b"initramfs 2\n"
+    );
+
+    let out = s.admin_ok(&["rollback"]);
+    assert!(out.contains(&d1), "{out}");
+    assert_eq!(s.order(), vec![d1.clone(), d2.clone()]);
+    let loader_conf = fs::read_to_string(s.root().join("boot/loader/loader.conf")).unwrap();
+    assert!(
+        loader_conf.contains(&format!("default sealtree-{d1}*")),
+        "{loader_conf}"
+    );
+    s.admin_ok(&["rollback"]);
+    assert_eq!(s.order(), vec![d2.clone(), d1.clone()]);
+
+    // Blessing the booted entry drops its counter.
+    let out = s.admin_booted(Some(&d2), &["bless"]);
+    assert!(out.status.success());
+    assert_eq!(
+        s.entry_files(),
+        sorted(vec![
+            format!("sealtree-{d1}+3.conf"),
+            format!("sealtree-{d2}.conf")
+        ])
+    );
+    assert_eq!(s.status(None)[0]["tries_left"], Value::Null);
+
+    // Kernel arguments of the default.
+    let out = s.admin_ok(&["kargs", "--append", "quiet", "--append", "loglevel=3"]);
+    assert_eq!(
+        out.trim(),
+        format!("root=/dev/vda quiet loglevel=3 sealtree={d2}")
+    );
+    let out = s.admin_ok(&["kargs", "--delete", "loglevel", "--delete", "quiet"]);
+    assert_eq!(out.trim(), format!("root=/dev/vda sealtree={d2}"));
+    assert_eq!(
+        s.admin_booted(None, &["kargs", "--delete", "sealtree"])
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn etc_merge_keeps_local_changes_adds_defaults_honours_removals() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(
+        &src,
+        "1",
+        &[
+            ("keep.conf", "default 1\n"),
+            ("edit.conf", "default\n"),
+            ("gone.conf", "old default\n"),
+            ("clash.conf", "default 1\n"),
+        ],
+    );
+    s.commit("os", &src, Some("key.sec"));
+    let d1 = s.deploy("os");
+    let etc1 = s.root().join("sealtree/deploy").join(&d1).join("etc");
+    assert_eq!(
+        fs::read_to_string(etc1.join("keep.conf")).unwrap(),
+        "default 1\n"
+    );
+    // Local changes on the running system.
+    fs::write(etc1.join("edit.conf"), "local edit\n").unwrap();
+    fs::write(etc1.join("clash.conf"), "local clash\n").unwrap();
+    fs::write(etc1.join("mine.conf"), "local only\n").unwrap();
+
+    fs::remove_file(src.join("usr/etc/gone.conf")).unwrap();
+    os_tree(
+        &src,
+        "2",
+        &[
+            ("keep.conf", "default 2\n"),
+            ("clash.conf", "default 2\n"),
+            ("new.conf", "new default\n"),
+        ],
+    );
+    s.commit("os", &src, Some("key.sec"));
+    let out = s.admin_booted(Some(&d1), &["deploy", "os"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d2 = deployed_id(&stdout);
+    assert!(stdout.contains("etc: conflict /etc/clash.conf"), "{stdout}");
+    assert!(
+        stdout.contains("etc: kept local change /etc/edit.conf"),
+        "{stdout}"
+    );
+    let etc2 = s.root().join("sealtree/deploy").join(&d2).join("etc");
+    let read = |n: &str| fs::read_to_string(etc2.join(n)).ok();
+    assert_eq!(
+        read("keep.conf").as_deref(),
+        Some("default 2\n"),
+        "untouched default follows the new commit"
+    );
+    assert_eq!(
+        read("edit.conf").as_deref(),
+        Some("local edit\n"),
+        "local edit kept"
+    );
+    assert_eq!(
+        read("new.conf").as_deref(),
+        Some("new default\n"),
+        "new default added"
+    );
+    assert_eq!(read("gone.conf"), None, "removed default removed");
+    assert_eq!(
+        read("clash.conf").as_deref(),
+        Some("local clash\n"),
+        "conflict keeps local"
+    );
+    assert_eq!(
+        read("mine.conf").as_deref(),
+        Some("local only\n"),
+        "local file kept"
+    );
+    let status = s.status(Some(&d1));
+    assert_eq!(
+        status[0]["etc_conflicts"],
+        serde_json::json!(["/etc/clash.conf"])
+    );
+    // The old deployment's /etc is untouched.
+    assert_eq!(
+        fs::read_to_string(etc1.join("edit.conf")).unwrap(),
+        "local edit\n"
+    );
+    assert!(etc1.join("gone.conf").exists());
+}
+
+#[test]
+fn tampered_untrusted_and_unsigned_commits_are_refused() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    // Unsigned, with signatures required.
+    s.commit("unsigned", &src, None);
+    let out = s.admin_booted(None, &["deploy", "unsigned"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("not signed") && err.contains("requires signatures"),
+        "{err}"
+    );
+
+    // Signed by a key the sysroot does not trust.
+    s.commit("other", &src, Some("other.sec"));
+    let out = s.admin_booted(None, &["deploy", "other"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("not from a trusted key"), "{err}");
+
+    // The commit's dumpfile rewritten in the git store after signing: the
+    // rebuilt image no longer has the signed digest.
+    os_tree(&src, "2", &[]);
+    let id = s.commit("good", &src, Some("key.sec"));
+    let statement: Value =
+        serde_json::from_slice(&fs::read(s.repo().join(format!("signatures/{id}.json"))).unwrap())
+            .unwrap();
+    let signed_digest = statement["image_digest"].as_str().unwrap().to_string();
+    let dump_blob = git(&s.repo(), &["rev-parse", &format!("{id}:dump")]);
+    let dump = git(&s.repo(), &["cat-file", "blob", &dump_blob]);
+    // The root directory's mtime (field 8 of the first line) changed.
+    let (first, rest) = dump.split_once('\n').unwrap();
+    let mut fields: Vec<&str> = first.split(' ').collect();
+    fields[7] = "1.0";
+    let tampered = format!("{}\n{rest}", fields.join(" "));
+    assert_ne!(tampered, dump);
+    rewrite_loose_blob(&s.repo(), &dump_blob, tampered.as_bytes());
+    let out = s.admin_booted(None, &["deploy", "good"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains(&signed_digest) && err.contains("signed statement"),
+        "{err}"
+    );
+    // Nothing was deployed by any of the refusals.
+    assert!(s.order().is_empty());
+    assert_eq!(
+        fs::read_dir(s.root().join("sealtree/deploy"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo.join("git"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end_matches('\n')
+        .to_string()
+        + if args[0] == "cat-file" { "\n" } else { "" }
+}
+
+/// Replace a loose blob's content in place (what an attacker with write
+/// access to the store could do); its name no longer matches.
+fn rewrite_loose_blob(repo: &Path, id: &str, data: &[u8]) {
+    use std::io::Write;
+    let path = repo.join("git/objects").join(&id[..2]).join(&id[2..]);
+    let mut raw = format!("blob {}\0", data.len()).into_bytes();
+    raw.extend_from_slice(data);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&raw).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&path, z.finish().unwrap()).unwrap();
+}
+
+#[test]
+fn staged_deployment_switches_at_finalize() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    let d1 = s.deploy("os");
+    os_tree(&src, "2", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    let out = s.admin_ok(&["deploy", "--stage", "os"]);
+    let d2 = deployed_id(&out);
+    assert!(out.starts_with("staged "), "{out}");
+    let status = s.status(Some(&d1));
+    assert_eq!(status.len(), 2);
+    assert_eq!(status[0]["id"], d1.as_str());
+    assert_eq!(status[0]["default"], true);
+    assert_eq!(status[1]["id"], d2.as_str());
+    assert_eq!(status[1]["staged"], true);
+    assert_eq!(s.entry_files(), vec![format!("sealtree-{d1}+3.conf")]);
+    let out = s.admin_booted(Some(&d1), &["finalize-staged"]);
+    assert!(out.status.success());
+    assert_eq!(s.order(), vec![d2.clone(), d1.clone()]);
+    assert!(s.status(None).iter().all(|d| d["staged"] == false));
+    // Nothing staged any more: finalize is a no-op.
+    assert!(s.admin_ok(&["finalize-staged"]).contains("nothing staged"));
+}
+
+#[test]
+fn cleanup_keeps_default_rollback_booted_pinned() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    let mut ids = Vec::new();
+    for v in ["1", "2", "3", "4", "5"] {
+        os_tree(&src, v, &[]);
+        // A file only this version has, to see prune free it.
+        let only = src.join(format!("usr/lib/only-{v}"));
+        write(&only, 70_000, 100 + v.parse::<u8>().unwrap());
+        s.commit(&format!("v{v}"), &src, Some("key.sec"));
+        ids.push(s.deploy(&format!("v{v}")));
+        fs::remove_file(&only).unwrap();
+    }
+    // Boot order now 5 4 3 2 1. Booted: 3. Pinned: 2. Branches of 1 go away.
+    s.admin_ok(&["pin", &ids[1]]);
+    s.ok(&["refs", "--delete", "v1"]);
+    let objects_before = count_objects(&s.repo());
+    let out = s.admin_booted(Some(&ids[2]), &["cleanup"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("removed deployment {}", ids[0])),
+        "{stdout}"
+    );
+    assert_eq!(
+        s.order(),
+        vec![
+            ids[4].clone(),
+            ids[3].clone(),
+            ids[2].clone(),
+            ids[1].clone()
+        ]
+    );
+    assert!(!s.root().join("sealtree/deploy").join(&ids[0]).exists());
+    assert!(!s.root().join("boot/sealtree").join(&ids[0]).exists());
+    // Exactly version 1's own objects were pruned (its branch is gone
+    // too): usr/lib/only-1 and its usr/bin/tool.
+    assert_eq!(count_objects(&s.repo()), objects_before - 2, "{stdout}");
+    assert!(stdout.contains("pruned 2 objects and 1 images"), "{stdout}");
+    let status = s.status(None);
+    assert_eq!(status[3]["pinned"], true);
+    // Unpinned, the pinned one goes on the next cleanup; the booted stays.
+    s.admin_ok(&["pin", "--unpin", &ids[1]]);
+    let out = s.admin_booted(Some(&ids[2]), &["cleanup"]);
+    assert!(out.status.success());
+    assert_eq!(
+        s.order(),
+        vec![ids[4].clone(), ids[3].clone(), ids[2].clone()]
+    );
+    // The booted deployment cannot be undeployed; another can.
+    let out = s.admin_booted(Some(&ids[2]), &["undeploy", &ids[2]]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(s
+        .admin_booted(Some(&ids[2]), &["undeploy", &ids[3]])
+        .status
+        .success());
+    assert_eq!(s.order(), vec![ids[4].clone(), ids[2].clone()]);
+}
+
+fn count_objects(repo: &Path) -> usize {
+    let mut n = 0;
+    for sub in fs::read_dir(repo.join("objects")).unwrap() {
+        let sub = sub.unwrap();
+        if sub.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        n += fs::read_dir(sub.path()).unwrap().count();
+    }
+    n
+}
+
+#[test]
+fn deployed_images_mount_and_show_their_commit() {
+    if !is_root() {
+        return missing("root, to mount images");
+    }
+    let fs_list = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !(fs_list.contains("erofs") && fs_list.contains("overlay")) {
+        return missing("erofs and overlay filesystems");
+    }
+    let s = TestSysroot::new();
+    let src1 = s.dir.path().join("tree1");
+    os_tree(&src1, "1", &[("x.conf", "x\n")]);
+    std::os::unix::fs::symlink("../lib/os-release", src1.join("usr/etc/os-release")).unwrap();
+    fs::hard_link(src1.join("usr/bin/tool"), src1.join("usr/bin/tool-alias")).unwrap();
+    xattr::set(
+        src1.join("usr/bin/tool"),
+        "security.capability",
+        // cap_net_raw+ep, as setcap writes it (VFS_CAP_REVISION_2).
+        &[
+            1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+    )
+    .unwrap();
+    fs::set_permissions(
+        src1.join("usr/etc/x.conf"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    s.commit("os", &src1, Some("key.sec"));
+    let d1 = s.deploy("os");
+    let src2 = s.dir.path().join("tree2");
+    os_tree(&src2, "2", &[]);
+    s.commit("os", &src2, Some("key.sec"));
+    let d2 = s.deploy("os");
+    for (id, src) in [(&d1, &src1), (&d2, &src2)] {
+        let image = s.root().join("sealtree/deploy").join(id).join("image.cfs");
+        let mnt = s.dir.path().join(format!("mnt-{id}"));
+        let lower = s.dir.path().join(format!("lower-{id}"));
+        fs::create_dir_all(&mnt).unwrap();
+        fs::create_dir_all(&lower).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "erofs", "-o", "ro"])
+            .arg(&image)
+            .arg(&lower)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount erofs");
+        let opts = format!(
+            "ro,metacopy=on,redirect_dir=on,lowerdir={}::{}",
+            lower.display(),
+            s.repo().join("objects").display()
+        );
+        let status = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount overlay");
+        let result = std::panic::catch_unwind(|| assert_same_tree(src, &mnt));
+        let _ = std::process::Command::new("umount").arg(&mnt).status();
+        let _ = std::process::Command::new("umount").arg(&lower).status();
+        result.unwrap();
+    }
+}
+
+/// kill -9 at many moments of a deploy: the entries always name complete
+/// deployments whose images verify, the default is the old or the new
+/// one, and the next deploy and cleanup work.
+#[test]
+fn killed_deploys_leave_a_bootable_consistent_set() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    fs::create_dir_all(src.join("usr/share")).unwrap();
+    for i in 0..300 {
+        write(&src.join(format!("usr/share/f{i}")), 5_000 + i, i as u8);
+    }
+    s.commit("os", &src, Some("key.sec"));
+    let first = s.deploy("os");
+    os_tree(&src, "2", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    let mut switched = 0;
+    for delay_ms in [1u64, 3, 5, 8, 12, 16, 20, 30, 45, 60, 90, 130, 200] {
+        let mut child = sealtree()
+            .env("SEALTREE_REPO", s.repo())
+            .env("SEALTREE_SYSROOT", s.root())
+            .args(["admin", "--cmdline", "/dev/null", "deploy", "os"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let status = s.status(None);
+        assert!(!status.is_empty(), "kill after {delay_ms} ms: no entries");
+        let default = status[0]["id"].as_str().unwrap().to_string();
+        if default != first {
+            switched += 1;
+        }
+        for d in &status {
+            let id = d["id"].as_str().unwrap();
+            let image = s.root().join("sealtree/deploy").join(id).join("image.cfs");
+            let bytes = fs::read(&image).unwrap_or_else(|e| panic!("{}: {e}", image.display()));
+            let digest = sealtree::fsverity::digest_bytes(&bytes);
+            assert_eq!(hex::encode(digest), d["image_digest"].as_str().unwrap());
+            assert_eq!(d["signature"]["state"], "valid");
+            assert!(s
+                .root()
+                .join("boot/sealtree")
+                .join(id)
+                .join("vmlinuz")
+                .is_file());
+        }
+        // Whatever the kill left, the set is old, or new with old as rollback.
+        let order = s.order();
+        assert!(order.contains(&first), "{order:?}");
+    }
+    eprintln!("kills: 13, of which {switched} after the switch");
+    // A deploy and a cleanup after all that succeed and clear leftovers.
+    s.deploy("os");
+    s.admin_ok(&["cleanup"]);
+    for dir in ["sealtree/deploy", "boot/sealtree"] {
+        for e in fs::read_dir(s.root().join(dir)).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with('.'), "leftover {dir}/{name}");
+        }
+    }
+    let out = s.ok(&["fsck"]);
+    assert!(
+        !out.contains("corrupt") && !out.contains("missing"),
+        "{out}"
+    );
+}
