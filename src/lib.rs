@@ -1,6 +1,7 @@
 //! sealtree: versioned, signed, verified operating-system deployments built
 //! on composefs images.
 
+pub mod boot;
 pub mod compose;
 pub mod dumpfile;
 pub mod erofs;

@@ -59,6 +59,7 @@ pub fn sign_commit(
         commit: commit.to_string(),
         format_version: info.meta.format_version,
         image_digest: info.meta.image_digest.clone(),
+        key: key.public().encoded(),
         timestamp: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

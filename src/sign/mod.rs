@@ -23,9 +23,11 @@ pub enum SignError {
     Malformed { path: PathBuf, what: String },
     #[error("no trusted key in {}", .0.display())]
     NoTrustedKeys(PathBuf),
-    #[error("signature over {what} is not from a trusted key (checked {checked} key(s) from {})", keys.display())]
+    #[error("signature over {what} is not from a trusted key: it claims key {}, checked {checked} key(s) from {}", claimed.as_deref().unwrap_or("(none)"), keys.display())]
     Untrusted {
         what: String,
+        /// The key the statement names (unverified, for the message).
+        claimed: Option<String>,
         checked: usize,
         keys: PathBuf,
     },

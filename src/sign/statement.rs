@@ -24,6 +24,9 @@ pub struct Statement {
     pub format_version: u32,
     /// fs-verity digest of the composefs image, hex.
     pub image_digest: String,
+    /// The signer's public key, base64: lets a refusal name the key. It
+    /// is covered by the signature but trusted for nothing.
+    pub key: String,
     /// Seconds since the epoch when it was signed.
     pub timestamp: i64,
     /// Always [`STATEMENT_TYPE`]: a signature over anything else is no
@@ -93,6 +96,9 @@ pub fn verify<'k>(
         .find(|k| k.key.verify_strict(bytes, &sig).is_ok())
         .ok_or_else(|| SignError::Untrusted {
             what: text_path.display().to_string(),
+            claimed: serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|v| v.get("key")?.as_str().map(str::to_string)),
             checked: trusted.keys.len(),
             keys: trusted.source.clone(),
         })?;
