@@ -78,6 +78,10 @@ enum AdminCommand {
     FinalizeStaged,
     /// Mark the booted deployment's entry as good (drop its boot counter).
     Bless,
+    /// Turn fs-verity on for every object and image (after moving the
+    /// sysroot onto a filesystem that has it); each must measure to its
+    /// name.
+    EnableVerity,
 }
 
 pub fn run(args: AdminArgs) -> Result<()> {
@@ -151,6 +155,19 @@ pub fn run(args: AdminArgs) -> Result<()> {
             Some(id) => println!("default is now {id}"),
             None => println!("nothing staged"),
         },
+        AdminCommand::EnableVerity => {
+            let r = sysroot::enable_verity(&sysroot)?;
+            println!(
+                "fs-verity enabled on {} files ({} had it already)",
+                r.enabled, r.already
+            );
+            if !r.mismatched.is_empty() {
+                for p in &r.mismatched {
+                    println!("digest mismatch: {}", p.display());
+                }
+                anyhow::bail!("{} files do not match their digests", r.mismatched.len());
+            }
+        }
         AdminCommand::Bless => {
             let id = sysroot
                 .booted()

@@ -441,7 +441,8 @@ fn prepare_root(args: PrepareRootArgs) -> Result<()> {
     let say = |line: &str| {
         println!("sealtree-prepare-root: {line}");
         if let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-            let _ = writeln!(kmsg, "sealtree-prepare-root: {line}");
+            // One write, one kernel log record.
+            let _ = kmsg.write_all(format!("sealtree-prepare-root: {line}\n").as_bytes());
         }
     };
     let result = (|| {

@@ -16,6 +16,7 @@ mod admin;
 mod deploy;
 mod entries;
 mod etc_merge;
+mod verity;
 
 use std::fs::{self, File};
 use std::io;
@@ -32,6 +33,7 @@ pub use admin::{
 pub use deploy::{deploy, finalize_staged, DeployOptions, Deployed};
 pub use entries::BootEntry;
 pub use etc_merge::EtcMerge;
+pub use verity::{enable_verity, VerityReport};
 
 use crate::repo::{Repo, RepoError};
 use crate::sign::{SignError, TrustedKeys};
