@@ -7,6 +7,7 @@ pub mod dumpfile;
 pub mod erofs;
 pub mod fsverity;
 pub mod objects;
+pub mod remote;
 pub mod repo;
 pub mod sign;
 pub mod statcache;

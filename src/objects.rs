@@ -218,8 +218,41 @@ impl Staging<'_> {
             io::Write::flush(&mut hashing.inner)?;
             hashing.hasher.finalize()
         };
+        self.stage_file(tmp, digest)?;
+        Ok((digest, len))
+    }
+
+    /// Write what `reader` yields into the staging area if it hashes to
+    /// `expected`; returns its length, or the digest it really has (and
+    /// stages nothing). For content from untrusted sources: nothing enters
+    /// the store under a name it does not match.
+    pub fn add_expected(
+        &self,
+        reader: &mut impl io::Read,
+        expected: &Digest,
+    ) -> io::Result<Result<u64, Digest>> {
+        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path())?;
+        let (digest, len) = {
+            let mut hashing = HashingWriter {
+                inner: io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut()),
+                hasher: fsverity::Hasher::default(),
+            };
+            io::copy(reader, &mut hashing)?;
+            io::Write::flush(&mut hashing.inner)?;
+            hashing.hasher.finalize()
+        };
+        if &digest != expected {
+            return Ok(Err(digest));
+        }
+        self.stage_file(tmp, digest)?;
+        Ok(Ok(len))
+    }
+
+    /// Stage a written temporary file under `digest` (its content's),
+    /// unless the store or this staging area has it already.
+    fn stage_file(&self, tmp: tempfile::NamedTempFile, digest: Digest) -> io::Result<()> {
         if self.store.contains(&digest) || !self.claimed.lock().unwrap().insert(digest) {
-            return Ok((digest, len));
+            return Ok(());
         }
         let path = self.staged_path(&digest)?;
         tmp.as_file()
@@ -228,7 +261,7 @@ impl Staging<'_> {
         let verity = !self.verity_unsupported.load(Ordering::Relaxed)
             && self.enable_verity(&path, &digest)?;
         self.staged.lock().unwrap().push((digest, verity));
-        Ok((digest, len))
+        Ok(())
     }
 
     /// Where `digest` is staged; its directory is made if need be.

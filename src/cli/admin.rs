@@ -78,6 +78,15 @@ enum AdminCommand {
     FinalizeStaged,
     /// Mark the booted deployment's entry as good (drop its boot counter).
     Bless,
+    /// Pull the booted deployment's branch and stage it for the next boot.
+    Upgrade {
+        /// The remote (default: the only one).
+        #[arg(long)]
+        remote: Option<String>,
+        /// Only say whether there is an update (and what it changes).
+        #[arg(long)]
+        check: bool,
+    },
     /// Turn fs-verity on for every object and image (after moving the
     /// sysroot onto a filesystem that has it); each must measure to its
     /// name.
@@ -155,6 +164,36 @@ pub fn run(args: AdminArgs) -> Result<()> {
             Some(id) => println!("default is now {id}"),
             None => println!("nothing staged"),
         },
+        AdminCommand::Upgrade { remote, check } => {
+            let bar = indicatif::ProgressBar::new(0);
+            let r = sysroot::upgrade(&sysroot, remote.as_deref(), check, Some(&bar));
+            bar.finish_and_clear();
+            let r = r?;
+            if r.from == r.to {
+                println!("{}/{}: up to date ({})", r.remote, r.branch, r.to);
+                return Ok(());
+            }
+            use sealtree::repo::ChangeKind;
+            let count =
+                |f: fn(&ChangeKind) -> bool| r.changes.iter().filter(|c| f(&c.kind)).count();
+            println!(
+                "{}/{}: {} -> {}: {} added, {} removed, {} changed",
+                r.remote,
+                r.branch,
+                r.from,
+                r.to,
+                count(|k| matches!(k, ChangeKind::Added)),
+                count(|k| matches!(k, ChangeKind::Removed)),
+                count(|k| matches!(k, ChangeKind::Changed { .. })),
+            );
+            match &r.staged {
+                Some(id) => println!(
+                    "staged {id} ({} objects, {} bytes fetched); it becomes the default at shutdown",
+                    r.objects_fetched, r.bytes_fetched
+                ),
+                None => println!("update available"),
+            }
+        }
         AdminCommand::EnableVerity => {
             let r = sysroot::enable_verity(&sysroot)?;
             println!(

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use sealtree::compose::{self, ComposeOptions, Source};
 use sealtree::erofs::ImageOptions;
+use sealtree::remote;
 use sealtree::repo::{self, Change, ChangeKind, CommitInfo, CommitSource, Repo};
 use sealtree::sign;
 use sealtree::tree::{FileType, Inode, SourceFilters};
@@ -96,6 +97,21 @@ enum Command {
     },
     /// Deployments: the sysroot, boot entries, upgrades and rollback.
     Admin(admin::AdminArgs),
+    /// Make the repository servable by any static HTTP server (writes
+    /// refs.json); serve the repository directory as the document root.
+    Publish,
+    /// Remote repositories to pull from.
+    #[command(subcommand)]
+    Remote(RemoteCommand),
+    /// Fetch a branch from a remote into NAME/BRANCH: metadata, then the
+    /// signed statement, then only the missing objects.
+    Pull {
+        remote: String,
+        branch: String,
+        /// Requests in flight at once.
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        jobs: usize,
+    },
     /// In the initramfs: verify the deployment named by sealtree= on the
     /// kernel command line and mount its image as the new root.
     PrepareRoot(PrepareRootArgs),
@@ -121,6 +137,25 @@ struct PrepareRootArgs {
     /// Scratch directory for the mounts.
     #[arg(long, value_name = "DIR", default_value = "/run/sealtree")]
     run_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum RemoteCommand {
+    /// Add a remote; its statements must verify against the keys given.
+    Add {
+        name: String,
+        url: String,
+        /// A public key file, or a directory of them.
+        #[arg(long, value_name = "FILE|DIR")]
+        trusted: PathBuf,
+        /// Seconds one request may take.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
+    List,
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -379,6 +414,61 @@ impl Cli {
                 Ok(())
             }
             Command::Admin(args) => admin::run(args),
+            Command::Publish => {
+                let refs = remote::publish(&open()?)?;
+                for (name, id) in &refs.branches {
+                    println!("{name} {id}");
+                }
+                Ok(())
+            }
+            Command::Remote(RemoteCommand::Add {
+                name,
+                url,
+                trusted,
+                timeout,
+            }) => Ok(remote::add(&open()?, &name, &url, &trusted, timeout)?),
+            Command::Remote(RemoteCommand::List) => {
+                for (name, url) in remote::list(&open()?)? {
+                    println!("{name} {url}");
+                }
+                Ok(())
+            }
+            Command::Remote(RemoteCommand::Remove { name }) => Ok(remote::remove(&open()?, &name)?),
+            Command::Pull {
+                remote: name,
+                branch,
+                jobs,
+            } => {
+                let repo = open()?;
+                let remote = remote::open(&repo, &name)?;
+                let bar = indicatif::ProgressBar::new(0).with_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{wide_bar} {pos}/{len} objects {msg} {per_sec} {eta}",
+                    )
+                    .expect("template is valid"),
+                );
+                let report = remote::pull(
+                    &repo,
+                    &remote,
+                    &branch,
+                    &remote::PullOptions {
+                        jobs,
+                        progress: Some(&bar),
+                        ..Default::default()
+                    },
+                );
+                bar.finish_and_clear();
+                let report = report?;
+                println!(
+                    "{name}/{branch} {}: {} objects fetched ({} bytes), {} already here; signed by {}",
+                    report.commit,
+                    report.objects_fetched,
+                    report.bytes_fetched,
+                    report.objects_present,
+                    report.signed_by
+                );
+                Ok(())
+            }
             Command::PrepareRoot(args) => prepare_root(args),
             Command::Prune { dry_run } => {
                 let report = repo::prune(&open()?, dry_run)?;

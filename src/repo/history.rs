@@ -286,6 +286,71 @@ impl History {
         Ok(())
     }
 
+    /// `refs/remotes/REMOTE/BRANCH`, the last commit pulled.
+    pub fn remote_ref(&self, remote: &str, branch: &str) -> Result<Option<ObjectId>, RepoError> {
+        let name = remote_ref(remote, branch)?;
+        match self
+            .repo
+            .try_find_reference(name.as_str())
+            .map_err(git_err)?
+        {
+            Some(mut r) => Ok(Some(r.peel_to_id().map_err(git_err)?.detach())),
+            None => Ok(None),
+        }
+    }
+
+    /// Move `refs/remotes/REMOTE/BRANCH` from `old` to `new`.
+    pub fn set_remote_ref(
+        &self,
+        remote: &str,
+        branch: &str,
+        new: ObjectId,
+        old: Option<ObjectId>,
+    ) -> Result<(), RepoError> {
+        let name = remote_ref(remote, branch)?;
+        let expected = match old {
+            Some(old) => PreviousValue::MustExistAndMatch(Target::Object(old)),
+            None => PreviousValue::MustNotExist,
+        };
+        self.repo
+            .edit_reference(RefEdit {
+                change: Change::Update {
+                    log: LogChange {
+                        mode: RefLog::AndReference,
+                        force_create_reflog: false,
+                        message: "sealtree pull".into(),
+                    },
+                    expected,
+                    new: Target::Object(new),
+                },
+                name: name.as_str().try_into().map_err(git_err)?,
+                deref: false,
+            })
+            .map_err(git_err)?;
+        Ok(())
+    }
+
+    pub fn has_object(&self, id: ObjectId) -> bool {
+        self.repo.has_object(id)
+    }
+
+    /// Whether `id` is a loose object (readable over plain HTTP).
+    pub fn is_loose(&self, id: ObjectId) -> bool {
+        let hex = id.to_string();
+        self.repo
+            .path()
+            .join("objects")
+            .join(&hex[..2])
+            .join(&hex[2..])
+            .is_file()
+    }
+
+    /// Store an object given as its kind and bytes; returns its id.
+    pub fn write_raw(&self, kind: gix::objs::Kind, data: &[u8]) -> Result<ObjectId, RepoError> {
+        use gix::objs::Write;
+        self.repo.objects.write_buf(kind, data).map_err(git_err)
+    }
+
     /// Deployment ids and the commits their refs keep.
     pub fn deployment_refs(&self) -> Result<Vec<(String, ObjectId)>, RepoError> {
         let platform = self.repo.references().map_err(git_err)?;
@@ -332,6 +397,14 @@ impl History {
         }
         Ok(out)
     }
+}
+
+fn remote_ref(remote: &str, branch: &str) -> Result<String, RepoError> {
+    let name = format!("refs/remotes/{remote}/{branch}");
+    gix::validate::reference::name(name.as_bytes().as_bstr()).map_err(|e| {
+        RepoError::Invalid(format!("invalid remote branch '{remote}/{branch}': {e}"))
+    })?;
+    Ok(name)
 }
 
 fn deployment_ref(id: &str) -> Result<String, RepoError> {

@@ -31,6 +31,46 @@ impl Repo {
         )
     }
 
+    /// Keep a statement and signature received for `commit` (already
+    /// verified by the caller).
+    pub fn store_statement(
+        &self,
+        commit: ObjectId,
+        text: &[u8],
+        sig: &[u8],
+    ) -> Result<(), RepoError> {
+        let dir = self.signatures_dir();
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let (text_path, sig_path) = self.statement_paths(commit);
+        write_file_atomic(&sig_path, sig)?;
+        write_file_atomic(&text_path, text)?;
+        Ok(())
+    }
+
+    /// Mark `commit` as partial (its history is here, its content not
+    /// all), or clear the mark.
+    pub fn set_partial(&self, commit: ObjectId, partial: bool) -> Result<(), RepoError> {
+        let dir = self.root().join("partial");
+        let marker = dir.join(commit.to_string());
+        if partial {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            fs::write(&marker, b"").map_err(io_err(&marker))
+        } else {
+            match fs::remove_file(&marker) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err(&marker)(e)),
+            }
+        }
+    }
+
+    pub fn is_partial(&self, commit: ObjectId) -> bool {
+        self.root()
+            .join("partial")
+            .join(commit.to_string())
+            .exists()
+    }
+
     /// The stored statement of `commit`, if signed.
     pub fn stored_statement(&self, commit: ObjectId) -> Result<Option<StoredStatement>, RepoError> {
         let (text, sig) = self.statement_paths(commit);

@@ -16,6 +16,7 @@ mod admin;
 mod deploy;
 mod entries;
 mod etc_merge;
+mod upgrade;
 mod verity;
 
 use std::fs::{self, File};
@@ -33,6 +34,7 @@ pub use admin::{
 pub use deploy::{deploy, finalize_staged, DeployOptions, Deployed};
 pub use entries::BootEntry;
 pub use etc_merge::EtcMerge;
+pub use upgrade::{upgrade, UpgradeReport};
 pub use verity::{enable_verity, VerityReport};
 
 use crate::repo::{Repo, RepoError};

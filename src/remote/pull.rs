@@ -1,0 +1,325 @@
+//! Pulling a branch: refs and commit metadata first, then the signed
+//! statement, verified before any content is fetched, then only the
+//! objects missing here, many at once, each checked against its digest
+//! before it enters the store. Objects are published in batches, so an
+//! interrupted pull keeps what arrived; the branch moves last.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+use rayon::prelude::*;
+
+use super::http::Fetcher;
+use super::publish::PublishedRefs;
+use super::{Remote, RemoteError};
+use crate::erofs::{self, ImageOptions};
+use crate::fsverity::{self, Digest};
+use crate::repo::{Repo, RepoError};
+use crate::sign;
+use crate::tree::{FileType, Tree};
+
+/// Metadata files are small; anything larger is refused.
+const METADATA_LIMIT: u64 = 1 << 30;
+/// Objects fetched at once (a barrier between chunks).
+const CHUNK: usize = 64;
+/// Objects are published (two syncfs) after this many, or this long.
+const BATCH: usize = 2048;
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// How to pull.
+#[derive(Default)]
+pub struct PullOptions<'a> {
+    /// Requests in flight at once (0: 8).
+    pub jobs: usize,
+    /// Only find out whether there is something new; fetch no content.
+    pub check_only: bool,
+    /// Objects fetched; hidden unless on a terminal.
+    pub progress: Option<&'a indicatif::ProgressBar>,
+}
+
+/// What a pull did.
+#[derive(Debug)]
+pub struct PullReport {
+    pub commit: ObjectId,
+    /// The local ref before the pull.
+    pub previous: Option<ObjectId>,
+    pub objects_fetched: u64,
+    pub bytes_fetched: u64,
+    /// Objects the commit needs that were already here.
+    pub objects_present: u64,
+    pub signed_by: String,
+    pub image_digest: String,
+}
+
+/// Pull `branch` of `remote` into `refs/remotes/REMOTE/BRANCH`.
+pub fn pull(
+    repo: &Repo,
+    remote: &Remote,
+    branch: &str,
+    options: &PullOptions,
+) -> Result<PullReport, RemoteError> {
+    let _lock = repo.lock()?;
+    let history = repo.history()?;
+    let fetcher = Fetcher::new(
+        &remote.config.url,
+        Duration::from_secs(remote.config.timeout_secs),
+    );
+    let previous = history.remote_ref(&remote.name, branch)?;
+
+    // 1. Refs.
+    let refs: PublishedRefs = serde_json::from_slice(&fetcher.get("refs.json", 16 << 20)?)
+        .map_err(|e| RemoteError::Invalid(format!("{}: {e}", fetcher.url("refs.json"))))?;
+    let commit: ObjectId = refs
+        .branches
+        .get(branch)
+        .ok_or_else(|| {
+            RemoteError::Invalid(format!(
+                "{}: no branch '{branch}'",
+                fetcher.url("refs.json")
+            ))
+        })?
+        .parse()
+        .map_err(|e| RemoteError::Invalid(format!("{}: {e}", fetcher.url("refs.json"))))?;
+
+    // 2. The signed statement, before any content: it must name this
+    // commit on this branch, signed by a key trusted for this remote.
+    let text_path = format!("signatures/{commit}.json");
+    let sig_path = format!("signatures/{commit}.sig");
+    let text = fetcher.get(&text_path, 1 << 20)?;
+    let sig = fetcher.get(&sig_path, 1 << 20)?;
+    let (statement, key) = sign::verify(
+        &text,
+        fetcher.url(&text_path).as_ref(),
+        &sig,
+        fetcher.url(&sig_path).as_ref(),
+        &remote.trusted,
+    )?;
+    if statement.commit.parse::<ObjectId>().ok() != Some(commit) || statement.branch != branch {
+        return Err(RemoteError::Invalid(format!(
+            "{}: the statement is for {} on '{}', the branch names {commit} on '{branch}'",
+            fetcher.url(&text_path),
+            statement.commit,
+            statement.branch
+        )));
+    }
+    if let Some(prev) = previous.filter(|p| *p != commit) {
+        if let Some(stored) = repo.stored_statement(prev)? {
+            let old: serde_json::Value = serde_json::from_slice(&stored.text).unwrap_or_default();
+            let old_version = old.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+            if statement.version < old_version {
+                return Err(RemoteError::Invalid(format!(
+                    "{}: version {} is older than the {old_version} already pulled: refusing a downgrade",
+                    fetcher.url(&text_path),
+                    statement.version
+                )));
+            }
+        }
+    }
+    let signed_by = key.encoded();
+
+    // 3. Commit metadata: git objects, each checked against its id.
+    let tree = fetch_history(repo, &fetcher, commit)?;
+    let mut report = PullReport {
+        commit,
+        previous,
+        objects_fetched: 0,
+        bytes_fetched: 0,
+        objects_present: 0,
+        signed_by,
+        image_digest: statement.image_digest.clone(),
+    };
+    if options.check_only {
+        return Ok(report);
+    }
+
+    // The dumpfile must be the signed one: its image has the signed digest.
+    let meta = history.info(commit)?.meta;
+    let image = erofs::write_image(
+        &tree,
+        &ImageOptions {
+            min_version: meta.format_version,
+            max_version: meta.format_version,
+        },
+    )
+    .map_err(RepoError::from)?;
+    let digest = hex::encode(fsverity::digest_bytes(&image.bytes));
+    if digest != statement.image_digest || digest != meta.image_digest {
+        return Err(RemoteError::Invalid(format!(
+            "commit {commit} from {}: its image has digest {digest}, the signed statement names {}",
+            remote.config.url, statement.image_digest
+        )));
+    }
+
+    // 4. Content: only what is missing.
+    let present = repo
+        .objects()
+        .digests()
+        .map_err(|e| RemoteError::Invalid(format!("{}: {e}", repo.objects().root().display())))?;
+    let mut needed: Vec<Digest> = needed_objects(&tree).into_iter().collect();
+    needed.sort();
+    let total = needed.len();
+    needed.retain(|d| !present.contains(d));
+    report.objects_present = (total - needed.len()) as u64;
+    fetch_objects(repo, &fetcher, &needed, options, &mut report)?;
+
+    // 5. Image, statement, and only then the ref.
+    let image_path = repo.image_path(&fsverity::digest_bytes(&image.bytes));
+    if !image_path.exists() {
+        crate::compose::write_file_atomic(&image_path, &image.bytes).map_err(RepoError::from)?;
+    }
+    repo.store_statement(commit, &text, &sig)?;
+    repo.set_partial(commit, false)?;
+    repo.sync()?;
+    history.set_remote_ref(&remote.name, branch, commit, previous)?;
+    repo.sync()?;
+    Ok(report)
+}
+
+/// Fetch the commit and its ancestors' metadata until one is here
+/// already; returns the commit's tree. Ancestors are marked partial: their
+/// history is here, their content is not.
+fn fetch_history(repo: &Repo, fetcher: &Fetcher, tip: ObjectId) -> Result<Tree, RemoteError> {
+    let history = repo.history()?;
+    let mut next = Some(tip);
+    while let Some(id) = next.take() {
+        if history.has_object(id) {
+            break;
+        }
+        let commit = fetch_git(fetcher, id, gix::objs::Kind::Commit)?;
+        let decoded = gix::objs::CommitRef::from_bytes(&commit, gix::hash::Kind::Sha1)
+            .map_err(|e| RemoteError::Invalid(format!("{}: {e}", git_url(fetcher, id))))?;
+        let tree_id = decoded.tree();
+        let parents: Vec<ObjectId> = decoded.parents().collect();
+        let tree = fetch_git(fetcher, tree_id, gix::objs::Kind::Tree)?;
+        let entries = gix::objs::TreeRef::from_bytes(&tree, gix::hash::Kind::Sha1)
+            .map_err(|e| RemoteError::Invalid(format!("{}: {e}", git_url(fetcher, tree_id))))?;
+        for entry in &entries.entries {
+            let blob_id = entry.oid.to_owned();
+            if !history.has_object(blob_id) {
+                let blob = fetch_git(fetcher, blob_id, gix::objs::Kind::Blob)?;
+                history.write_raw(gix::objs::Kind::Blob, &blob)?;
+            }
+        }
+        history.write_raw(gix::objs::Kind::Tree, &tree)?;
+        // Until its content is complete, a commit is partial.
+        repo.set_partial(id, true)?;
+        history.write_raw(gix::objs::Kind::Commit, &commit)?;
+        next = parents.first().copied();
+    }
+    Ok(repo.tree(tip)?)
+}
+
+fn git_url(fetcher: &Fetcher, id: ObjectId) -> String {
+    let hex = id.to_string();
+    fetcher.url(&format!("git/objects/{}/{}", &hex[..2], &hex[2..]))
+}
+
+/// A loose git object, inflated and checked: its kind and its id.
+fn fetch_git(
+    fetcher: &Fetcher,
+    id: ObjectId,
+    kind: gix::objs::Kind,
+) -> Result<Vec<u8>, RemoteError> {
+    let hex = id.to_string();
+    let path = format!("git/objects/{}/{}", &hex[..2], &hex[2..]);
+    let url = fetcher.url(&path);
+    let bad = |what: String| RemoteError::Invalid(format!("{url}: {what}"));
+    let compressed = fetcher.get(&path, METADATA_LIMIT)?;
+    let mut raw = Vec::new();
+    flate2::read::ZlibDecoder::new(&compressed[..])
+        .take(METADATA_LIMIT)
+        .read_to_end(&mut raw)
+        .map_err(|e| bad(format!("not a zlib stream: {e}")))?;
+    let nul = raw
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| bad("no object header".into()))?;
+    let header = std::str::from_utf8(&raw[..nul]).map_err(|_| bad("bad object header".into()))?;
+    let want = format!("{kind} {}", raw.len() - nul - 1);
+    if header != want {
+        return Err(bad(format!("header '{header}', expected '{want}'")));
+    }
+    let body = raw.split_off(nul + 1);
+    let actual = gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, &body)
+        .map_err(|e| bad(e.to_string()))?;
+    if actual != id {
+        return Err(bad(format!("content hashes to {actual}, not {id}")));
+    }
+    Ok(body)
+}
+
+/// Digests of the contents a tree keeps outside its image.
+fn needed_objects(tree: &Tree) -> HashSet<Digest> {
+    tree.inodes
+        .iter()
+        .filter(|i| i.file_type() == Some(FileType::Regular) && i.size > 0 && i.content.is_none())
+        .filter_map(|i| i.digest)
+        .collect()
+}
+
+fn fetch_objects(
+    repo: &Repo,
+    fetcher: &Fetcher,
+    needed: &[Digest],
+    options: &PullOptions,
+    report: &mut PullReport,
+) -> Result<(), RemoteError> {
+    let jobs = if options.jobs == 0 { 8 } else { options.jobs };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build()
+        .map_err(|e| RemoteError::Invalid(e.to_string()))?;
+    if let Some(bar) = options.progress {
+        bar.set_length(needed.len() as u64);
+    }
+    let bytes = AtomicU64::new(0);
+    let staging_err = |e: std::io::Error| {
+        RemoteError::Invalid(format!("{}: {e}", repo.objects().root().display()))
+    };
+    let mut staging = repo.objects().staging().map_err(staging_err)?;
+    let mut staged = 0;
+    let mut published = Instant::now();
+    for chunk in needed.chunks(CHUNK) {
+        let fetched = pool.install(|| {
+            chunk.par_iter().try_for_each(|digest| {
+                let hex = hex::encode(digest);
+                let path = format!("objects/{}/{}", &hex[..2], &hex[2..]);
+                let url = fetcher.url(&path);
+                let mut body = fetcher.open(&path)?;
+                let len = staging
+                    .add_expected(&mut body, digest)
+                    .map_err(|e| RemoteError::Invalid(format!("{url}: {e}")))?
+                    .map_err(|actual| {
+                        RemoteError::Invalid(format!(
+                            "{url}: object {hex} has digest {}; not stored",
+                            hex::encode(actual)
+                        ))
+                    })?;
+                let total = bytes.fetch_add(len, Ordering::Relaxed) + len;
+                if let Some(bar) = options.progress {
+                    bar.inc(1);
+                    bar.set_message(indicatif::HumanBytes(total).to_string());
+                }
+                Ok::<(), RemoteError>(())
+            })
+        });
+        staged += chunk.len();
+        // Published every so often, and on failure too: everything staged
+        // was verified, and the next pull resumes from it.
+        if fetched.is_err() || staged >= BATCH || published.elapsed() >= PUBLISH_EVERY {
+            let done =
+                std::mem::replace(&mut staging, repo.objects().staging().map_err(staging_err)?);
+            done.commit().map_err(staging_err)?;
+            published = Instant::now();
+            staged = 0;
+        }
+        fetched?;
+        report.objects_fetched += chunk.len() as u64;
+    }
+    staging.commit().map_err(staging_err)?;
+    report.bytes_fetched = bytes.into_inner();
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! Pulls from a real nginx on 127.0.0.1 serving a published repository:
+//! first pull and checkout, an update fetching only what changed, a pull
+//! interrupted by stopping nginx and resumed, a corrupted object, an
+//! untrusted signature, and `admin upgrade`.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use common::fixture::*;
+use common::nginx::Nginx;
+use common::*;
+
+/// A server repository (published) and a client repository.
+struct Pair {
+    dir: tempfile::TempDir,
+}
+
+impl Pair {
+    fn new() -> Option<Pair> {
+        if !have_command("nginx") {
+            missing("nginx (apt-get install nginx)");
+            return None;
+        }
+        let p = Pair {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        p.ok("server", &["init"]);
+        p.ok("client", &["init"]);
+        p.ok(
+            "server",
+            &[
+                "key",
+                "generate",
+                "--secret",
+                &p.s("key.sec"),
+                "--public",
+                &p.s("key.pub"),
+            ],
+        );
+        p.ok(
+            "server",
+            &[
+                "key",
+                "generate",
+                "--secret",
+                &p.s("other.sec"),
+                "--public",
+                &p.s("other.pub"),
+            ],
+        );
+        Some(p)
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn s(&self, rel: &str) -> String {
+        self.path(rel).to_str().unwrap().to_string()
+    }
+
+    fn run(&self, repo: &str, args: &[&str]) -> Output {
+        sealtree()
+            .env("SEALTREE_REPO", self.path(repo))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, repo: &str, args: &[&str]) -> String {
+        let out = self.run(repo, args);
+        assert!(
+            out.status.success(),
+            "{repo}: sealtree {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Commit `tree` on the server, signed, and publish.
+    fn publish(&self, tree: &Path) -> String {
+        let id = self.ok(
+            "server",
+            &[
+                "commit",
+                "-b",
+                "os",
+                "--tree",
+                tree.to_str().unwrap(),
+                "--sign-key",
+                &self.s("key.sec"),
+            ],
+        );
+        self.ok("server", &["publish"]);
+        id.trim().to_string()
+    }
+
+    fn add_remote(&self, url: &str, key: &str) {
+        self.ok(
+            "client",
+            &[
+                "remote",
+                "add",
+                "origin",
+                url,
+                "--trusted",
+                &self.s(key),
+                "--timeout",
+                "5",
+            ],
+        );
+    }
+
+    fn client_objects(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let root = self.path("client/objects");
+        for sub in fs::read_dir(&root).unwrap() {
+            let sub = sub.unwrap();
+            let name = sub.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            for f in fs::read_dir(sub.path()).unwrap() {
+                out.push(format!(
+                    "{name}{}",
+                    f.unwrap().file_name().to_string_lossy()
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Object digests named by object requests.
+fn object_requests(requests: &[String]) -> Vec<String> {
+    requests
+        .iter()
+        .filter_map(|r| r.strip_prefix("/objects/"))
+        .map(|r| r.replace('/', ""))
+        .collect()
+}
+
+#[test]
+fn pull_into_an_empty_repository_then_checkout_equals_the_source() {
+    let Some(p) = Pair::new() else { return };
+    if !is_root() {
+        return missing("root, to create devices and owners in the tree");
+    }
+    let src = p.path("src");
+    make_tree(&src);
+    let id = p.publish(&src);
+    let nginx = Nginx::start(&p.path("server"), "");
+    p.add_remote(&nginx.url(), "key.pub");
+    assert_eq!(
+        p.ok("client", &["remote", "list"]),
+        format!("origin {}\n", nginx.url())
+    );
+    let out = p.ok("client", &["pull", "origin", "os"]);
+    assert!(out.contains(&id), "{out}");
+    let checkout = p.path("checkout");
+    p.ok(
+        "client",
+        &["checkout", "origin/os", checkout.to_str().unwrap()],
+    );
+    assert_same_tree(&src, &checkout);
+    // The history is the server's, commit for commit.
+    assert_eq!(
+        p.ok("client", &["show", "origin/os"])
+            .lines()
+            .next()
+            .unwrap(),
+        format!("commit {id}")
+    );
+    let fsck = p.ok("client", &["fsck"]);
+    assert!(
+        !fsck.contains("missing") && !fsck.contains("corrupt"),
+        "{fsck}"
+    );
+    // The statement came along and verifies here.
+    p.ok(
+        "client",
+        &["verify", "origin/os", "--trusted", &p.s("key.pub")],
+    );
+}
+
+#[test]
+fn an_update_fetches_only_the_changed_objects() {
+    let Some(p) = Pair::new() else { return };
+    let src = p.path("src");
+    fs::create_dir_all(src.join("usr/share")).unwrap();
+    for i in 0..50 {
+        write(&src.join(format!("usr/share/f{i}")), 10_000 + i, i as u8);
+    }
+    p.publish(&src);
+    let nginx = Nginx::start(&p.path("server"), "");
+    p.add_remote(&nginx.url(), "key.pub");
+    p.ok("client", &["pull", "origin", "os"]);
+    assert_eq!(object_requests(&nginx.requests()).len(), 50);
+
+    for i in [3, 17, 42] {
+        write(&src.join(format!("usr/share/f{i}")), 20_000, 200 + i as u8);
+    }
+    let second = p.publish(&src);
+    nginx.clear_log();
+    let out = p.ok("client", &["pull", "origin", "os"]);
+    assert!(
+        out.contains("3 objects fetched") && out.contains("47 already here"),
+        "{out}"
+    );
+    let requests = nginx.requests();
+    assert_eq!(object_requests(&requests).len(), 3, "{requests:?}");
+    assert!(out.contains(&second));
+    // Pulling again fetches nothing.
+    nginx.clear_log();
+    p.ok("client", &["pull", "origin", "os"]);
+    assert_eq!(object_requests(&nginx.requests()).len(), 0);
+    // The first commit is history without content here; fsck knows.
+    let fsck = p.ok("client", &["fsck"]);
+    assert!(!fsck.contains("missing"), "{fsck}");
+}
+
+#[test]
+fn a_pull_interrupted_by_the_server_resumes_fetching_only_the_rest() {
+    let Some(p) = Pair::new() else { return };
+    let src = p.path("src");
+    fs::create_dir_all(src.join("usr/share")).unwrap();
+    let total = 200;
+    for i in 0..total {
+        write(
+            &src.join(format!("usr/share/f{i}")),
+            48_000 + i,
+            (i % 251) as u8,
+        );
+    }
+    p.publish(&src);
+    // Slow enough (about 0.5 s an object) to stop it part-way.
+    let mut nginx = Nginx::start(&p.path("server"), "sendfile off; limit_rate 64k;");
+    p.add_remote(&nginx.url(), "key.pub");
+    let client = {
+        let repo = p.path("client");
+        std::thread::spawn(move || {
+            sealtree()
+                .env("SEALTREE_REPO", repo)
+                .args(["pull", "origin", "os"])
+                .output()
+                .unwrap()
+        })
+    };
+    // Stop the server once some objects have been published here.
+    let start = std::time::Instant::now();
+    while p.client_objects().len() < 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no object arrived"
+        );
+        assert!(
+            !client.is_finished(),
+            "the pull ended before it could be interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nginx.stop();
+    let out = client.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{err}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        err.contains(&format!("http://127.0.0.1:{}/objects/", nginx.port)),
+        "{err}"
+    );
+    let arrived = p.client_objects();
+    assert!(
+        !arrived.is_empty() && arrived.len() < total,
+        "{} arrived",
+        arrived.len()
+    );
+    assert_eq!(
+        p.ok("client", &["refs"]),
+        "",
+        "no ref moves on a failed pull"
+    );
+
+    nginx.restart("");
+    nginx.clear_log();
+    let out = p.ok("client", &["pull", "origin", "os"]);
+    let requested = object_requests(&nginx.requests());
+    for d in &requested {
+        assert!(!arrived.contains(d), "fetched {d} again");
+    }
+    assert_eq!(requested.len(), total - arrived.len(), "{out}");
+    assert_eq!(p.client_objects().len(), total);
+    eprintln!(
+        "first pull kept {} of {total}; the second fetched {}",
+        arrived.len(),
+        requested.len()
+    );
+}
+
+#[test]
+fn a_corrupted_object_on_the_server_fails_the_pull_naming_it() {
+    let Some(p) = Pair::new() else { return };
+    let src = p.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        write(&src.join(format!("f{i}")), 5_000 + i, i as u8);
+    }
+    p.publish(&src);
+    let victim = sealtree::fsverity::digest_bytes(&fs::read(src.join("f7")).unwrap());
+    let hex = hex::encode(victim);
+    let object = p.path(&format!("server/objects/{}/{}", &hex[..2], &hex[2..]));
+    let mut bytes = fs::read(&object).unwrap();
+    bytes[100] ^= 0xff;
+    fs::write(&object, bytes).unwrap();
+
+    let nginx = Nginx::start(&p.path("server"), "");
+    p.add_remote(&nginx.url(), "key.pub");
+    let out = p.run("client", &["pull", "origin", "os"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}/objects/{}/{}",
+            nginx.url(),
+            &hex[..2],
+            &hex[2..]
+        )),
+        "{err}"
+    );
+    assert!(err.contains("has digest"), "{err}");
+    assert!(
+        !p.client_objects().contains(&hex),
+        "the corrupt object entered the store"
+    );
+    assert_eq!(p.ok("client", &["refs"]), "");
+    assert!(!p.run("client", &["show", "origin/os"]).status.success());
+    // Everything that did enter the store is what its name says.
+    let fsck = p.ok("client", &["fsck"]);
+    assert!(!fsck.contains("corrupt"), "{fsck}");
+}
+
+#[test]
+fn an_untrusted_signature_stops_the_pull_before_any_content() {
+    let Some(p) = Pair::new() else { return };
+    let src = p.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("big"), 100_000, 1);
+    p.publish(&src);
+    let nginx = Nginx::start(&p.path("server"), "");
+    p.add_remote(&nginx.url(), "other.pub");
+    let out = p.run("client", &["pull", "origin", "os"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not from a trusted key"), "{err}");
+    let requests = nginx.requests();
+    assert!(!requests.is_empty());
+    for r in &requests {
+        assert!(
+            r == "/refs.json" || r.starts_with("/signatures/"),
+            "fetched {r} before the signature verified: {requests:?}"
+        );
+    }
+    assert!(p.client_objects().is_empty());
+}
+
+#[test]
+fn admin_upgrade_pulls_and_stages_the_booted_branch() {
+    let Some(p) = Pair::new() else { return };
+    let src = p.path("src");
+    for d in ["usr/lib/modules/6.12.0", "usr/etc", "usr/bin"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    fs::write(src.join("usr/lib/modules/6.12.0/vmlinuz"), "kernel").unwrap();
+    fs::write(
+        src.join("usr/lib/modules/6.12.0/initramfs.img"),
+        "initramfs",
+    )
+    .unwrap();
+    write(&src.join("usr/bin/tool"), 30_000, 1);
+    p.publish(&src);
+    let nginx = Nginx::start(&p.path("server"), "");
+    // The client is a sysroot whose repository pulls from the server.
+    let sysroot = p.s("sysroot");
+    let admin = |args: &[&str]| {
+        let mut full = vec!["admin", "--sysroot", &sysroot, "--cmdline", "/dev/null"];
+        full.extend_from_slice(args);
+        sealtree()
+            .env("SEALTREE_REPO", p.path("sysroot/sealtree/repo"))
+            .args(&full)
+            .output()
+            .unwrap()
+    };
+    let ok = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(admin(&[
+        "init",
+        "--require-signatures",
+        "--trusted",
+        &p.s("key.pub"),
+    ]));
+    let repo = |args: &[&str]| {
+        ok(sealtree()
+            .env("SEALTREE_REPO", p.path("sysroot/sealtree/repo"))
+            .args(args)
+            .output()
+            .unwrap())
+    };
+    repo(&[
+        "remote",
+        "add",
+        "origin",
+        &nginx.url(),
+        "--trusted",
+        &p.s("key.pub"),
+    ]);
+    repo(&["pull", "origin", "os"]);
+    ok(admin(&["deploy", "origin/os"]));
+    assert!(ok(admin(&["upgrade", "--check"])).contains("up to date"));
+
+    write(&src.join("usr/bin/tool"), 30_000, 2);
+    write(&src.join("usr/bin/new"), 30_000, 3);
+    let second = p.publish(&src);
+    let out = ok(admin(&["upgrade", "--check"]));
+    assert!(
+        out.contains("1 added, 0 removed") && out.contains("update available"),
+        "{out}"
+    );
+    let out = ok(admin(&["upgrade"]));
+    assert!(out.contains("staged"), "{out}");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(admin(&["status", "--json"]))).unwrap();
+    let deps = status["deployments"].as_array().unwrap();
+    assert_eq!(deps.len(), 2);
+    assert_eq!(deps[1]["staged"], true);
+    assert_eq!(deps[1]["commit"], second.as_str());
+    assert_eq!(deps[1]["signature"]["state"], "valid");
+}
