@@ -26,15 +26,27 @@ pub struct TarError {
 /// Read the archive at `path` into a tree, staging file contents larger
 /// than the inline threshold into `staging` when given.
 pub fn read_tar(path: &Path, staging: Option<&Staging>) -> Result<Tree, TarError> {
+    let file = File::open(path).map_err(|e| TarError {
+        archive: path.to_path_buf(),
+        entry: None,
+        message: e.to_string(),
+    })?;
+    read_tar_from(BufReader::with_capacity(1 << 20, file), path, staging)
+}
+
+/// [`read_tar`] of an archive read from `input`; `path` names it in errors.
+pub fn read_tar_from(
+    mut input: impl BufRead,
+    path: &Path,
+    staging: Option<&Staging>,
+) -> Result<Tree, TarError> {
     let fail = |entry: Option<&[u8]>, message: String| TarError {
         archive: path.to_path_buf(),
         entry: entry.map(|e| e.escape_ascii().to_string()),
         message,
     };
-    let file = File::open(path).map_err(|e| fail(None, e.to_string()))?;
-    let mut input = BufReader::with_capacity(1 << 20, file);
     let magic = input.fill_buf().map_err(|e| fail(None, e.to_string()))?;
-    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+    let reader: Box<dyn Read + '_> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(input))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Box::new(

@@ -511,14 +511,11 @@ fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
         &repo::CommitOptions {
             threads: args.threads.unwrap_or(0) as usize,
             progress: Some(&bar),
+            sign_key: sign_key.as_ref(),
         },
     );
     bar.finish_and_clear();
     let done = done?;
-    if let Some(key) = &sign_key {
-        let _lock = repo.lock()?;
-        repo::sign_commit(repo, done.id, &args.branch, key)?;
-    }
     println!("{}", done.id);
     Ok(())
 }

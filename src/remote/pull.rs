@@ -180,9 +180,12 @@ pub fn pull(
 
 /// Fetch the commit and its ancestors' metadata until one is here
 /// already; returns the commit's tree. Ancestors are marked partial: their
-/// history is here, their content is not.
+/// history is here, their content is not. Commits are stored oldest
+/// first, each after its tree and blobs, so a commit that is here always
+/// has all its history here, however a pull was interrupted.
 fn fetch_history(repo: &Repo, fetcher: &Fetcher, tip: ObjectId) -> Result<Tree, RemoteError> {
     let history = repo.history()?;
+    let mut missing = Vec::new();
     let mut next = Some(tip);
     while let Some(id) = next.take() {
         if history.has_object(id) {
@@ -192,7 +195,11 @@ fn fetch_history(repo: &Repo, fetcher: &Fetcher, tip: ObjectId) -> Result<Tree, 
         let decoded = gix::objs::CommitRef::from_bytes(&commit, gix::hash::Kind::Sha1)
             .map_err(|e| RemoteError::Invalid(format!("{}: {e}", git_url(fetcher, id))))?;
         let tree_id = decoded.tree();
-        let parents: Vec<ObjectId> = decoded.parents().collect();
+        next = decoded.parents().next();
+        drop(decoded);
+        missing.push((id, tree_id, commit));
+    }
+    for (id, tree_id, commit) in missing.into_iter().rev() {
         let tree = fetch_git(fetcher, tree_id, gix::objs::Kind::Tree)?;
         let entries = gix::objs::TreeRef::from_bytes(&tree, gix::hash::Kind::Sha1)
             .map_err(|e| RemoteError::Invalid(format!("{}: {e}", git_url(fetcher, tree_id))))?;
@@ -207,7 +214,6 @@ fn fetch_history(repo: &Repo, fetcher: &Fetcher, tip: ObjectId) -> Result<Tree, 
         // Until its content is complete, a commit is partial.
         repo.set_partial(id, true)?;
         history.write_raw(gix::objs::Kind::Commit, &commit)?;
-        next = parents.first().copied();
     }
     Ok(repo.tree(tip)?)
 }

@@ -42,6 +42,9 @@ pub struct CommitOptions<'a> {
     pub threads: usize,
     /// Shows bytes hashed; hidden unless drawing to a terminal.
     pub progress: Option<&'a indicatif::ProgressBar>,
+    /// Sign the commit; the statement is stored before the branch moves,
+    /// so the branch never names an unsigned commit meant to be signed.
+    pub sign_key: Option<&'a crate::sign::SecretKey>,
 }
 
 /// Commit `source` onto `branch`.
@@ -103,6 +106,9 @@ pub fn commit(
     };
     let meta = CommitMeta::describe(&tree, &digest, IMAGE_FORMAT_VERSION);
     let id = history.write_commit(dump_blob, &meta, message, parent, now())?;
+    if let Some(key) = options.sign_key {
+        super::sign_commit(repo, id, branch, key)?;
+    }
     // The commit's objects must be on disk before a ref can name it.
     repo.sync()?;
     history.set_branch(branch, id, parent)?;

@@ -160,7 +160,7 @@ pub fn fsck(repo: &Repo, repair: bool) -> Result<FsckReport, RepoError> {
                 report
                     .repaired
                     .push(format!("rebuilt image {}", hex::encode(digest)));
-            } else if !report.corrupt_images.contains(&digest) {
+            } else if !report.corrupt_images.contains(&digest) && !partial {
                 report.missing_images.push((digest, id.to_string()));
             }
         }

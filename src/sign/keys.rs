@@ -25,6 +25,14 @@ pub struct PublicKey {
 }
 
 impl PublicKey {
+    /// A key from its 32 raw bytes; `None` if they are not a valid point.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Option<PublicKey> {
+        Some(PublicKey {
+            key: VerifyingKey::from_bytes(bytes).ok()?,
+            origin: PathBuf::new(),
+        })
+    }
+
     /// The key as written in key files (base64).
     pub fn encoded(&self) -> String {
         STANDARD.encode(self.key.as_bytes())
@@ -122,24 +130,8 @@ pub fn read_public_keys(path: &Path) -> Result<TrustedKeys, SignError> {
     }
     let mut keys = Vec::new();
     for file in files {
-        for (line, bytes) in key_lines(&file)? {
-            let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
-                malformed(
-                    &file,
-                    format!("line {line}: a public key is 32 bytes, not {}", b.len()),
-                )
-            })?;
-            let key = VerifyingKey::from_bytes(&bytes).map_err(|_| {
-                malformed(
-                    &file,
-                    format!("line {line}: not a valid ed25519 public key"),
-                )
-            })?;
-            keys.push(PublicKey {
-                key,
-                origin: file.clone(),
-            });
-        }
+        let text = fs::read(&file).map_err(io_err(&file))?;
+        keys.extend(parse_public_keys(&text, &file)?);
     }
     if keys.is_empty() {
         return Err(SignError::NoTrustedKeys(path.to_path_buf()));
@@ -150,9 +142,36 @@ pub fn read_public_keys(path: &Path) -> Result<TrustedKeys, SignError> {
     })
 }
 
+/// The public keys in the text of a key file (`file` names it in errors).
+pub fn parse_public_keys(text: &[u8], file: &Path) -> Result<Vec<PublicKey>, SignError> {
+    let mut keys = Vec::new();
+    {
+        for (line, bytes) in parse_key_lines(text, file)? {
+            let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+                malformed(
+                    file,
+                    format!("line {line}: a public key is 32 bytes, not {}", b.len()),
+                )
+            })?;
+            let key = VerifyingKey::from_bytes(&bytes).map_err(|_| {
+                malformed(file, format!("line {line}: not a valid ed25519 public key"))
+            })?;
+            keys.push(PublicKey {
+                key,
+                origin: file.to_path_buf(),
+            });
+        }
+    }
+    Ok(keys)
+}
+
 /// The decoded non-empty lines of a key file, with their line numbers.
 fn key_lines(path: &Path) -> Result<Vec<(usize, Vec<u8>)>, SignError> {
     let text = fs::read(path).map_err(io_err(path))?;
+    parse_key_lines(&text, path)
+}
+
+fn parse_key_lines(text: &[u8], path: &Path) -> Result<Vec<(usize, Vec<u8>)>, SignError> {
     let mut out = Vec::new();
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {
         let line = line.trim_ascii();

@@ -4,7 +4,10 @@
 mod keys;
 mod statement;
 
-pub use keys::{generate, read_public_keys, read_secret_key, PublicKey, SecretKey, TrustedKeys};
+pub use keys::{
+    generate, parse_public_keys, read_public_keys, read_secret_key, PublicKey, SecretKey,
+    TrustedKeys,
+};
 pub use statement::{sign, verify, SignedStatement, Statement, STATEMENT_TYPE};
 
 use std::path::PathBuf;
