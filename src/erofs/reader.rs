@@ -290,6 +290,12 @@ impl<'a> Reader<'a> {
         inode.nlink = raw.nlink;
         inode.uid = raw.uid;
         inode.gid = raw.gid;
+        if raw.mtime.nsec >= 1_000_000_000 {
+            return Err(ReadError::corrupt(
+                0,
+                &format!("mtime of {} nanoseconds", raw.mtime.nsec),
+            ));
+        }
         inode.mtime = raw.mtime;
         inode.size = raw.size;
         let ty = FileType::from_mode(raw.mode).ok_or_else(|| {
@@ -299,6 +305,10 @@ impl<'a> Reader<'a> {
             FileType::BlockDevice | FileType::CharDevice => inode.rdev = raw.u,
             FileType::Symlink => {
                 let target = self.data(raw, MAX_PATH_LEN as u64)?;
+                // No file system can hold an empty symlink; no dumpfile either.
+                if target.is_empty() {
+                    return Err(ReadError::corrupt(0, "symlink without a target"));
+                }
                 inode.payload = Some(target);
             }
             FileType::Regular if raw.size > 0 => match raw.layout {
@@ -306,7 +316,18 @@ impl<'a> Reader<'a> {
                     let limit = (MAX_INLINE_CONTENT as u64).min(self.image.len() as u64);
                     inode.content = Some(self.data(raw, limit)?);
                 }
-                LAYOUT_CHUNK_BASED => {}
+                LAYOUT_CHUNK_BASED => {
+                    if crate::erofs::format::chunking(raw.size).1 > crate::erofs::format::MAX_CHUNKS
+                    {
+                        return Err(ReadError::corrupt(
+                            0,
+                            &format!(
+                                "file of {} bytes is too large for a composefs image",
+                                raw.size
+                            ),
+                        ));
+                    }
+                }
                 other => {
                     return Err(ReadError::corrupt(
                         0,
@@ -317,6 +338,13 @@ impl<'a> Reader<'a> {
             _ => {}
         }
         for (name, value) in self.xattrs(raw)? {
+            // What no file system (nor dumpfile) can hold.
+            if name.is_empty() || name.contains(&0) || name.len() > 255 {
+                return Err(ReadError::corrupt(
+                    0,
+                    &format!("invalid xattr name '{}'", name.escape_ascii()),
+                ));
+            }
             apply_xattr(&mut inode, name, value);
         }
         Ok(inode)
@@ -441,7 +469,15 @@ fn parse_dirents(data: &[u8]) -> Result<Vec<(Vec<u8>, u64)>, ReadError> {
             if start < table || end <= start || end > block.len() {
                 return Err(ReadError::corrupt(0, "invalid directory entry name"));
             }
-            out.push((block[start..end].to_vec(), d.nid.get()));
+            let name = &block[start..end];
+            // What no file system (nor dumpfile) can hold.
+            if name.len() > crate::tree::MAX_NAME_LEN || name.contains(&b'/') || name.contains(&0) {
+                return Err(ReadError::corrupt(
+                    0,
+                    &format!("invalid directory entry name '{}'", name.escape_ascii()),
+                ));
+            }
+            out.push((name.to_vec(), d.nid.get()));
         }
     }
     Ok(out)
