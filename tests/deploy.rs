@@ -795,3 +795,61 @@ fn killed_deploys_leave_a_bootable_consistent_set() {
         "{out}"
     );
 }
+
+/// Two deploys, a commit and a prune at once, several times: all
+/// succeed, serialized by the locks, and the result checks clean.
+#[test]
+fn concurrent_deploys_commits_and_prunes_serialize() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[("a.conf", "a\n")]);
+    s.commit("os", &src, Some("key.sec"));
+    s.deploy("os");
+    for round in 2..5 {
+        os_tree(&src, &round.to_string(), &[("a.conf", "a\n")]);
+        let spawn = |args: &[&str]| {
+            sealtree()
+                .env("SEALTREE_REPO", s.repo())
+                .env("SEALTREE_SYSROOT", s.root())
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let key = s.p("key.sec");
+        let tree = src.to_str().unwrap().to_string();
+        let children = vec![
+            spawn(&["admin", "--cmdline", "/dev/null", "deploy", "os"]),
+            spawn(&["commit", "-b", "os", "--tree", &tree, "--sign-key", &key]),
+            spawn(&["prune"]),
+            spawn(&["admin", "--cmdline", "/dev/null", "deploy", "os"]),
+            spawn(&["prune"]),
+        ];
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // Every deployment verifies; the store is whole.
+    for d in s.status(None) {
+        assert_eq!(d["signature"]["state"], "valid");
+        let image = s
+            .root()
+            .join("sealtree/deploy")
+            .join(d["id"].as_str().unwrap())
+            .join("image.cfs");
+        let digest = sealtree::fsverity::digest_bytes(&fs::read(image).unwrap());
+        assert_eq!(hex::encode(digest), d["image_digest"].as_str().unwrap());
+    }
+    let out = s.ok(&["fsck"]);
+    assert!(
+        !out.contains("corrupt") && !out.contains("missing"),
+        "{out}"
+    );
+    assert_eq!(s.order().len(), 7);
+}

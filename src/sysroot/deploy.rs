@@ -59,6 +59,9 @@ pub fn deploy(
 ) -> Result<Deployed, SysrootError> {
     let _lock = sysroot.lock()?;
     let repo = sysroot.repo();
+    // Also the store's: a prune must not remove what is being deployed
+    // (local /etc files enter the store here). Always sysroot, then repo.
+    let _repo_lock = repo.lock()?;
     let history = repo.history()?;
     let commit = history.resolve(spec)?;
     let meta = history.info(commit)?.meta;
