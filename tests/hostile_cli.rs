@@ -97,7 +97,6 @@ fn malformed_inputs_fail_with_one_line_and_change_nothing() {
     };
     let good_image = fs::read(&image).unwrap();
     let statement = fs::read(repo.join(format!("signatures/{id}.json"))).unwrap();
-    let sig = fs::read(repo.join(format!("signatures/{id}.sig"))).unwrap();
     let gz_garbage = {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(b"this is not a tar archive at all").unwrap();
@@ -392,9 +391,7 @@ fn malformed_inputs_fail_with_one_line_and_change_nothing() {
             assert!(run_in(&client, &a).status.success());
         }
         let pull = args(&["pull", "origin", "os"]);
-        let refs = fs::read(served.join("refs.json")).unwrap();
         let commit_obj = served.join(format!("git/objects/{}/{}", &id[..2], &id[2..]));
-        let commit_bytes = fs::read(&commit_obj).unwrap();
         let responses: Vec<(&str, PathBuf, Option<Vec<u8>>, &str)> = vec![
             (
                 "remote: refs.json not JSON",
@@ -438,7 +435,6 @@ fn malformed_inputs_fail_with_one_line_and_change_nothing() {
                 fs::write(&path, o).unwrap();
             }
         }
-        let _ = (refs, commit_bytes);
         // Unreachable server: the URL is named.
         let mut stopped = nginx;
         stopped.stop();
