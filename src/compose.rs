@@ -117,6 +117,9 @@ pub fn read_dumpfile(path: &Path) -> Result<Tree, ComposeError> {
     })
 }
 
+/// Files being written have this prefix until renamed into place.
+pub const TEMP_PREFIX: &str = ".sealtree-";
+
 /// Write `bytes` to `path` atomically: a temporary file beside it, synced,
 /// then renamed, so `path` holds either its old content or all of the new.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), ComposeError> {
@@ -125,7 +128,7 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), ComposeError> 
         _ => Path::new("."),
     };
     let mut tmp = tempfile::Builder::new()
-        .prefix(".sealtree-")
+        .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
     tmp.write_all(bytes).map_err(io_err(path))?;

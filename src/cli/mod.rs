@@ -601,7 +601,7 @@ fn fsck(repo: &Repo, repair: bool) -> Result<()> {
         println!("repaired: {line}");
     }
     println!(
-        "checked {} objects, {} images, {} commits; {} temporary directories (cleared by the next writer)",
+        "checked {} objects, {} images, {} commits; {} temporary files or directories (cleared by the next writer)",
         r.objects_checked,
         r.images_checked,
         r.commits_checked,

@@ -136,8 +136,43 @@ impl Repo {
         History::open(&self.root.join("git"))
     }
 
-    /// Take the writer lock, waiting for another writer to finish.
+    /// Take the writer lock, waiting for another writer to finish. Any
+    /// temporary file a writer leaves is then from one that died: it goes.
     pub fn lock(&self) -> Result<Flock<File>, RepoError> {
+        let lock = self.lock_only()?;
+        // git's own lock files, left by a writer killed while moving a ref,
+        // would refuse every later update of that ref.
+        let git = self.root.join("git");
+        let mut dirs = vec![git.join("refs")];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "lock") {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        for name in ["packed-refs.lock", "HEAD.lock"] {
+            let _ = fs::remove_file(git.join(name));
+        }
+        for dir in [self.images_dir(), self.root.join("signatures"), self.root.clone()] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_name().as_encoded_bytes().starts_with(crate::compose::TEMP_PREFIX.as_bytes())
+                    && entry.file_type().is_ok_and(|t| t.is_file())
+                {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(lock)
+    }
+
+    fn lock_only(&self) -> Result<Flock<File>, RepoError> {
         let path = self.root.join("lock");
         let file = File::options()
             .create(true)

@@ -146,6 +146,7 @@ pub fn undeploy(sysroot: &Sysroot, id: &str) -> Result<(), SysrootError> {
         let path = sysroot.staged_path();
         fs::remove_file(&path).map_err(io_err(&path))?;
     }
+    let _repo_lock = sysroot.repo().lock()?;
     remove_deployment_files(sysroot, id)
 }
 
@@ -255,17 +256,21 @@ pub fn cleanup(sysroot: &Sysroot) -> Result<CleanupReport, SysrootError> {
     }
     let mut names: Vec<String> = names.into_iter().filter(|n| !live.contains(n)).collect();
     names.sort();
-    for name in names {
-        remove_deployment_files(sysroot, &name)?;
-        if !name.starts_with('.') {
-            report.removed.push(name);
+    {
+        // Deployment refs are the store's: edited under its lock.
+        let _repo_lock = sysroot.repo().lock()?;
+        for name in names {
+            remove_deployment_files(sysroot, &name)?;
+            if !name.starts_with('.') {
+                report.removed.push(name);
+            }
         }
-    }
-    // Refs of deployments that are gone (a deploy that died after its ref).
-    let history = sysroot.repo().history()?;
-    for (id, _) in history.deployment_refs()? {
-        if !live.contains(&id) {
-            history.delete_deployment_ref(&id)?;
+        // Refs of deployments that are gone (a deploy that died after its ref).
+        let history = sysroot.repo().history()?;
+        for (id, _) in history.deployment_refs()? {
+            if !live.contains(&id) {
+                history.delete_deployment_ref(&id)?;
+            }
         }
     }
     report.prune = crate::repo::prune(sysroot.repo(), false)?;

@@ -253,17 +253,29 @@ impl Sysroot {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(lock),
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
             Err((file, _)) => {
                 eprintln!(
                     "sealtree: waiting for another change to {} to finish",
                     self.root.display()
                 );
                 Flock::lock(file, FlockArg::LockExclusive)
-                    .map_err(|(_, e)| io_err(&path)(io::Error::from(e)))
+                    .map_err(|(_, e)| io_err(&path)(io::Error::from(e)))?
+            }
+        };
+        // Temporary files now are from a writer that died.
+        if let Ok(entries) = fs::read_dir(self.base()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name.as_encoded_bytes().starts_with(crate::compose::TEMP_PREFIX.as_bytes())
+                    && entry.file_type().is_ok_and(|t| t.is_file())
+                {
+                    let _ = fs::remove_file(entry.path());
+                }
             }
         }
+        Ok(lock)
     }
 
     /// Make everything written so far durable (the boot partition too,
