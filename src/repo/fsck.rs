@@ -90,7 +90,10 @@ pub fn fsck(repo: &Repo, repair: bool) -> Result<FsckReport, RepoError> {
         let name = entry.file_name();
         let Some(d) = fsverity::parse_hex(name.as_encoded_bytes()) else {
             // A writer's temporary file (the next writer removes it).
-            if name.as_encoded_bytes().starts_with(crate::compose::TEMP_PREFIX.as_bytes()) {
+            if name
+                .as_encoded_bytes()
+                .starts_with(crate::compose::TEMP_PREFIX.as_bytes())
+            {
                 report.temporary.push(entry.path());
             } else {
                 report.strays.push(entry.path());

@@ -157,12 +157,19 @@ impl Repo {
         for name in ["packed-refs.lock", "HEAD.lock"] {
             let _ = fs::remove_file(git.join(name));
         }
-        for dir in [self.images_dir(), self.root.join("signatures"), self.root.clone()] {
+        for dir in [
+            self.images_dir(),
+            self.root.join("signatures"),
+            self.root.clone(),
+        ] {
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
             for entry in entries.flatten() {
-                if entry.file_name().as_encoded_bytes().starts_with(crate::compose::TEMP_PREFIX.as_bytes())
+                if entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(crate::compose::TEMP_PREFIX.as_bytes())
                     && entry.file_type().is_ok_and(|t| t.is_file())
                 {
                     let _ = fs::remove_file(entry.path());

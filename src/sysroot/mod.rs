@@ -268,7 +268,9 @@ impl Sysroot {
         if let Ok(entries) = fs::read_dir(self.base()) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                if name.as_encoded_bytes().starts_with(crate::compose::TEMP_PREFIX.as_bytes())
+                if name
+                    .as_encoded_bytes()
+                    .starts_with(crate::compose::TEMP_PREFIX.as_bytes())
                     && entry.file_type().is_ok_and(|t| t.is_file())
                 {
                     let _ = fs::remove_file(entry.path());
