@@ -450,3 +450,39 @@ fn admin_upgrade_pulls_and_stages_the_booted_branch() {
     assert_eq!(deps[1]["commit"], second.as_str());
     assert_eq!(deps[1]["signature"]["state"], "valid");
 }
+
+/// A commit pulled complete, then left without a ref and pruned, comes
+/// back as the parent of the next pull: it is known to be history only,
+/// and the store checks clean. (Found by tests/crash.rs.)
+#[test]
+fn a_pruned_unreferenced_commit_returns_as_history_only() {
+    let Some(p) = Pair::new() else { return };
+    let src = p.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..10 {
+        write(&src.join(format!("f{i}")), 5_000 + i, i as u8);
+    }
+    let first = p.publish(&src);
+    let nginx = Nginx::start(&p.path("server"), "");
+    p.add_remote(&nginx.url(), "key.pub");
+    p.ok("client", &["pull", "origin", "os"]);
+    // The ref goes (as if a pull died before setting it); prune takes
+    // the commit's objects.
+    let status = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(p.path("client/git"))
+        .args(["update-ref", "-d", "refs/remotes/origin/os"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    p.ok("client", &["prune"]);
+    assert!(p.client_objects().is_empty());
+    for i in 0..3 {
+        write(&src.join(format!("f{i}")), 6_000, 100 + i as u8);
+    }
+    p.publish(&src);
+    p.ok("client", &["pull", "origin", "os"]);
+    let fsck = p.ok("client", &["fsck"]);
+    assert!(!fsck.contains("missing"), "{fsck}");
+    assert!(p.path(&format!("client/partial/{first}")).exists());
+}

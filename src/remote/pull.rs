@@ -171,10 +171,15 @@ pub fn pull(
         crate::compose::write_file_atomic(&image_path, &image.bytes).map_err(RepoError::from)?;
     }
     repo.store_statement(commit, &text, &sig)?;
+    repo.sync()?;
+    if previous != Some(commit) {
+        history.set_remote_ref(&remote.name, branch, commit, previous)?;
+    }
+    repo.sync()?;
+    // Complete only once a ref holds it: a complete commit that no ref
+    // named could lose its objects to prune, then come back as an
+    // ancestor of a later pull, unchecked.
     repo.set_partial(commit, false)?;
-    repo.sync()?;
-    history.set_remote_ref(&remote.name, branch, commit, previous)?;
-    repo.sync()?;
     Ok(report)
 }
 
@@ -189,6 +194,9 @@ fn fetch_history(repo: &Repo, fetcher: &Fetcher, tip: ObjectId) -> Result<Tree, 
     let mut next = Some(tip);
     while let Some(id) = next.take() {
         if history.has_object(id) {
+            if id != tip {
+                mark_incomplete_history(repo, id)?;
+            }
             break;
         }
         let commit = fetch_git(fetcher, id, gix::objs::Kind::Commit)?;
@@ -216,6 +224,36 @@ fn fetch_history(repo: &Repo, fetcher: &Fetcher, tip: ObjectId) -> Result<Tree, 
         history.write_raw(gix::objs::Kind::Commit, &commit)?;
     }
     Ok(repo.tree(tip)?)
+}
+
+/// The history a pull builds on is here, but its content need not be: a
+/// commit no ref held may have lost objects to prune. Such commits (from
+/// `start` back to one a ref protects) are marked partial, so nothing
+/// takes them for complete.
+fn mark_incomplete_history(repo: &Repo, start: ObjectId) -> Result<(), RemoteError> {
+    let history = repo.history()?;
+    let protected: HashSet<ObjectId> = history.reachable(&[])?.into_iter().collect();
+    let present = repo
+        .objects()
+        .digests()
+        .map_err(|e| RemoteError::Invalid(format!("{}: {e}", repo.objects().root().display())))?;
+    let mut next = Some(start);
+    while let Some(id) = next.take() {
+        if !history.has_object(id) || repo.is_partial(id) {
+            break;
+        }
+        let complete = needed_objects(&repo.tree(id)?)
+            .iter()
+            .all(|d| present.contains(d));
+        if complete && protected.contains(&id) {
+            break;
+        }
+        if !complete {
+            repo.set_partial(id, true)?;
+        }
+        next = history.info(id)?.parents.first().copied();
+    }
+    Ok(())
 }
 
 fn git_url(fetcher: &Fetcher, id: ObjectId) -> String {
