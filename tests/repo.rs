@@ -496,7 +496,7 @@ fn killed_commits_leave_the_repository_consistent() {
     }
     repo.commit_tree("os", &src);
     let fsck = repo.ok(&["fsck"]);
-    assert!(fsck.contains("0 temporary directories"), "{fsck}");
+    assert!(fsck.contains("0 temporary files or directories"), "{fsck}");
 }
 
 #[test]
