@@ -6,6 +6,7 @@ pub mod compose;
 pub mod dumpfile;
 pub mod erofs;
 pub mod fsverity;
+pub mod lockfile;
 pub mod objects;
 pub mod remote;
 pub mod repo;

@@ -208,16 +208,7 @@ impl Staging<'_> {
     /// the way; returns its digest and length. Content the store or this
     /// staging area already has is dropped again.
     pub fn add_reader(&self, reader: &mut impl io::Read) -> io::Result<(Digest, u64)> {
-        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path())?;
-        let (digest, len) = {
-            let mut hashing = HashingWriter {
-                inner: io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut()),
-                hasher: fsverity::Hasher::default(),
-            };
-            io::copy(reader, &mut hashing)?;
-            io::Write::flush(&mut hashing.inner)?;
-            hashing.hasher.finalize()
-        };
+        let (tmp, digest, len) = self.write_hashed(reader)?;
         self.stage_file(tmp, digest)?;
         Ok((digest, len))
     }
@@ -231,6 +222,20 @@ impl Staging<'_> {
         reader: &mut impl io::Read,
         expected: &Digest,
     ) -> io::Result<Result<u64, Digest>> {
+        let (tmp, digest, len) = self.write_hashed(reader)?;
+        if &digest != expected {
+            return Ok(Err(digest));
+        }
+        self.stage_file(tmp, digest)?;
+        Ok(Ok(len))
+    }
+
+    /// Copy `reader` into a temporary file of the staging area, hashing on
+    /// the way: the file, its digest and length.
+    fn write_hashed(
+        &self,
+        reader: &mut impl io::Read,
+    ) -> io::Result<(tempfile::NamedTempFile, Digest, u64)> {
         let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path())?;
         let (digest, len) = {
             let mut hashing = HashingWriter {
@@ -241,11 +246,7 @@ impl Staging<'_> {
             io::Write::flush(&mut hashing.inner)?;
             hashing.hasher.finalize()
         };
-        if &digest != expected {
-            return Ok(Err(digest));
-        }
-        self.stage_file(tmp, digest)?;
-        Ok(Ok(len))
+        Ok((tmp, digest, len))
     }
 
     /// Stage a written temporary file under `digest` (its content's),

@@ -19,21 +19,6 @@ use common::nginx::Nginx;
 use common::*;
 use serde_json::Value;
 
-/// xorshift64*: reproducible from the seed, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 struct World {
     dir: tempfile::TempDir,
 }
@@ -249,7 +234,7 @@ fn kill_9_at_random_moments_never_corrupts() {
             w.ok("server", &["publish"]);
         }
         let before = check_deployments(&w).unwrap_or_else(|e| panic!("run {run}, before: {e}"));
-        let op = rng.below(6) as usize;
+        let op = rng.below(6);
         per_op[op] += 1;
         let src_s = w.s("src");
         let key_s = w.s("k.sec");
@@ -267,7 +252,7 @@ fn kill_9_at_random_moments_never_corrupts() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.below(80_000)));
+        std::thread::sleep(Duration::from_micros(rng.below(80_000) as u64));
         if child.try_wait().unwrap().is_some() {
             finished += 1;
         }

@@ -4,22 +4,8 @@
 
 mod common;
 
+use common::Rng;
 use sealtree::{dumpfile, erofs, erofs::ImageOptions};
-
-/// xorshift64*: a small deterministic generator for mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 const SAMPLE: &[u8] = b"/ 4096 40755 2 0 0 0 1633950376.0 - - - trusted.foo1=bar-1 user.foo2=bar-2
 /blockdev 0 60777 1 0 0 107690 1633950376.0 - - - trusted.bar=bar-2

@@ -135,7 +135,18 @@ impl History {
         new: ObjectId,
         old: Option<ObjectId>,
     ) -> Result<(), RepoError> {
-        let name = branch_ref(branch)?;
+        self.update_ref(&branch_ref(branch)?, new, old, "sealtree commit")
+    }
+
+    /// Point the ref `name` at `new`, provided it still points at `old`
+    /// (or does not exist when `old` is `None`).
+    fn update_ref(
+        &self,
+        name: &str,
+        new: ObjectId,
+        old: Option<ObjectId>,
+        message: &str,
+    ) -> Result<(), RepoError> {
         let expected = match old {
             Some(old) => PreviousValue::MustExistAndMatch(Target::Object(old)),
             None => PreviousValue::MustNotExist,
@@ -146,12 +157,12 @@ impl History {
                     log: LogChange {
                         mode: RefLog::AndReference,
                         force_create_reflog: false,
-                        message: "sealtree commit".into(),
+                        message: message.into(),
                     },
                     expected,
                     new: Target::Object(new),
                 },
-                name: name.as_str().try_into().map_err(git_err)?,
+                name: name.try_into().map_err(git_err)?,
                 deref: false,
             })
             .map_err(git_err)?;
@@ -307,27 +318,7 @@ impl History {
         new: ObjectId,
         old: Option<ObjectId>,
     ) -> Result<(), RepoError> {
-        let name = remote_ref(remote, branch)?;
-        let expected = match old {
-            Some(old) => PreviousValue::MustExistAndMatch(Target::Object(old)),
-            None => PreviousValue::MustNotExist,
-        };
-        self.repo
-            .edit_reference(RefEdit {
-                change: Change::Update {
-                    log: LogChange {
-                        mode: RefLog::AndReference,
-                        force_create_reflog: false,
-                        message: "sealtree pull".into(),
-                    },
-                    expected,
-                    new: Target::Object(new),
-                },
-                name: name.as_str().try_into().map_err(git_err)?,
-                deref: false,
-            })
-            .map_err(git_err)?;
-        Ok(())
+        self.update_ref(&remote_ref(remote, branch)?, new, old, "sealtree pull")
     }
 
     pub fn has_object(&self, id: ObjectId) -> bool {

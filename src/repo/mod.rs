@@ -27,7 +27,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 pub use checkout::{checkout, materialize};
 pub use commit::{commit, CommitOptions, CommitSource, Committed};
@@ -162,42 +162,18 @@ impl Repo {
             self.root.join("signatures"),
             self.root.clone(),
         ] {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if entry
-                    .file_name()
-                    .as_encoded_bytes()
-                    .starts_with(crate::compose::TEMP_PREFIX.as_bytes())
-                    && entry.file_type().is_ok_and(|t| t.is_file())
-                {
-                    let _ = fs::remove_file(entry.path());
-                }
-            }
+            crate::lockfile::remove_temporaries(&dir);
         }
         Ok(lock)
     }
 
     fn lock_only(&self) -> Result<Flock<File>, RepoError> {
         let path = self.root.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(lock),
-            Err((file, _)) => {
-                eprintln!(
-                    "sealtree: waiting for another writer to finish with {}",
-                    self.root.display()
-                );
-                Flock::lock(file, FlockArg::LockExclusive)
-                    .map_err(|(_, e)| io_err(&path)(io::Error::from(e)))
-            }
-        }
+        crate::lockfile::lock_waiting(
+            &path,
+            &format!("another writer to finish with {}", self.root.display()),
+        )
+        .map_err(io_err(&path))
     }
 
     /// Make everything written to the repository's filesystem durable.

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
 
-use super::entries::{self, BootEntry, BOOT_TRIES};
+use super::entries::{self, write_synced, BootEntry, BOOT_TRIES};
 use super::etc_merge::{self, Side};
 use super::{io_err, write_atomic, DeploymentInfo, Sysroot, SysrootError};
 use crate::erofs::{self, ImageOptions};
@@ -470,12 +470,6 @@ fn copy_out(sysroot: &Sysroot, tree: &Tree, id: InodeId, dest: &Path) -> Result<
         (None, None) => {}
     }
     out.sync_all().map_err(io_err(dest))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SysrootError> {
-    let mut f = File::create(path).map_err(io_err(path))?;
-    f.write_all(bytes).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))
 }
 
 /// Boot entries name files relative to the boot partition: `/boot/...`

@@ -201,7 +201,7 @@ pub fn bless(boot: &Path, id: &str) -> Result<bool, SysrootError> {
     Ok(false)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SysrootError> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SysrootError> {
     let mut f = File::create(path).map_err(io_err(path))?;
     f.write_all(bytes).map_err(io_err(path))?;
     f.sync_all().map_err(io_err(path))

@@ -24,7 +24,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
 pub use admin::{
@@ -247,36 +247,13 @@ impl Sysroot {
     /// a time; a second waits.
     pub fn lock(&self) -> Result<Flock<File>, SysrootError> {
         let path = self.base().join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((file, _)) => {
-                eprintln!(
-                    "sealtree: waiting for another change to {} to finish",
-                    self.root.display()
-                );
-                Flock::lock(file, FlockArg::LockExclusive)
-                    .map_err(|(_, e)| io_err(&path)(io::Error::from(e)))?
-            }
-        };
+        let lock = crate::lockfile::lock_waiting(
+            &path,
+            &format!("another change to {} to finish", self.root.display()),
+        )
+        .map_err(io_err(&path))?;
         // Temporary files now are from a writer that died.
-        if let Ok(entries) = fs::read_dir(self.base()) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                if name
-                    .as_encoded_bytes()
-                    .starts_with(crate::compose::TEMP_PREFIX.as_bytes())
-                    && entry.file_type().is_ok_and(|t| t.is_file())
-                {
-                    let _ = fs::remove_file(entry.path());
-                }
-            }
-        }
+        crate::lockfile::remove_temporaries(&self.base());
         Ok(lock)
     }
 
