@@ -54,7 +54,7 @@ impl World {
 const LOCAL: &str = "sysroot/sealtree/repo";
 
 fn os_tree(dir: &Path, version: u64) {
-    for d in ["usr/lib/modules/6.12.0", "usr/etc", "usr/share"] {
+    for d in ["usr/lib/modules/6.12.0", "usr/etc", "usr/share", "sysroot"] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
     fs::write(dir.join("usr/lib/modules/6.12.0/vmlinuz"), "kernel").unwrap();

@@ -153,6 +153,19 @@ impl TestSysroot {
     }
 }
 
+/// Every path under `dir`, not following symlinks.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -172,6 +185,7 @@ fn os_tree(dir: &Path, version: &str, etc: &[(&str, &str)]) {
     fs::create_dir_all(&modules).unwrap();
     fs::create_dir_all(dir.join("usr/bin")).unwrap();
     fs::create_dir_all(dir.join("usr/etc")).unwrap();
+    fs::create_dir_all(dir.join("sysroot")).unwrap();
     write(&modules.join("vmlinuz"), 200_000, 1);
     fs::write(
         modules.join("initramfs.img"),
@@ -313,56 +327,64 @@ fn two_signed_deployments_status_and_rollback() {
         serde_json::json!(["root=/dev/vda", format!("sealtree={d2}")])
     );
 
-    // The entries: counters in the names, kernel and initramfs in place.
+    // The entries: one file each, generation and counter in the name as
+    // systemd-boot expects, the default with the highest version.
     assert_eq!(
         s.entry_files(),
         sorted(vec![
-            format!("sealtree-{d1}+3.conf"),
-            format!("sealtree-{d2}+3.conf")
+            format!("sealtree-{d1}-1+3.conf"),
+            format!("sealtree-{d2}-2+3.conf")
         ])
     );
     let entry = fs::read_to_string(
         s.root()
-            .join(format!("boot/loader/entries/sealtree-{d2}+3.conf")),
+            .join(format!("boot/loader/entries/sealtree-{d2}-2+3.conf")),
     )
     .unwrap();
-    assert!(
-        entry.contains(&format!("linux /boot/sealtree/{d2}/vmlinuz")),
-        "{entry}"
-    );
-    assert!(
-        entry.contains(&format!("options root=/dev/vda sealtree={d2}")),
-        "{entry}"
-    );
+    for line in [
+        format!("linux /boot/sealtree/{d2}/vmlinuz"),
+        format!("options root=/dev/vda sealtree={d2}"),
+        "version 2".to_string(),
+        "sort-key sealtree".to_string(),
+    ] {
+        assert!(entry.contains(&line), "{line} not in {entry}");
+    }
+    // No default in loader.conf: the order decides, so boot counting can
+    // skip a failed entry.
     let loader_conf = fs::read_to_string(s.root().join("boot/loader/loader.conf")).unwrap();
-    assert!(
-        loader_conf.contains(&format!("default sealtree-{d2}*")),
-        "{loader_conf}"
-    );
+    assert_eq!(loader_conf, "timeout 3\n");
+    // No symlinks anywhere under boot/ (a vfat ESP has none).
+    for e in walk(&s.root().join("boot")) {
+        assert!(!e.is_symlink(), "symlink {}", e.display());
+    }
     assert_eq!(
         fs::read(s.root().join(format!("boot/sealtree/{d2}/initramfs.img"))).unwrap(),
         b"initramfs 2\n"
     );
 
+    // Rollback writes the old deployment's entry anew above the other,
+    // keeping its counter, and removes the old file.
     let out = s.admin_ok(&["rollback"]);
     assert!(out.contains(&d1), "{out}");
     assert_eq!(s.order(), vec![d1.clone(), d2.clone()]);
-    let loader_conf = fs::read_to_string(s.root().join("boot/loader/loader.conf")).unwrap();
-    assert!(
-        loader_conf.contains(&format!("default sealtree-{d1}*")),
-        "{loader_conf}"
+    assert_eq!(
+        s.entry_files(),
+        sorted(vec![
+            format!("sealtree-{d1}-3+3.conf"),
+            format!("sealtree-{d2}-2+3.conf")
+        ])
     );
     s.admin_ok(&["rollback"]);
     assert_eq!(s.order(), vec![d2.clone(), d1.clone()]);
 
-    // Blessing the booted entry drops its counter.
+    // Blessing the booted entry drops its counter, by a rename.
     let out = s.admin_booted(Some(&d2), &["bless"]);
     assert!(out.status.success());
     assert_eq!(
         s.entry_files(),
         sorted(vec![
-            format!("sealtree-{d1}+3.conf"),
-            format!("sealtree-{d2}.conf")
+            format!("sealtree-{d1}-3+3.conf"),
+            format!("sealtree-{d2}-4.conf")
         ])
     );
     assert_eq!(s.status(None)[0]["tries_left"], Value::Null);
@@ -576,7 +598,7 @@ fn staged_deployment_switches_at_finalize() {
     assert_eq!(status[0]["default"], true);
     assert_eq!(status[1]["id"], d2.as_str());
     assert_eq!(status[1]["staged"], true);
-    assert_eq!(s.entry_files(), vec![format!("sealtree-{d1}+3.conf")]);
+    assert_eq!(s.entry_files(), vec![format!("sealtree-{d1}-1+3.conf")]);
     let out = s.admin_booted(Some(&d1), &["finalize-staged"]);
     assert!(out.status.success());
     assert_eq!(s.order(), vec![d2.clone(), d1.clone()]);
@@ -852,4 +874,152 @@ fn concurrent_deploys_commits_and_prunes_serialize() {
         "{out}"
     );
     assert_eq!(s.order().len(), 7);
+}
+
+/// What systemd-boot does to an entry on each boot that never reaches
+/// boot-complete: `+3` -> `+2-1` -> `+1-2` -> `+0-3`.
+fn loader_counts_failed_boots(s: &TestSysroot, id: &str, boots: u32) {
+    let dir = s.root().join("boot/loader/entries");
+    for _ in 0..boots {
+        let name = s
+            .entry_files()
+            .into_iter()
+            .find(|n| n.starts_with(&format!("sealtree-{id}-")))
+            .unwrap();
+        let (stem, counter) = name.trim_end_matches(".conf").split_once('+').unwrap();
+        let (left, done) = counter.split_once('-').unwrap_or((counter, "0"));
+        let (left, done): (u32, u32) = (left.parse().unwrap(), done.parse().unwrap());
+        let next = format!("{stem}+{}-{}.conf", left - 1, done + 1);
+        fs::rename(dir.join(&name), dir.join(next)).unwrap();
+    }
+}
+
+#[test]
+fn failed_boot_tries_fall_back_to_the_previous_deployment() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    let d1 = s.deploy("os");
+    s.admin_booted(Some(&d1), &["bless"]);
+    os_tree(&src, "2", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    let d2 = s.deploy("os");
+    assert_eq!(s.order(), vec![d2.clone(), d1.clone()]);
+
+    // Two failed boots: still the default, with one try left.
+    loader_counts_failed_boots(&s, &d2, 2);
+    let status = s.status(None);
+    assert_eq!(status[0]["id"], d2.as_str());
+    assert_eq!(status[0]["tries_left"], 1);
+    assert_eq!(status[0]["tries_done"], 2);
+    assert_eq!(status[0]["failed"], false);
+    // The third: the loader skips it, the previous one is the default.
+    loader_counts_failed_boots(&s, &d2, 1);
+    let status = s.status(None);
+    assert_eq!(status[0]["id"], d1.as_str());
+    assert_eq!(status[0]["default"], true);
+    assert_eq!(status[1]["id"], d2.as_str());
+    assert_eq!(status[1]["failed"], true);
+    assert_eq!(status[1]["default"], false);
+    let text = s.admin_ok(&["status"]);
+    assert!(
+        text.contains(&format!(
+            "deployment {d2} failed its boot tries; the loader now boots {d1}"
+        )),
+        "{text}"
+    );
+    // Nothing to roll back to that could boot.
+    let out = s.admin_booted(Some(&d1), &["rollback"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // A new deployment leaves the others' files alone (counters included).
+    let before = s.entry_files();
+    os_tree(&src, "3", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    let d3 = s.deploy("os");
+    let after = s.entry_files();
+    assert!(
+        before.iter().all(|f| after.contains(f)),
+        "{before:?} {after:?}"
+    );
+    assert_eq!(after.len(), 3);
+    assert_eq!(s.order(), vec![d3, d1, d2]);
+}
+
+#[test]
+fn plain_distribution_tree_deploys_as_it_is() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    // Debian's layout: /etc (no usr/etc), the kernel in /boot, a /var.
+    for d in [
+        "etc/default",
+        "boot",
+        "usr/lib/modules/6.12.0-9-amd64/kernel",
+        "var/lib/dpkg",
+        "sysroot",
+    ] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    fs::write(src.join("etc/hostname"), "debian\n").unwrap();
+    fs::write(src.join("etc/default/grub"), "x\n").unwrap();
+    write(&src.join("boot/vmlinuz-6.12.0-9-amd64"), 100_000, 7);
+    fs::write(
+        src.join("boot/initrd.img-6.12.0-9-amd64"),
+        "debian initrd\n",
+    )
+    .unwrap();
+    fs::write(src.join("var/lib/dpkg/status"), "Package: base-files\n").unwrap();
+    s.commit("debian", &src, Some("key.sec"));
+    let d1 = s.deploy("debian");
+    let status = s.status(None);
+    assert_eq!(status[0]["kernel"], "6.12.0-9-amd64");
+    assert_eq!(
+        fs::read(s.root().join(format!("boot/sealtree/{d1}/initramfs.img"))).unwrap(),
+        b"debian initrd\n"
+    );
+    let deployed = s.root().join(format!("sealtree/deploy/{d1}"));
+    assert_eq!(
+        fs::read_to_string(deployed.join("etc/hostname")).unwrap(),
+        "debian\n"
+    );
+    // /var seeded from the commit on the first deploy.
+    let var = s.root().join("sealtree/var");
+    assert_eq!(
+        fs::read_to_string(var.join("lib/dpkg/status")).unwrap(),
+        "Package: base-files\n"
+    );
+
+    // A local /etc edit and /var state survive the next deploy; the new
+    // commit's /var does not overwrite the machine's.
+    fs::write(deployed.join("etc/hostname"), "mybox\n").unwrap();
+    fs::write(var.join("lib/dpkg/status"), "Package: local\n").unwrap();
+    fs::write(src.join("var/lib/dpkg/status"), "Package: new\n").unwrap();
+    fs::write(src.join("etc/default/grub"), "y\n").unwrap();
+    s.commit("debian", &src, Some("key.sec"));
+    let d2 = s.deploy("debian");
+    let deployed2 = s.root().join(format!("sealtree/deploy/{d2}"));
+    assert_eq!(
+        fs::read_to_string(deployed2.join("etc/hostname")).unwrap(),
+        "mybox\n"
+    );
+    assert_eq!(
+        fs::read_to_string(deployed2.join("etc/default/grub")).unwrap(),
+        "y\n"
+    );
+    assert_eq!(
+        fs::read_to_string(var.join("lib/dpkg/status")).unwrap(),
+        "Package: local\n"
+    );
+
+    // A tree without /sysroot cannot become a root: refused, named.
+    fs::remove_dir(src.join("sysroot")).unwrap();
+    let c = s.commit("debian", &src, Some("key.sec"));
+    let out = s.admin_booted(None, &["deploy", "debian"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&c) && err.contains("no /sysroot directory"),
+        "{err}"
+    );
 }

@@ -1,7 +1,9 @@
 //! Pulls from a real nginx on 127.0.0.1 serving a published repository:
 //! first pull and checkout, an update fetching only what changed, a pull
 //! interrupted by stopping nginx and resumed, a corrupted object, an
-//! untrusted signature, and `admin upgrade`.
+//! untrusted signature, and `admin upgrade`. Then the same from a local
+//! directory (`file://` URLs and plain paths), as for offline updates
+//! from a USB stick.
 
 mod common;
 
@@ -25,6 +27,11 @@ impl Pair {
             missing("nginx (apt-get install nginx)");
             return None;
         }
+        Some(Pair::offline())
+    }
+
+    /// The same, for pulls that need no server.
+    fn offline() -> Pair {
         let p = Pair {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -52,7 +59,12 @@ impl Pair {
                 &p.s("other.pub"),
             ],
         );
-        Some(p)
+        p
+    }
+
+    /// `file://` and the absolute path of `rel`.
+    fn file_url(&self, rel: &str) -> String {
+        format!("file://{}", self.s(rel))
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -376,7 +388,7 @@ fn an_untrusted_signature_stops_the_pull_before_any_content() {
 fn admin_upgrade_pulls_and_stages_the_booted_branch() {
     let Some(p) = Pair::new() else { return };
     let src = p.path("src");
-    for d in ["usr/lib/modules/6.12.0", "usr/etc", "usr/bin"] {
+    for d in ["usr/lib/modules/6.12.0", "usr/etc", "usr/bin", "sysroot"] {
         fs::create_dir_all(src.join(d)).unwrap();
     }
     fs::write(src.join("usr/lib/modules/6.12.0/vmlinuz"), "kernel").unwrap();
@@ -485,4 +497,274 @@ fn a_pruned_unreferenced_commit_returns_as_history_only() {
     let fsck = p.ok("client", &["fsck"]);
     assert!(!fsck.contains("missing"), "{fsck}");
     assert!(p.path(&format!("client/partial/{first}")).exists());
+}
+
+/// Copy a repository as a USB stick would carry it.
+fn copy_repo(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+/// The name of the object holding `file`'s content.
+fn object_name(file: &Path) -> String {
+    hex::encode(sealtree::fsverity::digest_bytes(&fs::read(file).unwrap()))
+}
+
+#[test]
+fn a_file_url_remote_pulls_into_an_empty_repository_and_checks_out_the_source() {
+    if !is_root() {
+        return missing("root, to create devices and owners in the tree");
+    }
+    let p = Pair::offline();
+    let src = p.path("src");
+    make_tree(&src);
+    let id = p.publish(&src);
+    let url = p.file_url("server");
+    p.add_remote(&url, "key.pub");
+    assert_eq!(
+        p.ok("client", &["remote", "list"]),
+        format!("origin {url}\n")
+    );
+    let out = p.ok("client", &["pull", "origin", "os"]);
+    assert!(out.contains(&id), "{out}");
+    assert!(!p.client_objects().is_empty());
+    let checkout = p.path("checkout");
+    p.ok(
+        "client",
+        &["checkout", "origin/os", checkout.to_str().unwrap()],
+    );
+    assert_same_tree(&src, &checkout);
+    assert_eq!(
+        p.ok("client", &["show", "origin/os"])
+            .lines()
+            .next()
+            .unwrap(),
+        format!("commit {id}")
+    );
+    let fsck = p.ok("client", &["fsck"]);
+    assert!(
+        !fsck.contains("missing") && !fsck.contains("corrupt"),
+        "{fsck}"
+    );
+    p.ok(
+        "client",
+        &["verify", "origin/os", "--trusted", &p.s("key.pub")],
+    );
+}
+
+#[test]
+fn a_file_url_update_fetches_only_the_changed_objects() {
+    let p = Pair::offline();
+    let src = p.path("src");
+    fs::create_dir_all(src.join("usr/share")).unwrap();
+    for i in 0..50 {
+        write(&src.join(format!("usr/share/f{i}")), 10_000 + i, i as u8);
+    }
+    let first = p.publish(&src);
+    let stick = p.path("stick");
+    copy_repo(&p.path("server"), &stick);
+    p.add_remote(&p.file_url("stick"), "key.pub");
+    let out = p.ok("client", &["pull", "origin", "os"]);
+    // 10_000 + 10_001 + ... + 10_049 bytes.
+    assert!(
+        out.contains(&first) && out.contains("50 objects fetched (501225 bytes), 0 already here"),
+        "{out}"
+    );
+    eprintln!("first pull over file://: {}", out.trim());
+
+    for i in [3, 17, 42] {
+        write(&src.join(format!("usr/share/f{i}")), 20_000, 200 + i as u8);
+    }
+    let second = p.publish(&src);
+    // The stick carries the new commit and, of the objects, only the
+    // three changed ones: the update must need no other.
+    let changed: Vec<String> = [3, 17, 42]
+        .iter()
+        .map(|i| object_name(&src.join(format!("usr/share/f{i}"))))
+        .collect();
+    fs::remove_dir_all(&stick).unwrap();
+    copy_repo(&p.path("server"), &stick);
+    let mut removed = 0;
+    for sub in fs::read_dir(stick.join("objects")).unwrap() {
+        let sub = sub.unwrap();
+        let prefix = sub.file_name().to_string_lossy().into_owned();
+        if prefix.starts_with('.') {
+            continue;
+        }
+        for f in fs::read_dir(sub.path()).unwrap() {
+            let f = f.unwrap();
+            let name = format!("{prefix}{}", f.file_name().to_string_lossy());
+            if !changed.contains(&name) {
+                fs::remove_file(f.path()).unwrap();
+                removed += 1;
+            }
+        }
+    }
+    assert_eq!(removed, 50, "47 unchanged and 3 replaced objects");
+    let out = p.ok("client", &["pull", "origin", "os"]);
+    assert!(
+        out.contains(&second) && out.contains("3 objects fetched (60000 bytes), 47 already here"),
+        "{out}"
+    );
+    eprintln!("update over file://: {}", out.trim());
+    let here = p.client_objects();
+    assert_eq!(here.len(), 53);
+    for d in &changed {
+        assert!(here.contains(d), "{d} not fetched");
+    }
+    let out = p.ok("client", &["pull", "origin", "os"]);
+    assert!(
+        out.contains("0 objects fetched (0 bytes), 50 already here"),
+        "{out}"
+    );
+    let checkout = p.path("checkout");
+    p.ok(
+        "client",
+        &["checkout", "origin/os", checkout.to_str().unwrap()],
+    );
+    assert_same_tree(&src, &checkout);
+    let fsck = p.ok("client", &["fsck"]);
+    assert!(!fsck.contains("missing"), "{fsck}");
+}
+
+#[test]
+fn a_corrupted_object_in_a_file_url_remote_is_refused_naming_the_file() {
+    let p = Pair::offline();
+    let src = p.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        write(&src.join(format!("f{i}")), 5_000 + i, i as u8);
+    }
+    let id = p.publish(&src);
+    let hex = object_name(&src.join("f7"));
+    let object = p.path(&format!("server/objects/{}/{}", &hex[..2], &hex[2..]));
+    let original = fs::read(&object).unwrap();
+    let mut bytes = original.clone();
+    bytes[100] ^= 0xff;
+    fs::remove_file(&object).unwrap();
+    fs::write(&object, bytes).unwrap();
+
+    let url = p.file_url("server");
+    p.add_remote(&url, "key.pub");
+    let out = p.run("client", &["pull", "origin", "os"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("{url}/objects/{}/{}: ", &hex[..2], &hex[2..])),
+        "{err}"
+    );
+    assert!(
+        err.contains("has digest") && err.contains("not stored"),
+        "{err}"
+    );
+    let kept = p.client_objects();
+    assert!(!kept.contains(&hex), "the corrupt object entered the store");
+    assert_eq!(p.ok("client", &["refs"]), "", "no ref on a failed pull");
+    assert!(!p.run("client", &["show", "origin/os"]).status.success());
+    assert!(!p.path(&format!("client/signatures/{id}.json")).exists());
+    let fsck = p.ok("client", &["fsck"]);
+    assert!(!fsck.contains("corrupt"), "{fsck}");
+
+    // Repaired, the pull resumes: what was kept is not read again.
+    fs::remove_file(&object).unwrap();
+    fs::write(&object, original).unwrap();
+    let out = p.ok("client", &["pull", "origin", "os"]);
+    assert!(
+        out.contains(&format!("{} objects fetched", 20 - kept.len()))
+            && out.contains(&format!("{} already here", kept.len())),
+        "{out}"
+    );
+    eprintln!(
+        "the failed pull kept {} of 20; resumed: {}",
+        kept.len(),
+        out.trim()
+    );
+    assert_eq!(p.client_objects().len(), 20);
+}
+
+#[test]
+fn a_plain_path_remote_is_stored_as_a_file_url_and_pulls() {
+    let p = Pair::offline();
+    let src = p.path("src");
+    fs::create_dir_all(src.join("etc/app")).unwrap();
+    write(&src.join("etc/app/config"), 3_000, 1);
+    write(&src.join("big"), 200_000, 2);
+    std::os::unix::fs::symlink("etc/app/config", src.join("link")).unwrap();
+    let id = p.publish(&src);
+    let add = |name: &str, url: &str| {
+        sealtree()
+            .current_dir(p.dir.path())
+            .env("SEALTREE_REPO", p.path("client"))
+            .args(["remote", "add", name, url, "--trusted", &p.s("key.pub")])
+            .output()
+            .unwrap()
+    };
+    // A relative path is made absolute, so it must exist.
+    let out = add("origin", "usb stick/repo");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("usb stick/repo"),
+        "{err}"
+    );
+    let out = add("ftp", "ftp://host/repo");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not an http://, https:// or file:// URL"),
+        "{err}"
+    );
+    // An absolute path is taken before the stick is there; the pull
+    // then names the file it misses, and keeps nothing.
+    let out = add("abs", &p.s("usb stick/repo"));
+    assert!(out.status.success());
+    let abs_url = format!("file://{}/usb%20stick/repo", p.dir.path().display());
+    let out = p.run("client", &["pull", "abs", "os"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{abs_url}/refs.json: ")), "{err}");
+    assert!(p.client_objects().is_empty());
+
+    fs::create_dir(p.path("usb stick")).unwrap();
+    copy_repo(&p.path("server"), &p.path("usb stick/repo"));
+    let out = add("origin", "usb stick/repo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let origin_url = format!(
+        "file://{}/usb%20stick/repo",
+        fs::canonicalize(p.dir.path()).unwrap().display()
+    );
+    assert_eq!(
+        p.ok("client", &["remote", "list"]),
+        format!("abs {abs_url}\norigin {origin_url}\n")
+    );
+    let out = p.ok("client", &["pull", "origin", "os"]);
+    assert!(
+        out.contains(&id) && out.contains("2 objects fetched"),
+        "{out}"
+    );
+    let checkout = p.path("checkout");
+    p.ok(
+        "client",
+        &["checkout", "origin/os", checkout.to_str().unwrap()],
+    );
+    assert_same_tree(&src, &checkout);
+    // The absolute path names the same repository now.
+    let out = p.ok("client", &["pull", "abs", "os"]);
+    assert!(
+        out.contains(&id) && out.contains("0 objects fetched (0 bytes), 2 already here"),
+        "{out}"
+    );
 }

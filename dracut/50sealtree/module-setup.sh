@@ -31,7 +31,10 @@ install() {
     inst_multiple -o modprobe
     inst_simple "$moddir/sealtree-prepare-root.service" \
         "$systemdsystemunitdir/sealtree-prepare-root.service"
+    inst_simple "$moddir/sealtree-enable-verity.service" \
+        "$systemdsystemunitdir/sealtree-enable-verity.service"
     $SYSTEMCTL -q --root "$initdir" add-wants initrd-root-fs.target sealtree-prepare-root.service
+    $SYSTEMCTL -q --root "$initdir" add-wants initrd-root-fs.target sealtree-enable-verity.service
     # Keys and policy, built in: the root filesystem is not trusted yet.
     inst_dir /etc/sealtree/trusted.d
     local key

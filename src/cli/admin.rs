@@ -39,6 +39,11 @@ enum AdminCommand {
         #[arg(long, value_name = "ARG")]
         karg: Vec<String>,
     },
+    /// Install the first system: partition a disk (or an image file) with
+    /// an ESP and a root filesystem, or use mounted ones; install
+    /// systemd-boot; initialize the sysroot; pull, verify and deploy the
+    /// first commit; turn fs-verity on.
+    Install(InstallArgs),
     /// Deploy a commit (branch or id) and make it the default.
     Deploy {
         commit: String,
@@ -93,7 +98,94 @@ enum AdminCommand {
     EnableVerity,
 }
 
+#[derive(Args)]
+struct InstallArgs {
+    /// A whole disk or a disk image file: repartitioned, everything on it lost.
+    #[arg(long, value_name = "DEVICE-OR-FILE", conflicts_with_all = ["filesystem", "esp"])]
+    disk: Option<PathBuf>,
+    /// Create the image file with this size when it does not exist (e.g. 4G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    size: Option<u64>,
+    /// A mounted root filesystem to install into (with --esp).
+    #[arg(long, value_name = "DIR", requires = "esp")]
+    filesystem: Option<PathBuf>,
+    /// The mounted EFI System Partition (with --filesystem).
+    #[arg(long, value_name = "DIR", requires = "filesystem")]
+    esp: Option<PathBuf>,
+    /// The repository holding the first commit: a path, or the URL of a
+    /// published repository (http://, https://, file://).
+    #[arg(long, value_name = "REPO-OR-URL")]
+    source: String,
+    /// The branch to install; later upgrades follow it.
+    #[arg(long, value_name = "BRANCH")]
+    branch: String,
+    /// Public keys deployments must be signed by (repeatable).
+    #[arg(long, value_name = "FILE", required = true)]
+    trusted: Vec<PathBuf>,
+    /// Accept unsigned commits later (default: signatures required).
+    #[arg(long)]
+    allow_unsigned: bool,
+    /// A kernel argument (repeatable); a disk install puts root=PARTUUID=… rw first.
+    #[arg(long, value_name = "ARG")]
+    karg: Vec<String>,
+    /// systemd-boot's EFI binary.
+    #[arg(long, value_name = "FILE", default_value = sysroot::DEFAULT_LOADER)]
+    loader: PathBuf,
+    /// Size of the ESP on a disk.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "512M")]
+    esp_size: u64,
+    /// Where a disk install stages the sysroot before writing it.
+    #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
+    workdir: PathBuf,
+}
+
+/// `4G`, `512M`, `100K` or bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("'{s}' is not a size"))?;
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return Err(format!("'{s}': unit must be K, M, G or T")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn install(args: InstallArgs) -> Result<()> {
+    let target = match (args.disk, args.filesystem, args.esp) {
+        (Some(path), None, None) => sysroot::InstallTarget::Disk {
+            path,
+            size: args.size,
+        },
+        (None, Some(root), Some(esp)) => sysroot::InstallTarget::Filesystems { root, esp },
+        _ => anyhow::bail!("give --disk, or --filesystem and --esp"),
+    };
+    let options = sysroot::InstallOptions {
+        target,
+        source: args.source,
+        branch: args.branch,
+        trusted: args.trusted,
+        require_signatures: !args.allow_unsigned,
+        kargs: args.karg,
+        loader: args.loader,
+        esp_size: args.esp_size,
+        workdir: args.workdir,
+    };
+    sysroot::install(&options, &mut |step| println!("install: {step}"))?;
+    Ok(())
+}
+
 pub fn run(args: AdminArgs) -> Result<()> {
+    if let AdminCommand::Install(install_args) = args.command {
+        return install(install_args);
+    }
     if let AdminCommand::Init {
         require_signatures,
         trusted,
@@ -103,6 +195,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
         let config = Config {
             require_signatures: *require_signatures,
             kargs: karg.clone(),
+            boot_partition: None,
         };
         Sysroot::init(&args.sysroot, &config, trusted)?;
         return Ok(());
@@ -113,7 +206,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
         sysroot.set_cmdline(&cmdline);
     }
     match args.command {
-        AdminCommand::Init { .. } => unreachable!("handled above"),
+        AdminCommand::Init { .. } | AdminCommand::Install(_) => unreachable!("handled above"),
         AdminCommand::Deploy {
             commit,
             karg,
@@ -221,6 +314,14 @@ pub fn run(args: AdminArgs) -> Result<()> {
 }
 
 fn print_status(status: &sysroot::Status) {
+    if let Some(d) = status.deployments.iter().find(|d| d.failed) {
+        let now = status.deployments.iter().find(|d| d.default);
+        println!(
+            "deployment {} failed its boot tries; the loader now boots {}",
+            d.id,
+            now.map_or("nothing", |n| n.id.as_str())
+        );
+    }
     for d in &status.deployments {
         let mut marks = Vec::new();
         for (on, mark) in [
@@ -247,8 +348,14 @@ fn print_status(status: &sysroot::Status) {
             SignatureState::Unsigned => println!("    signed  no"),
             SignatureState::Invalid { error } => println!("    signed  INVALID: {error}"),
         }
-        if let Some(tries) = d.tries_left {
-            println!("    tries   {tries} left (not yet blessed)");
+        match (d.tries_left, d.tries_done) {
+            (Some(0), Some(done)) => println!(
+                "    tries   FAILED: {done} boots without reaching boot-complete; the loader skips it"
+            ),
+            (Some(left), Some(done)) => {
+                println!("    tries   {left} left, {done} done (not yet blessed)")
+            }
+            _ => {}
         }
         if !d.kargs.is_empty() {
             println!("    kargs   {}", d.kargs.join(" "));

@@ -142,16 +142,25 @@ struct PrepareRootArgs {
 #[derive(Subcommand)]
 enum RemoteCommand {
     /// Add a remote; its statements must verify against the keys given.
+    ///
+    /// URL is where a published repository is: http:// or https://, or
+    /// a local directory for offline updates (a USB stick, a second disk)
+    /// as file:///absolute/path or as a path (stored as a file:// URL; a
+    /// relative path is made absolute, so it must exist). Pulls from any of
+    /// them are verified alike.
     Add {
         name: String,
+        /// http(s)://HOST/PATH, file:///PATH, or a directory.
+        #[arg(value_name = "URL|DIR")]
         url: String,
         /// A public key file, or a directory of them.
         #[arg(long, value_name = "FILE|DIR")]
         trusted: PathBuf,
-        /// Seconds one request may take.
+        /// Seconds one HTTP request may take.
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
     },
+    /// Remote names and their URLs.
     List,
     Remove {
         name: String,

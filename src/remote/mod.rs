@@ -1,7 +1,10 @@
 //! Remotes: a repository published as plain files by any static HTTP
-//! server, and pulling from it.
+//! server, or a copy of one in a local directory (`file://`: a USB stick
+//! or a second disk, for offline updates), and pulling from it.
 
+mod fetch;
 mod http;
+mod local;
 mod publish;
 mod pull;
 
@@ -10,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use http::{FetchError, Fetcher};
+pub use fetch::{FetchError, Fetcher};
 pub use publish::publish;
 pub use pull::{pull, PullOptions, PullReport};
 
@@ -34,8 +37,9 @@ pub enum RemoteError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
+    /// `http://`, `https://` or `file:///absolute/path`.
     pub url: String,
-    /// Seconds one request may take.
+    /// Seconds one HTTP request may take.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
 }
@@ -69,6 +73,31 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RemoteError + '_ {
     move |e| RemoteError::Invalid(format!("{}: {e}", path.display()))
 }
 
+/// The URL stored for what `remote add` was given: an `http://` or
+/// `https://` URL; a `file://` URL; or a path, stored as a `file://` URL
+/// (a relative one made absolute, so it must exist).
+fn normalize_url(url: &str) -> Result<String, RemoteError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(url.trim_end_matches('/').to_string());
+    }
+    let path = if url.starts_with("file:") {
+        local::parse_file_url(url).map_err(|e| RemoteError::Invalid(format!("{url}: {e}")))?
+    } else if url.is_empty() || url.contains("://") {
+        return Err(RemoteError::Invalid(format!(
+            "{url}: not an http://, https:// or file:// URL, nor a path"
+        )));
+    } else if Path::new(url).is_absolute() {
+        PathBuf::from(url)
+    } else {
+        fs::canonicalize(url).map_err(|e| {
+            RemoteError::Invalid(format!(
+                "{url}: not a URL, and as a relative path it cannot be made absolute: {e}"
+            ))
+        })?
+    };
+    Ok(local::file_url(&path))
+}
+
 /// Add a remote. Its statements must verify against `trusted` (a key
 /// file or a directory of them), which are copied into the repository.
 pub fn add(
@@ -84,11 +113,7 @@ pub fn add(
             "remote '{name}' exists already"
         )));
     }
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(RemoteError::Invalid(format!(
-            "{url}: not an http:// or https:// URL"
-        )));
-    }
+    let url = normalize_url(url)?;
     // Refused before anything is written if they are not keys.
     crate::sign::read_public_keys(trusted)?;
     let tmp = dir.with_file_name(format!(".tmp-{name}"));
@@ -116,7 +141,7 @@ pub fn add(
         fs::copy(&src, &dest).map_err(io(&src))?;
     }
     let config = RemoteConfig {
-        url: url.trim_end_matches('/').to_string(),
+        url,
         timeout_secs: timeout_secs.unwrap_or_else(default_timeout),
     };
     let json = serde_json::to_vec_pretty(&config).expect("config serializes");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use gix::ObjectId;
 use rayon::prelude::*;
 
-use super::http::Fetcher;
+use super::fetch::Fetcher;
 use super::publish::PublishedRefs;
 use super::{Remote, RemoteError};
 use crate::erofs::{self, ImageOptions};
@@ -66,7 +66,7 @@ pub fn pull(
     let fetcher = Fetcher::new(
         &remote.config.url,
         Duration::from_secs(remote.config.timeout_secs),
-    );
+    )?;
     let previous = history.remote_ref(&remote.name, branch)?;
 
     // 1. Refs.

@@ -33,8 +33,13 @@ pub struct DeploymentStatus {
     pub rollback: bool,
     pub pinned: bool,
     pub staged: bool,
-    /// Boot counting: tries left, if the entry is not blessed yet.
+    /// Boot counting: tries left and tries done, if the entry is not
+    /// blessed yet (systemd-boot counts a try as it starts the entry).
     pub tries_left: Option<u32>,
+    pub tries_done: Option<u32>,
+    /// The entry used all its tries without a good boot: the loader now
+    /// skips it.
+    pub failed: bool,
     pub kargs: Vec<String>,
     pub signature: SignatureState,
     pub etc_conflicts: Vec<String>,
@@ -47,6 +52,7 @@ pub struct Status {
 }
 
 pub fn status(sysroot: &Sysroot) -> Result<Status, SysrootError> {
+    sysroot.check_boot_mounted()?;
     let current = entries::read(&sysroot.boot_dir())?;
     let staged = sysroot.staged_id()?;
     let mut out = Vec::new();
@@ -59,11 +65,13 @@ pub fn status(sysroot: &Sysroot) -> Result<Status, SysrootError> {
         let info = sysroot.deployment(&id)?;
         out.push(DeploymentStatus {
             booted: sysroot.booted() == Some(id.as_str()),
-            default: i == 0 && entry.is_some(),
-            rollback: i == 1 && entry.is_some(),
+            default: i == 0 && entry.is_some_and(|e| !e.failed()),
+            rollback: i == 1 && entry.is_some_and(|e| !e.failed()),
             pinned: sysroot.is_pinned(&id),
             staged: entry.is_none(),
             tries_left: entry.and_then(|e| e.tries.map(|t| t.0)),
+            tries_done: entry.and_then(|e| e.tries.map(|t| t.1)),
+            failed: entry.is_some_and(BootEntry::failed),
             kargs: entry.map(|e| e.options.clone()).unwrap_or_default(),
             signature: signature_state(sysroot, &id),
             commit: info.commit,
@@ -109,9 +117,9 @@ fn signature_state(sysroot: &Sysroot, id: &str) -> SignatureState {
 pub fn rollback(sysroot: &Sysroot) -> Result<String, SysrootError> {
     let _lock = sysroot.lock()?;
     let mut current = entries::read(&sysroot.boot_dir())?;
-    if current.len() < 2 {
+    if current.len() < 2 || current[1].failed() {
         return Err(SysrootError::Refused(
-            "there is no rollback deployment".into(),
+            "there is no rollback deployment that can still boot".into(),
         ));
     }
     current.swap(0, 1);

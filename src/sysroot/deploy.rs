@@ -93,6 +93,14 @@ pub fn deploy(
     }
     check_objects(sysroot, &tree)?;
     let (kernel_version, vmlinuz, initramfs) = find_kernel(&tree, commit)?;
+    if !tree
+        .lookup(b"sysroot")
+        .is_some_and(|i| tree.inodes[i].is_dir())
+    {
+        return Err(SysrootError::Refused(format!(
+            "commit {commit} has no /sysroot directory, where the booted system finds the physical root: add an empty one to the tree, as ostree and bootc images have"
+        )));
+    }
 
     let current = entries::read(&sysroot.boot_dir())?;
     let base = sysroot
@@ -138,6 +146,7 @@ pub fn deploy(
     write_synced(&tmp.join("deployment.json"), &json)?;
     let dest = sysroot.deployment_dir(&id);
     fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+    seed_var(sysroot, &tree)?;
 
     // Kernel and initramfs, likewise.
     let kdir = sysroot.kernel_dir(&id);
@@ -326,40 +335,55 @@ fn check_objects(sysroot: &Sysroot, tree: &Tree) -> Result<(), SysrootError> {
     Ok(())
 }
 
-/// The kernel version and the vmlinuz and initramfs.img inodes under
-/// usr/lib/modules/KVER/ (the highest version when there are several).
+/// The kernel version and its kernel and initramfs inodes, the highest
+/// version when there are several. Where the tree keeps them: the kernel
+/// in `usr/lib/modules/KVER/vmlinuz` (bootc, Fedora) or
+/// `boot/vmlinuz-KVER` (Debian); the initramfs beside it as
+/// `initramfs.img`, or `boot/initrd.img-KVER` (Debian) or
+/// `boot/initramfs-KVER.img` (Fedora).
 fn find_kernel(tree: &Tree, commit: ObjectId) -> Result<(String, InodeId, InodeId), SysrootError> {
-    let modules = tree.lookup(b"usr/lib/modules");
-    let mut versions: Vec<&Vec<u8>> = modules
-        .map(|m| {
-            tree.inodes[m]
+    let regular = |path: &[u8]| {
+        tree.lookup(path)
+            .filter(|&i| tree.inodes[i].file_type() == Some(FileType::Regular))
+    };
+    let mut versions: Vec<Vec<u8>> = Vec::new();
+    if let Some(modules) = tree.lookup(b"usr/lib/modules") {
+        versions.extend(
+            tree.inodes[modules]
                 .entries
                 .iter()
                 .filter(|(_, e)| tree.inodes[e.inode].is_dir())
-                .map(|(name, _)| name)
-                .collect()
-        })
-        .unwrap_or_default();
-    versions.sort();
-    for kver in versions.into_iter().rev() {
-        let dir = tree.inodes[modules.expect("versions come from it")].entries[kver].inode;
-        let file = |name: &[u8]| {
-            tree.inodes[dir]
+                .map(|(name, _)| name.clone()),
+        );
+    }
+    if let Some(boot) = tree.lookup(b"boot") {
+        versions.extend(
+            tree.inodes[boot]
                 .entries
-                .get(name)
-                .map(|e| e.inode)
-                .filter(|&i| tree.inodes[i].file_type() == Some(FileType::Regular))
-        };
-        if let (Some(vmlinuz), Some(initramfs)) = (file(b"vmlinuz"), file(b"initramfs.img")) {
+                .keys()
+                .filter_map(|name| name.strip_prefix(b"vmlinuz-"))
+                .map(<[u8]>::to_vec),
+        );
+    }
+    versions.sort();
+    versions.dedup();
+    for kver in versions.into_iter().rev() {
+        let at = |parts: &[&[u8]]| regular(&parts.concat());
+        let modules: &[u8] = b"usr/lib/modules/";
+        let vmlinuz = at(&[modules, &kver, b"/vmlinuz"]).or_else(|| at(&[b"boot/vmlinuz-", &kver]));
+        let initramfs = at(&[modules, &kver, b"/initramfs.img"])
+            .or_else(|| at(&[b"boot/initrd.img-", &kver]))
+            .or_else(|| at(&[b"boot/initramfs-", &kver, b".img"]));
+        if let (Some(vmlinuz), Some(initramfs)) = (vmlinuz, initramfs) {
             return Ok((
-                String::from_utf8_lossy(kver).into_owned(),
+                String::from_utf8_lossy(&kver).into_owned(),
                 vmlinuz,
                 initramfs,
             ));
         }
     }
     Err(SysrootError::Refused(format!(
-        "commit {commit} has no usr/lib/modules/KVER/ with both vmlinuz and initramfs.img: nothing to boot"
+        "commit {commit} has no kernel with an initramfs (usr/lib/modules/KVER/vmlinuz and initramfs.img, or boot/vmlinuz-KVER and boot/initrd.img-KVER): nothing to boot"
     )))
 }
 
@@ -434,6 +458,29 @@ fn merge_etc(
     ))
 }
 
+/// The shared /var starts as the first deployed commit's /var; after
+/// that it belongs to the machine and is never written by a deploy.
+fn seed_var(sysroot: &Sysroot, tree: &Tree) -> Result<(), SysrootError> {
+    let var = sysroot.var_dir();
+    let empty = fs::read_dir(&var).map_err(io_err(&var))?.next().is_none();
+    let Some(dir) = tree.lookup(b"var").filter(|&d| tree.inodes[d].is_dir()) else {
+        return Ok(());
+    };
+    if !empty || tree.inodes[dir].entries.is_empty() {
+        return Ok(());
+    }
+    // A copy of the subtree, written whole under a temporary name and
+    // renamed over the empty directory: /var is seeded completely or not.
+    let copy = etc_merge::merge(None, Side { tree, dir }, None).tree;
+    let tmp = var.with_file_name(".tmp-var");
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+    crate::repo::materialize(sysroot.repo(), &copy, &tmp)?;
+    fs::rename(&tmp, &var).map_err(io_err(&var))
+}
+
 /// Write the deployment's image and enable fs-verity on it where the
 /// filesystem has it, checking the kernel agrees on the digest.
 fn write_image_file(path: &Path, bytes: &[u8], digest: &str) -> Result<(), SysrootError> {
@@ -476,6 +523,9 @@ fn copy_out(sysroot: &Sysroot, tree: &Tree, id: InodeId, dest: &Path) -> Result<
 /// when /boot is a directory of the root filesystem, `/...` when it is a
 /// filesystem of its own.
 fn boot_prefix(sysroot: &Sysroot) -> Result<&'static str, SysrootError> {
+    if sysroot.boot_dir() != sysroot.root().join("boot") {
+        return Ok("");
+    }
     let root = fs::metadata(sysroot.root()).map_err(io_err(sysroot.root()))?;
     let boot_dir = sysroot.boot_dir();
     let boot = fs::metadata(&boot_dir).map_err(io_err(&boot_dir))?;

@@ -1,22 +1,43 @@
-//! Boot Loader Specification type 1 entries, switched atomically.
+//! Boot Loader Specification type 1 entries, one file each, switched
+//! without symlinks, so the same code serves an ext4 /boot, a vfat ESP
+//! and an XBOOTLDR partition.
 //!
-//! `boot/loader` is a symlink to `loader.0` or `loader.1`. A change builds
-//! the complete new set (entries and `loader.conf`) in the other directory,
-//! syncs it, and renames a new symlink over `boot/loader`: a crash at any
-//! point leaves the old set or the new one, whole. Entries are ordered by
-//! their `version` field, highest first, and `loader.conf` names the first
-//! as the default. New entries carry systemd-boot's boot counter (`+3` in
-//! the file name), so a deployment that keeps failing to boot is skipped.
+//! ```text
+//! BOOT/loader/loader.conf                         timeout; no default: the order decides
+//! BOOT/loader/entries/sealtree-ID-GEN+L-D.conf    one entry (counter as systemd-boot names it)
+//! BOOT/sealtree/ID/vmlinuz, initramfs.img         what the entry boots
+//! ```
+//!
+//! The loader sorts entries as systemd-boot does: those with no tries
+//! left last, then by `sort-key`, then by `version` highest first; with
+//! no `default` in loader.conf the first entry boots. Every entry here
+//! has `sort-key sealtree` and `version GEN`, a generation number that
+//! only grows, so the default is the entry with the highest generation
+//! that still has tries left, and a deployment that used up its tries
+//! falls behind the previous one by itself.
+//!
+//! A change never edits an entry in place. It creates whole new entry
+//! files (written under a `.tmp-` name, synced, renamed, the directory
+//! synced), the new default first, and then removes the files no longer
+//! wanted. So a crash at any point leaves a set of complete entries whose
+//! first is the old default or the new one; an entry left twice (old and
+//! new generation) is harmless and the next change removes it. Files an
+//! entry names are written and synced before the entry exists, and
+//! removed only after it is gone.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use super::{io_err, SysrootError};
 
 /// Tries a new entry gets before systemd-boot gives up on it.
 pub const BOOT_TRIES: u32 = 3;
+
+/// What loader.conf says: a short menu timeout and no default, so the
+/// entry order (and boot counting) decides.
+const LOADER_CONF: &str = "timeout 3\n";
 
 /// One boot entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,65 +55,106 @@ pub struct BootEntry {
 }
 
 impl BootEntry {
-    fn file_name(&self) -> String {
+    fn file_name(&self, generation: u64) -> String {
+        let stem = format!("sealtree-{}-{generation}", self.id);
         match self.tries {
-            Some((left, 0)) => format!("sealtree-{}+{left}.conf", self.id),
-            Some((left, done)) => format!("sealtree-{}+{left}-{done}.conf", self.id),
-            None => format!("sealtree-{}.conf", self.id),
+            Some((left, 0)) => format!("{stem}+{left}.conf"),
+            Some((left, done)) => format!("{stem}+{left}-{done}.conf"),
+            None => format!("{stem}.conf"),
         }
     }
 
-    fn text(&self, version: usize) -> String {
+    fn text(&self, generation: u64) -> String {
         format!(
-            "title {}\nversion {version}\nsort-key sealtree\nlinux {}\ninitrd {}\noptions {}\n",
+            "title {}\nversion {generation}\nsort-key sealtree\nlinux {}\ninitrd {}\noptions {}\n",
             self.title,
             self.linux,
             self.initrd,
             self.options.join(" ")
         )
     }
+
+    /// Whether the loader has given up on it.
+    pub fn failed(&self) -> bool {
+        matches!(self.tries, Some((0, _)))
+    }
+
+    /// The same entry apart from its boot counter.
+    fn same_boot(&self, other: &BootEntry) -> bool {
+        self.id == other.id
+            && self.title == other.title
+            && self.linux == other.linux
+            && self.initrd == other.initrd
+            && self.options == other.options
+    }
 }
 
-/// The entries in effect, default first.
-pub fn read(boot: &Path) -> Result<Vec<BootEntry>, SysrootError> {
-    let link = boot.join("loader");
-    let dir = match fs::read_link(&link) {
-        Ok(target) => boot.join(target).join("entries"),
+/// An entry file as found on disk.
+#[derive(Debug, Clone)]
+struct OnDisk {
+    entry: BootEntry,
+    generation: u64,
+    file: String,
+}
+
+fn entries_dir(boot: &Path) -> PathBuf {
+    boot.join("loader").join("entries")
+}
+
+/// Every sealtree entry file, in the loader's order; for an id found
+/// twice (a change that died before removing the old file) the copy the
+/// loader prefers comes first.
+fn scan(boot: &Path) -> Result<Vec<OnDisk>, SysrootError> {
+    let dir = entries_dir(boot);
+    let listing = match fs::read_dir(&dir) {
+        Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(&link)(e)),
+        Err(e) => return Err(io_err(&dir)(e)),
     };
     let mut found = Vec::new();
-    for item in fs::read_dir(&dir).map_err(io_err(&dir))? {
+    for item in listing {
         let item = item.map_err(io_err(&dir))?;
-        let name = item.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name
+        let file = item.file_name().to_string_lossy().into_owned();
+        let Some(stem) = file
             .strip_prefix("sealtree-")
             .and_then(|n| n.strip_suffix(".conf"))
         else {
             continue;
         };
-        let path = item.path();
-        let (entry, version) = parse(&path, stem)?;
-        found.push((version, entry));
+        found.push(parse(&item.path(), stem, &file)?);
     }
-    found.sort_by_key(|e| std::cmp::Reverse(e.0));
-    Ok(found.into_iter().map(|(_, e)| e).collect())
+    // systemd-boot: no tries left last, then version (generation) highest
+    // first; for equal generations more tries left, fewer done first.
+    found.sort_by(|a, b| {
+        a.entry
+            .failed()
+            .cmp(&b.entry.failed())
+            .then(b.generation.cmp(&a.generation))
+            .then_with(|| {
+                let tries = |d: &OnDisk| d.entry.tries.map(|(l, n)| (u32::MAX - l, n));
+                tries(a).cmp(&tries(b))
+            })
+    });
+    Ok(found)
 }
 
-fn parse(path: &Path, stem: &str) -> Result<(BootEntry, u64), SysrootError> {
+fn parse(path: &Path, stem: &str, file: &str) -> Result<OnDisk, SysrootError> {
     let bad = |what: String| SysrootError::Refused(format!("{}: {what}", path.display()));
-    let (id, tries) = match stem.split_once('+') {
+    let (name, tries) = match stem.split_once('+') {
         None => (stem, None),
-        Some((id, counter)) => {
+        Some((name, counter)) => {
             let (left, done) = counter.split_once('-').unwrap_or((counter, "0"));
-            let left = left
-                .parse()
-                .map_err(|_| bad(format!("bad boot counter '+{counter}'")))?;
-            let done = done
-                .parse()
-                .map_err(|_| bad(format!("bad boot counter '+{counter}'")))?;
-            (id, Some((left, done)))
+            let number = |s: &str| {
+                s.parse::<u32>()
+                    .map_err(|_| bad(format!("bad boot counter '+{counter}'")))
+            };
+            (name, Some((number(left)?, number(done)?)))
         }
+    };
+    let id = match name.rsplit_once('-') {
+        Some((id, generation)) if generation.bytes().all(|b| b.is_ascii_digit()) => id,
+        // The name of entries before generations: the version line decides.
+        _ => name,
     };
     let text = fs::read_to_string(path).map_err(io_err(path))?;
     let mut entry = BootEntry {
@@ -103,102 +165,152 @@ fn parse(path: &Path, stem: &str) -> Result<(BootEntry, u64), SysrootError> {
         options: Vec::new(),
         tries,
     };
-    let mut version = None;
+    let mut generation = None;
     for line in text.lines() {
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
         match key {
             "title" => entry.title = value.to_string(),
-            "version" => version = value.parse().ok(),
+            "version" => generation = value.trim().parse().ok(),
             "linux" => entry.linux = value.to_string(),
             "initrd" => entry.initrd = value.to_string(),
             "options" => entry.options = value.split_ascii_whitespace().map(String::from).collect(),
             _ => {}
         }
     }
-    let version = version.ok_or_else(|| bad("no numeric version line".into()))?;
+    let generation = generation.ok_or_else(|| bad("no numeric version line".into()))?;
     if super::booted_id(&entry.options.join(" ")).as_deref() != Some(id) {
         return Err(bad(format!("options do not name sealtree={id}")));
     }
-    Ok((entry, version))
+    Ok(OnDisk {
+        entry,
+        generation,
+        file: file.to_string(),
+    })
 }
 
-/// Replace the entry set with `entries`, the first being the default.
-pub fn write(boot: &Path, entries: &[BootEntry]) -> Result<(), SysrootError> {
-    let link = boot.join("loader");
-    let current = match fs::read_link(&link) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err(&link)(e)),
-    };
-    let next = if current.as_deref() == Some(Path::new("loader.0")) {
-        "loader.1"
-    } else {
-        "loader.0"
-    };
-    let dir = boot.join(next);
-    // Left by a run that died before switching: never in use.
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-    }
-    let entries_dir = dir.join("entries");
-    fs::create_dir_all(&entries_dir).map_err(io_err(&entries_dir))?;
-    let count = entries.len();
-    for (i, entry) in entries.iter().enumerate() {
-        write_synced(
-            &entries_dir.join(entry.file_name()),
-            entry.text(count - i).as_bytes(),
-        )?;
-    }
-    let mut conf = String::from("timeout 3\n");
-    if let Some(first) = entries.first() {
-        // A glob, so the name still matches after boot counting renames it.
-        conf.push_str(&format!("default sealtree-{}*\n", first.id));
-    }
-    write_synced(&dir.join("loader.conf"), conf.as_bytes())?;
-    sync_dir(&entries_dir)?;
-    sync_dir(&dir)?;
-
-    let tmp = boot.join("loader.tmp");
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(&tmp)(e)),
-    }
-    symlink(next, &tmp).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &link).map_err(io_err(&link))?;
-    sync_dir(boot)
+/// The entries in effect, in the order the loader tries them: the
+/// default first, entries with no tries left last.
+pub fn read(boot: &Path) -> Result<Vec<BootEntry>, SysrootError> {
+    let mut seen = std::collections::HashSet::new();
+    Ok(scan(boot)?
+        .into_iter()
+        .filter(|d| seen.insert(d.entry.id.clone()))
+        .map(|d| d.entry)
+        .collect())
 }
 
-/// Where the live entries are (for renames by boot counting).
-pub fn live_entries_dir(boot: &Path) -> Result<Option<PathBuf>, SysrootError> {
-    let link = boot.join("loader");
-    match fs::read_link(&link) {
-        Ok(t) => Ok(Some(boot.join(t).join("entries"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(&link)(e)),
+/// Make `wanted` the entry set, the first being the default and the rest
+/// in the order given. Entries already in a fitting order stay as they
+/// are (their boot counters untouched); the others are written anew with
+/// higher generations, the default first; then the files of entries no
+/// longer wanted are removed.
+pub fn write(boot: &Path, wanted: &[BootEntry]) -> Result<(), SysrootError> {
+    let dir = entries_dir(boot);
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    remove_temporaries(&dir)?;
+    write_loader_conf(boot)?;
+    let on_disk = scan(boot)?;
+    // The copy of each id the loader would use.
+    let mut current: HashMap<&str, &OnDisk> = HashMap::new();
+    for d in &on_disk {
+        current.entry(d.entry.id.as_str()).or_insert(d);
     }
-}
+    let top = on_disk.iter().map(|d| d.generation).max().unwrap_or(0);
 
-/// Mark the entry of `id` as good: drop its boot counter, as
-/// systemd-bless-boot does. Returns whether anything changed.
-pub fn bless(boot: &Path, id: &str) -> Result<bool, SysrootError> {
-    let Some(dir) = live_entries_dir(boot)? else {
-        return Ok(false);
-    };
-    for entry in read(boot)? {
-        if entry.id == id && entry.tries.is_some() {
-            let blessed = BootEntry {
-                tries: None,
-                ..entry.clone()
-            };
-            let from = dir.join(entry.file_name());
-            let to = dir.join(blessed.file_name());
-            fs::rename(&from, &to).map_err(io_err(&from))?;
-            sync_dir(&dir)?;
-            return Ok(true);
+    // The longest tail of `wanted` whose files exist with the same content
+    // and strictly rising generations toward the front stays; the rest is
+    // written anew. Entries with no tries left sort last whatever their
+    // generation, so they do not take part in the order.
+    let mut keep_from = wanted.len();
+    let mut floor = 0;
+    for (i, w) in wanted.iter().enumerate().rev() {
+        match current.get(w.id.as_str()) {
+            Some(d) if d.entry.same_boot(w) && d.entry.tries == w.tries => {
+                if !d.entry.failed() {
+                    if d.generation <= floor {
+                        break;
+                    }
+                    floor = d.generation;
+                }
+                keep_from = i;
+            }
+            _ => break,
         }
     }
-    Ok(false)
+    let mut kept_files: Vec<String> = wanted[keep_from..]
+        .iter()
+        .map(|w| current[w.id.as_str()].file.clone())
+        .collect();
+    // Highest generation to the default, written first.
+    for (i, w) in wanted[..keep_from].iter().enumerate() {
+        let generation = top + (keep_from - i) as u64;
+        let name = w.file_name(generation);
+        write_entry(&dir, &name, w.text(generation).as_bytes())?;
+        kept_files.push(name);
+    }
+    for d in &on_disk {
+        if !kept_files.contains(&d.file) {
+            let path = dir.join(&d.file);
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+    }
+    sync_dir(&dir)
+}
+
+/// Write one entry file: complete and synced under a name the loader
+/// ignores, then renamed into place and the directory synced.
+fn write_entry(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SysrootError> {
+    let tmp = dir.join(format!(".tmp-{name}"));
+    write_synced(&tmp, bytes)?;
+    let path = dir.join(name);
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(dir)
+}
+
+fn write_loader_conf(boot: &Path) -> Result<(), SysrootError> {
+    let path = boot.join("loader").join("loader.conf");
+    if fs::read(&path).ok().as_deref() == Some(LOADER_CONF.as_bytes()) {
+        return Ok(());
+    }
+    let tmp = path.with_file_name(".tmp-loader.conf");
+    write_synced(&tmp, LOADER_CONF.as_bytes())?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(path.parent().expect("loader.conf has a parent"))
+}
+
+/// Leftovers of a change that died while writing (callers hold the
+/// sysroot lock).
+fn remove_temporaries(dir: &Path) -> Result<(), SysrootError> {
+    for item in fs::read_dir(dir).map_err(io_err(dir))? {
+        let item = item.map_err(io_err(dir))?;
+        if item.file_name().to_string_lossy().starts_with(".tmp-") {
+            fs::remove_file(item.path()).map_err(io_err(&item.path()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Mark the entry of `id` as good: drop its boot counter by a rename, as
+/// systemd-bless-boot does. Returns whether anything changed.
+pub fn bless(boot: &Path, id: &str) -> Result<bool, SysrootError> {
+    let dir = entries_dir(boot);
+    let mut changed = false;
+    for d in scan(boot)? {
+        if d.entry.id == id && d.entry.tries.is_some() {
+            let blessed = BootEntry {
+                tries: None,
+                ..d.entry.clone()
+            };
+            let from = dir.join(&d.file);
+            let to = dir.join(blessed.file_name(d.generation));
+            fs::rename(&from, &to).map_err(io_err(&from))?;
+            changed = true;
+        }
+    }
+    if changed {
+        sync_dir(&dir)?;
+    }
+    Ok(changed)
 }
 
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SysrootError> {

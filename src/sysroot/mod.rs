@@ -8,14 +8,21 @@
 //! SYSROOT/sealtree/deploy/ID/       image.cfs, statement.json/.sig, deployment.json, etc/
 //! SYSROOT/sealtree/staged.json      a deployment to switch to at shutdown
 //! SYSROOT/sealtree/var/             the one /var all deployments share
-//! SYSROOT/boot/loader -> loader.N   the current boot entry set (see entries.rs)
+//! SYSROOT/boot/loader/entries/      the boot entries (see entries.rs)
 //! SYSROOT/boot/sealtree/ID/         vmlinuz, initramfs.img
 //! ```
+//!
+//! `boot/` is a directory of the root filesystem, or the mount point of
+//! the boot partition (an ESP or XBOOTLDR): `config.json` then names it
+//! (`boot_partition`), and nothing is written to boot/ unless that
+//! partition is mounted there, so entries never land on the wrong
+//! filesystem.
 
 mod admin;
 mod deploy;
 mod entries;
 mod etc_merge;
+mod install;
 mod upgrade;
 mod verity;
 
@@ -34,6 +41,7 @@ pub use admin::{
 pub use deploy::{deploy, finalize_staged, DeployOptions, Deployed};
 pub use entries::BootEntry;
 pub use etc_merge::EtcMerge;
+pub use install::{install, InstallOptions, InstallTarget, DEFAULT_LOADER, VERITY_PENDING};
 pub use upgrade::{upgrade, UpgradeReport};
 pub use verity::{enable_verity, VerityReport};
 
@@ -77,6 +85,10 @@ pub struct Config {
     /// Kernel arguments every deployment starts from (`root=…` and such).
     #[serde(default)]
     pub kargs: Vec<String>,
+    /// The boot partition mounted at boot/ (`PARTUUID=…`), when boot
+    /// entries live on a partition of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_partition: Option<String>,
 }
 
 /// `deployment.json`: what a deployment is, written once.
@@ -101,6 +113,11 @@ pub struct DeploymentInfo {
 /// An opened sysroot.
 pub struct Sysroot {
     root: PathBuf,
+    /// Where the boot entries and kernels go: `root/boot`, unless given.
+    boot: PathBuf,
+    /// Whether `boot` was given (an installer's staging directory or a
+    /// mounted ESP), so it is not checked against `boot_partition`.
+    boot_given: bool,
     repo: Repo,
     config: Config,
     /// The deployment running now, from the kernel command line.
@@ -150,6 +167,8 @@ impl Sysroot {
             .map_err(|e| SysrootError::Refused(format!("{}: {e}", config_path.display())))?;
         Ok(Sysroot {
             root: root.to_path_buf(),
+            boot: root.join("boot"),
+            boot_given: false,
             repo: Repo::open(&base.join("repo"))?,
             config,
             booted: None,
@@ -209,7 +228,38 @@ impl Sysroot {
     }
 
     pub fn boot_dir(&self) -> PathBuf {
-        self.root.join("boot")
+        self.boot.clone()
+    }
+
+    /// Write boot entries and kernels to `dir` (a mounted ESP, or a
+    /// directory an installer copies onto one) instead of boot/.
+    pub fn set_boot_dir(&mut self, dir: &Path) {
+        self.boot = dir.to_path_buf();
+        self.boot_given = true;
+    }
+
+    pub fn var_dir(&self) -> PathBuf {
+        self.base().join("var")
+    }
+
+    /// Refuse to touch boot/ when the boot partition should be mounted
+    /// there and is not.
+    pub fn check_boot_mounted(&self) -> Result<(), SysrootError> {
+        let Some(partition) = &self.config.boot_partition else {
+            return Ok(());
+        };
+        if self.boot_given {
+            return Ok(());
+        }
+        use std::os::unix::fs::MetadataExt;
+        let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).map_err(io_err(p));
+        if dev(&self.boot)? == dev(&self.root)? {
+            return Err(SysrootError::Refused(format!(
+                "the boot partition {partition} is not mounted at {}",
+                self.boot.display()
+            )));
+        }
+        Ok(())
     }
 
     pub fn kernel_dir(&self, id: &str) -> PathBuf {
@@ -246,6 +296,15 @@ impl Sysroot {
     /// Take the sysroot lock: one deploy, cleanup or boot-entry change at
     /// a time; a second waits.
     pub fn lock(&self) -> Result<Flock<File>, SysrootError> {
+        let lock = self.lock_store()?;
+        self.check_boot_mounted()?;
+        Ok(lock)
+    }
+
+    /// The sysroot lock, for work that does not touch boot/ (enabling
+    /// fs-verity in the initramfs, where the boot partition is not
+    /// mounted).
+    pub fn lock_store(&self) -> Result<Flock<File>, SysrootError> {
         let path = self.base().join("lock");
         let lock = crate::lockfile::lock_waiting(
             &path,

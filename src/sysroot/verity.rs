@@ -23,7 +23,7 @@ pub struct VerityReport {
 
 /// Enable fs-verity on every object, image and deployment image.
 pub fn enable_verity(sysroot: &Sysroot) -> Result<VerityReport, SysrootError> {
-    let _lock = sysroot.lock()?;
+    let _lock = sysroot.lock_store()?;
     let repo = sysroot.repo();
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     let listing = repo
@@ -80,5 +80,14 @@ pub fn enable_verity(sysroot: &Sysroot) -> Result<VerityReport, SysrootError> {
         }
     }
     sysroot.sync()?;
+    if report.mismatched.is_empty() {
+        // The first boot's work is done (see install.rs).
+        let marker = sysroot.root().join("sealtree").join(super::VERITY_PENDING);
+        match fs::remove_file(&marker) {
+            Ok(()) => super::entries::sync_dir(marker.parent().expect("has a parent"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&marker)(e)),
+        }
+    }
     Ok(report)
 }

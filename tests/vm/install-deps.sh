@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the boot tests need on a Debian bookworm host: qemu,
-# dracut, busybox, and a Debian 6.12 kernel (fs-verity, overlayfs
+# OVMF, systemd-boot, mmdebstrap, dracut, busybox, mtools, and a Debian
+# 6.12 kernel (fs-verity, overlayfs
 # verity=, data-only lower layers) unpacked from its package into
 # $VM_KERNEL_DIR (default /var/cache/sealtree-vm/kernel), not installed.
 set -euo pipefail
@@ -18,7 +19,8 @@ SRC
     apt-get update -qq
 fi
 need=()
-for pkg in dracut-core busybox-static cpio e2fsprogs kmod systemd; do
+for pkg in dracut-core busybox-static cpio e2fsprogs kmod systemd \
+    ovmf systemd-boot-efi mmdebstrap mtools dosfstools fdisk; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,0 +1,104 @@
+# Sourced by tests/vm/real.sh and demo/run: a Debian test system with
+# sealtree in it, and booting a disk through OVMF and systemd-boot.
+#
+# Needs: $ST (the sealtree binary), $R (a work directory). Optional:
+# $TIMEOUT (seconds one boot may take, default 900).
+
+OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+# Where admin install puts the ESP on a disk.
+ESP_OFFSET=$((2048 * 512))
+
+# debian_tree DIR KEY.pub: the mmdebstrap'd Debian (tests/vm/debian-base.sh)
+# unpacked into DIR, with sealtree, its units, the test agent, and an
+# initramfs made by dracut inside the tree with the sealtree module and
+# KEY.pub as the key it trusts. Sets DKVER to the kernel version.
+debian_tree() {
+    local t=$1 key=$2 base start
+    base=$(bash tests/vm/debian-base.sh)
+    rm -rf "$t"
+    mkdir -p "$t"
+    tar -C "$t" --xattrs --xattrs-include='*' --numeric-owner -xpf "$base"
+    DKVER=$(ls "$t/usr/lib/modules")
+    install -m 755 "$ST" "$t/usr/bin/sealtree"
+    cp -rL dracut/50sealtree "$t/usr/lib/dracut/modules.d/50sealtree"
+    mkdir -p "$t/etc/sealtree/trusted.d" "$t/sysroot"
+    cp "$key" "$t/etc/sealtree/trusted.d/"
+    printf 'signature = required\nverity = require\n' > "$t/etc/sealtree/prepare-root.conf"
+    cp systemd/sealtree-bless-boot.service systemd/sealtree-finalize-staged.service \
+        tests/vm/sealtree-test-agent.service "$t/usr/lib/systemd/system/"
+    install -m 755 tests/vm/real-agent.sh "$t/usr/bin/sealtree-test-agent"
+    # The root is read-only: /tmp is a tmpfs.
+    cp "$t/usr/share/systemd/tmp.mount" "$t/etc/systemd/system/tmp.mount"
+    systemctl --root="$t" enable sealtree-bless-boot.service sealtree-finalize-staged.service \
+        sealtree-test-agent.service tmp.mount 2>/dev/null
+    echo sealtree-debian > "$t/etc/hostname"
+    start=$SECONDS
+    unshare --mount --fork sh -c "mount -t proc proc '$t/proc' && mount --rbind /dev '$t/dev' &&
+        mount --rbind /sys '$t/sys' &&
+        chroot '$t' dracut --quiet --force --no-hostonly --kver '$DKVER' \
+            --modules 'base systemd systemd-initrd dracut-systemd rootfs-block udev-rules sealtree' \
+            --add-drivers 'virtio_blk virtio_pci ext4 erofs overlay loop efivarfs' \
+            --compress 'gzip -1' '/boot/initrd.img-$DKVER'"
+    echo "== initramfs: dracut in the tree, kernel $DKVER, sealtree module: $((SECONDS - start)) s"
+}
+
+# esp_entries DISK: the entry files on the disk's ESP, read with mtools.
+esp_entries() {
+    MTOOLS_SKIP_CHECK=1 mdir -b -i "$1@@$ESP_OFFSET" ::/loader/entries | sed 's|.*/||' | sort
+}
+
+# qboot NAME PLAN DISK [DISK...]: one boot of DISK through OVMF (its
+# variables in $R/vars.fd, made on first use) and systemd-boot; PLAN goes
+# to the agent on the second disk. The boot ends when qemu exits
+# (poweroff; reboot, as -no-reboot), or the harness cuts the power: after
+# AGENT-KILL from the agent, CUT_AFTER seconds after AGENT-CUT, or 15 s
+# after a prepare-root refusal. Console: $R/NAME.log; agent (ttyS1):
+# $R/NAME.agent; the booted deployment: $BOOTED; why it ended: $ENDED.
+qboot() {
+    local name=$1 plan=$2 disk=$3
+    shift 3
+    local log="$R/$name.log" alog="$R/$name.agent"
+    [ -f "$R/vars.fd" ] || cp "$OVMF_VARS" "$R/vars.fd"
+    rm -f "$R/plan.img" "$log" "$alog"
+    truncate -s 1M "$R/plan.img"
+    dd if="$plan" of="$R/plan.img" conv=notrunc status=none
+    local drives=(-drive "file=$disk,format=raw,if=virtio"
+        -drive "file=$R/plan.img,format=raw,if=virtio,readonly=on")
+    local d
+    for d in "$@"; do drives+=(-drive "file=$d,format=raw,if=virtio"); done
+    local start=$SECONDS
+    ENDED="qemu exited"
+    qemu-system-x86_64 -machine q35 -accel tcg -cpu max -m 2048 -smp 2 -display none -no-reboot \
+        -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE" \
+        -drive "if=pflash,format=raw,unit=1,file=$R/vars.fd" \
+        "${drives[@]}" -serial "file:$log" -serial "file:$alog" &
+    local qemu=$!
+    while kill -0 "$qemu" 2>/dev/null; do
+        local cut=""
+        if grep -aq '^AGENT-KILL' "$alog" 2>/dev/null; then
+            cut="power cut after the agent asked"
+        elif grep -aq '^AGENT-CUT' "$alog" 2>/dev/null; then
+            sleep "${CUT_AFTER:-0}"
+            cut="power cut ${CUT_AFTER:-0} s into the operation"
+        elif grep -aq 'sealtree-prepare-root: FAILED' "$log" 2>/dev/null; then
+            # Long enough for a wrongly continued boot to show.
+            sleep 15
+            cut="power cut after the refusal"
+        elif [ $((SECONDS - start)) -gt "${TIMEOUT:-900}" ]; then
+            cut="no result after ${TIMEOUT:-900} s"
+        fi
+        if [ -n "$cut" ]; then
+            kill -9 "$qemu" 2>/dev/null || true
+            ENDED=$cut
+            break
+        fi
+        sleep 0.2
+    done
+    wait "$qemu" 2>/dev/null || true
+    BOOTED=$(tr -d '\r' < "$alog" | sed -n 's/^AGENT: booted \([^ ]*\) .*/\1/p' | tail -1)
+    echo "== boot $name: $((SECONDS - start)) s, booted ${BOOTED:-nothing} ($ENDED)"
+    tr -d '\r' < "$log" | sed 's/^\[ *[0-9.]*\] //' |
+        grep -a -E '^sealtree-prepare-root|fs-verity enabled' | awk '!seen[$0]++' || true
+    tr -d '\r' < "$alog" || true
+}
