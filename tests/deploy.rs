@@ -599,12 +599,162 @@ fn staged_deployment_switches_at_finalize() {
     assert_eq!(status[1]["id"], d2.as_str());
     assert_eq!(status[1]["staged"], true);
     assert_eq!(s.entry_files(), vec![format!("sealtree-{d1}-1+3.conf")]);
+    // /etc edited in the running system after staging: kept, because
+    // /etc is merged again at finalize.
+    let running_etc = s.root().join(format!("sealtree/deploy/{d1}/etc"));
+    fs::write(running_etc.join("after-staging.conf"), "late edit\n").unwrap();
     let out = s.admin_booted(Some(&d1), &["finalize-staged"]);
     assert!(out.status.success());
     assert_eq!(s.order(), vec![d2.clone(), d1.clone()]);
     assert!(s.status(None).iter().all(|d| d["staged"] == false));
+    assert_eq!(
+        fs::read_to_string(
+            s.root()
+                .join(format!("sealtree/deploy/{d2}/etc/after-staging.conf"))
+        )
+        .unwrap(),
+        "late edit\n"
+    );
     // Nothing staged any more: finalize is a no-op.
     assert!(s.admin_ok(&["finalize-staged"]).contains("nothing staged"));
+
+    // A plain deploy after staging is the newest choice: the staged one is
+    // dropped, not switched to at shutdown.
+    os_tree(&src, "3", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    s.admin_ok(&["deploy", "--stage", "os"]);
+    let d4 = s.deploy("os");
+    assert!(s.status(None).iter().all(|d| d["staged"] == false));
+    assert!(s.admin_ok(&["finalize-staged"]).contains("nothing staged"));
+    assert_eq!(s.order()[0], d4);
+}
+
+#[test]
+fn planted_or_damaged_entries_do_not_stop_the_commands() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    let d1 = s.deploy("os");
+    let dir = s.root().join("boot/loader/entries");
+    // What a power cut on vfat can leave, and what someone could plant.
+    fs::write(dir.join(format!("sealtree-{d1}-7.conf")), "").unwrap();
+    fs::write(
+        dir.join("sealtree-..-0.conf"),
+        "version 1\nsort-key sealtree\noptions sealtree=..\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join(format!("sealtree-{d1}-9+x.conf")),
+        format!("version 9\noptions sealtree={d1}\n"),
+    )
+    .unwrap();
+    let huge = fs::read_to_string(dir.join(format!("sealtree-{d1}-1+3.conf")))
+        .unwrap()
+        .replace("version 1", "version 18446744073709551615");
+    fs::write(dir.join(format!("sealtree-{d1}-99+3.conf")), huge).unwrap();
+    let out = s.admin_booted(None, &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ignoring boot entry"));
+    assert_eq!(s.order(), vec![d1.clone()]);
+    // The next change removes them.
+    os_tree(&src, "2", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    let d2 = s.deploy("os");
+    assert_eq!(
+        s.entry_files(),
+        sorted(vec![
+            format!("sealtree-{d1}-1+3.conf"),
+            format!("sealtree-{d2}-2+3.conf")
+        ])
+    );
+    // Ids become paths: only deployment ids pass.
+    for bad in ["..", "../x", "", "0123456789ab"] {
+        let out = s.admin_booted(None, &["undeploy", bad]);
+        assert_eq!(out.status.code(), Some(1), "undeploy {bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a deployment id"));
+    }
+    assert!(s.root().join("sealtree/deploy").join(&d1).exists());
+}
+
+#[test]
+fn the_boot_partition_must_be_the_one_mounted() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    s.deploy("os");
+    s.deploy("os");
+    // The sysroot says its entries live on a partition of their own.
+    let config = s.root().join("sealtree/config.json");
+    let mut v: Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
+    v["boot_partition"] = "PARTUUID=11111111-2222-4333-8444-555555555555".into();
+    fs::write(&config, serde_json::to_vec(&v).unwrap()).unwrap();
+    for args in [
+        &["cleanup"][..],
+        &["deploy", "os"],
+        &["rollback"],
+        &["status"],
+    ] {
+        let out = s.admin_booted(None, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the boot partition PARTUUID=11111111-2222-4333-8444-555555555555 is not mounted at"),
+            "{err}"
+        );
+    }
+    // Another filesystem mounted there is not that partition either.
+    if !is_root() {
+        missing("root (to mount a tmpfs at boot/)");
+        return;
+    }
+    let boot = s.root().join("boot");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&boot)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let out = s.admin_booted(None, &["cleanup"]);
+    std::process::Command::new("umount")
+        .arg(&boot)
+        .status()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not mounted at"));
+    assert_eq!(
+        fs::read_dir(s.root().join("sealtree/deploy"))
+            .unwrap()
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn an_interrupted_var_seed_is_redone() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    fs::create_dir_all(src.join("var/lib/app")).unwrap();
+    fs::write(src.join("var/lib/app/state"), "seed\n").unwrap();
+    s.commit("os", &src, Some("key.sec"));
+    // A first deploy that died while seeding: its marker and half a /var.
+    let var = s.root().join("sealtree/var");
+    fs::create_dir_all(var.join("lib")).unwrap();
+    fs::write(var.join("lib/partial"), "").unwrap();
+    fs::write(s.root().join("sealtree/var-seeding"), "").unwrap();
+    s.deploy("os");
+    assert!(!var.join("lib/partial").exists());
+    assert_eq!(
+        fs::read_to_string(var.join("lib/app/state")).unwrap(),
+        "seed\n"
+    );
+    assert!(!s.root().join("sealtree/var-seeding").exists());
 }
 
 #[test]

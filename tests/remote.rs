@@ -768,3 +768,29 @@ fn a_plain_path_remote_is_stored_as_a_file_url_and_pulls() {
         "{out}"
     );
 }
+
+#[test]
+fn a_file_url_remote_follows_no_symlink_out_of_the_repository() {
+    let p = Pair::offline();
+    let src = p.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("f"), 5_000, 1);
+    p.publish(&src);
+    // The stick's refs.json points at a private file of the machine.
+    let secret = p.path("secret");
+    fs::write(&secret, "contents of a root-only file").unwrap();
+    let refs = p.path("server/refs.json");
+    fs::remove_file(&refs).unwrap();
+    std::os::unix::fs::symlink(&secret, &refs).unwrap();
+    let url = p.file_url("server");
+    p.add_remote(&url, "key.pub");
+    let out = p.run("client", &["pull", "origin", "os"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{url}/refs.json")), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(
+        !err.contains("root-only"),
+        "the private file was read: {err}"
+    );
+}

@@ -9,10 +9,10 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, openat2, FcntlArg, OFlag, OpenHow, ResolveFlag};
 
 use super::fetch::FetchError;
 
@@ -55,20 +55,27 @@ impl LocalFetcher {
                 false,
             ));
         }
-        let file_path = self.base.join(path);
-        // Non-blocking, so a FIFO planted in the repository cannot hang
-        // the open; only regular files are read.
-        let file = File::options()
-            .read(true)
-            .custom_flags(OFlag::O_NONBLOCK.bits())
-            .open(&file_path)
-            .map_err(|e| {
-                let missing = matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                );
-                fail(e.to_string(), missing)
-            })?;
+        // Resolved beneath the directory with no symlink followed, so a
+        // stick cannot point a name at a file or device outside it; and
+        // non-blocking, so a FIFO cannot hang the open. Only regular files
+        // are read.
+        let base = File::open(&self.base).map_err(|e| {
+            let missing = e.kind() == io::ErrorKind::NotFound;
+            fail(format!("{}: {e}", self.base.display()), missing)
+        })?;
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let fd = openat2(base.as_raw_fd(), Path::new(path), how).map_err(|e| match e {
+            nix::Error::ENOENT | nix::Error::ENOTDIR => fail(e.desc().to_string(), true),
+            nix::Error::ELOOP | nix::Error::EXDEV => fail(
+                "refused: a symbolic link, or a path leaving the repository".into(),
+                false,
+            ),
+            _ => fail(e.desc().to_string(), false),
+        })?;
+        // SAFETY: openat2 returned a new descriptor that nothing else owns.
+        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let meta = file.metadata().map_err(|e| fail(e.to_string(), false))?;
         if !meta.is_file() {
             let t = meta.file_type();

@@ -62,7 +62,16 @@ pub fn status(sysroot: &Sysroot) -> Result<Status, SysrootError> {
         .chain(staged.clone().map(|s| (None, s)))
         .collect();
     for (i, (entry, id)) in ids.into_iter().enumerate() {
-        let info = sysroot.deployment(&id)?;
+        let info = match sysroot.deployment(&id) {
+            Ok(info) => info,
+            // An entry for a deployment that is not there: the loader
+            // cannot boot it past prepare-root either.
+            Err(e) if entry.is_some() => {
+                eprintln!("sealtree: boot entry of {id} names no deployment: {e}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         out.push(DeploymentStatus {
             booted: sysroot.booted() == Some(id.as_str()),
             default: i == 0 && entry.is_some_and(|e| !e.failed()),
@@ -124,11 +133,13 @@ pub fn rollback(sysroot: &Sysroot) -> Result<String, SysrootError> {
     }
     current.swap(0, 1);
     entries::write(&sysroot.boot_dir(), &current)?;
+    super::deploy::cancel_staged(sysroot)?;
     Ok(current[0].id.clone())
 }
 
 /// Remove one deployment (not the booted one).
 pub fn undeploy(sysroot: &Sysroot, id: &str) -> Result<(), SysrootError> {
+    check_id(id)?;
     let _lock = sysroot.lock()?;
     if sysroot.booted() == Some(id) {
         return Err(SysrootError::Refused(format!(
@@ -160,6 +171,7 @@ pub fn undeploy(sysroot: &Sysroot, id: &str) -> Result<(), SysrootError> {
 
 /// Pin (or unpin) a deployment: cleanup keeps pinned ones.
 pub fn pin(sysroot: &Sysroot, id: &str, pinned: bool) -> Result<(), SysrootError> {
+    check_id(id)?;
     let _lock = sysroot.lock()?;
     sysroot.deployment(id)?;
     let marker = sysroot.deployment_dir(id).join("pinned");
@@ -223,6 +235,16 @@ pub fn bless(sysroot: &Sysroot) -> Result<bool, SysrootError> {
     }
 }
 
+fn check_id(id: &str) -> Result<(), SysrootError> {
+    if super::is_deployment_id(id) {
+        Ok(())
+    } else {
+        Err(SysrootError::Refused(format!(
+            "'{id}' is not a deployment id (12 hex digits, a dot, a number)"
+        )))
+    }
+}
+
 /// What cleanup removed.
 #[derive(Debug, Default)]
 pub struct CleanupReport {
@@ -236,6 +258,14 @@ pub struct CleanupReport {
 pub fn cleanup(sysroot: &Sysroot) -> Result<CleanupReport, SysrootError> {
     let _lock = sysroot.lock()?;
     let current = entries::read(&sysroot.boot_dir())?;
+    if current.is_empty() {
+        // Wrong filesystem at boot/, or entries lost: keeping nothing
+        // would remove every deployment.
+        return Err(SysrootError::Refused(format!(
+            "no boot entries in {}: refusing to remove deployments",
+            sysroot.boot_dir().display()
+        )));
+    }
     let booted = sysroot.booted();
     let keep: Vec<BootEntry> = current
         .iter()
@@ -248,6 +278,8 @@ pub fn cleanup(sysroot: &Sysroot) -> Result<CleanupReport, SysrootError> {
     }
     let mut live: HashSet<String> = keep.iter().map(|e| e.id.clone()).collect();
     live.extend(sysroot.staged_id()?);
+    // The running system's files are never removed under it.
+    live.extend(booted.map(str::to_string));
     let mut report = CleanupReport::default();
     // Everything in deploy/ and boot/sealtree/ not live: removed entries,
     // and the leftovers of deploys that died before their entry existed.

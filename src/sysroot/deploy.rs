@@ -200,12 +200,24 @@ pub fn deploy(
             &sysroot.boot_dir(),
             &with_new_default(entry, current, sysroot.booted()),
         )?;
+        // The newest explicit choice wins over one staged before it.
+        cancel_staged(sysroot)?;
     }
     Ok(Deployed {
         info,
         etc_kept_local: merge.kept_local,
         staged: options.stage,
     })
+}
+
+/// Forget the staged deployment, if any (cleanup removes its files).
+pub(crate) fn cancel_staged(sysroot: &Sysroot) -> Result<(), SysrootError> {
+    let path = sysroot.staged_path();
+    match fs::remove_file(&path) {
+        Ok(()) => entries::sync_dir(path.parent().expect("staged.json has a parent")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(&path)(e)),
+    }
 }
 
 /// Switch to the staged deployment, if there is one (run at shutdown).
@@ -220,6 +232,13 @@ pub fn finalize_staged(sysroot: &Sysroot) -> Result<Option<String>, SysrootError
     };
     let staged: Staged = serde_json::from_slice(&text)
         .map_err(|e| SysrootError::Refused(format!("{}: {e}", path.display())))?;
+    if !super::is_deployment_id(&staged.id) {
+        return Err(SysrootError::Refused(format!(
+            "{}: '{}' is not a deployment id",
+            path.display(),
+            staged.id
+        )));
+    }
     if !sysroot
         .deployment_dir(&staged.id)
         .join("deployment.json")
@@ -240,6 +259,7 @@ pub fn finalize_staged(sysroot: &Sysroot) -> Result<Option<String>, SysrootError
         tries: Some((BOOT_TRIES, 0)),
     };
     let current = entries::read(&sysroot.boot_dir())?;
+    remerge_etc(sysroot, &staged.id, &current)?;
     entries::write(
         &sysroot.boot_dir(),
         &with_new_default(entry, current, sysroot.booted()),
@@ -247,6 +267,44 @@ pub fn finalize_staged(sysroot: &Sysroot) -> Result<Option<String>, SysrootError
     fs::remove_file(&path).map_err(io_err(&path))?;
     super::entries::sync_dir(path.parent().expect("staged.json has a parent"))?;
     Ok(Some(staged.id))
+}
+
+/// Merge /etc again for the staged deployment `id`, from the running
+/// system's /etc as it is now, so that changes made after staging are
+/// kept; the new etc/ replaces the staged one in one atomic exchange.
+fn remerge_etc(sysroot: &Sysroot, id: &str, current: &[BootEntry]) -> Result<(), SysrootError> {
+    let _repo_lock = sysroot.repo().lock()?;
+    let mut info = sysroot.deployment(id)?;
+    let commit = sysroot.repo().history()?.resolve(&info.commit)?;
+    let tree = sysroot.repo().tree(commit)?;
+    let base = sysroot
+        .booted()
+        .filter(|b| current.iter().any(|e| &e.id == b))
+        .map(str::to_string)
+        .or_else(|| current.first().map(|e| e.id.clone()));
+    let merge = merge_etc(sysroot, base.as_deref(), &tree, commit)?;
+    let dir = sysroot.deployment_dir(id);
+    let fresh = dir.join(".etc-merged");
+    if fresh.exists() {
+        fs::remove_dir_all(&fresh).map_err(io_err(&fresh))?;
+    }
+    fs::create_dir(&fresh).map_err(io_err(&fresh))?;
+    crate::repo::materialize(sysroot.repo(), &merge.tree, &fresh)?;
+    sysroot.sync()?;
+    let etc = dir.join("etc");
+    nix::fcntl::renameat2(
+        None,
+        &fresh,
+        None,
+        &etc,
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .map_err(|e| io_err(&etc)(e.into()))?;
+    entries::sync_dir(&dir)?;
+    fs::remove_dir_all(&fresh).map_err(io_err(&fresh))?;
+    info.etc_conflicts = merge.conflicts;
+    let json = serde_json::to_vec_pretty(&info).expect("deployment info serializes");
+    write_atomic(&dir.join("deployment.json"), &json)
 }
 
 /// The new entry first, then the booted one (the natural rollback), then
@@ -365,7 +423,7 @@ fn find_kernel(tree: &Tree, commit: ObjectId) -> Result<(String, InodeId, InodeI
                 .map(<[u8]>::to_vec),
         );
     }
-    versions.sort();
+    versions.sort_by(|a, b| version_cmp(a, b));
     versions.dedup();
     for kver in versions.into_iter().rev() {
         let at = |parts: &[&[u8]]| regular(&parts.concat());
@@ -385,6 +443,32 @@ fn find_kernel(tree: &Tree, commit: ObjectId) -> Result<(String, InodeId, InodeI
     Err(SysrootError::Refused(format!(
         "commit {commit} has no kernel with an initramfs (usr/lib/modules/KVER/vmlinuz and initramfs.img, or boot/vmlinuz-KVER and boot/initrd.img-KVER): nothing to boot"
     )))
+}
+
+/// Kernel versions in the order of their numbers (`6.1.0-10` after
+/// `6.1.0-9`): runs of digits compare as numbers, the rest bytewise.
+fn version_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    fn runs(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+        v.chunk_by(|x, y| x.is_ascii_digit() == y.is_ascii_digit())
+    }
+    for (x, y) in runs(a).zip(runs(b)) {
+        let order = if x[0].is_ascii_digit() && y[0].is_ascii_digit() {
+            let trim = |d: &[u8]| {
+                d.iter()
+                    .position(|&c| c != b'0')
+                    .map_or(&[][..], |p| &d[p..])
+                    .to_vec()
+            };
+            let (x, y) = (trim(x), trim(y));
+            x.len().cmp(&y.len()).then_with(|| x.cmp(&y))
+        } else {
+            x.cmp(y)
+        };
+        if order.is_ne() {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// A deployment id not used yet: the commit's first 12 hex digits and a
@@ -459,26 +543,39 @@ fn merge_etc(
 }
 
 /// The shared /var starts as the first deployed commit's /var; after
-/// that it belongs to the machine and is never written by a deploy.
+/// that it belongs to the machine and no deploy writes it. The seed is
+/// written in place (var/ may be a filesystem of its own) while a marker
+/// says it is under way, so a seed cut short is redone, never taken for
+/// the machine's own /var.
 fn seed_var(sysroot: &Sysroot, tree: &Tree) -> Result<(), SysrootError> {
     let var = sysroot.var_dir();
-    let empty = fs::read_dir(&var).map_err(io_err(&var))?.next().is_none();
-    let Some(dir) = tree.lookup(b"var").filter(|&d| tree.inodes[d].is_dir()) else {
-        return Ok(());
-    };
-    if !empty || tree.inodes[dir].entries.is_empty() {
+    let marker = sysroot.root().join("sealtree").join("var-seeding");
+    if marker.exists() {
+        for item in fs::read_dir(&var).map_err(io_err(&var))? {
+            let path = item.map_err(io_err(&var))?.path();
+            let gone = if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            gone.map_err(io_err(&path))?;
+        }
+    } else if fs::read_dir(&var).map_err(io_err(&var))?.next().is_some() {
         return Ok(());
     }
-    // A copy of the subtree, written whole under a temporary name and
-    // renamed over the empty directory: /var is seeded completely or not.
-    let copy = etc_merge::merge(None, Side { tree, dir }, None).tree;
-    let tmp = var.with_file_name(".tmp-var");
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    if let Some(dir) = tree.lookup(b"var").filter(|&d| tree.inodes[d].is_dir()) {
+        write_atomic(&marker, b"")?;
+        let copy = etc_merge::merge(None, Side { tree, dir }, None).tree;
+        crate::repo::materialize(sysroot.repo(), &copy, &var)?;
+        let f = File::open(&var).map_err(io_err(&var))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f))
+            .map_err(|e| io_err(&var)(e.into()))?;
     }
-    fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    crate::repo::materialize(sysroot.repo(), &copy, &tmp)?;
-    fs::rename(&tmp, &var).map_err(io_err(&var))
+    match fs::remove_file(&marker) {
+        Ok(()) => entries::sync_dir(marker.parent().expect("has a parent")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(&marker)(e)),
+    }
 }
 
 /// Write the deployment's image and enable fs-verity on it where the
@@ -534,4 +631,29 @@ fn boot_prefix(sysroot: &Sysroot) -> Result<&'static str, SysrootError> {
     } else {
         ""
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_cmp;
+
+    #[test]
+    fn kernel_versions_compare_by_number() {
+        let mut v: Vec<&[u8]> = vec![
+            b"6.1.0-10-amd64",
+            b"6.1.0-9-amd64",
+            b"6.12.95+deb12-amd64",
+            b"5.19.0",
+        ];
+        v.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(
+            v,
+            vec![
+                &b"5.19.0"[..],
+                b"6.1.0-9-amd64",
+                b"6.1.0-10-amd64",
+                b"6.12.95+deb12-amd64"
+            ]
+        );
+    }
 }

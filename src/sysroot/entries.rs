@@ -104,14 +104,20 @@ fn entries_dir(boot: &Path) -> PathBuf {
 /// Every sealtree entry file, in the loader's order; for an id found
 /// twice (a change that died before removing the old file) the copy the
 /// loader prefers comes first.
-fn scan(boot: &Path) -> Result<Vec<OnDisk>, SysrootError> {
+fn scan(boot: &Path) -> Result<Scan, SysrootError> {
     let dir = entries_dir(boot);
     let listing = match fs::read_dir(&dir) {
         Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Scan {
+                found: Vec::new(),
+                unreadable: Vec::new(),
+            })
+        }
         Err(e) => return Err(io_err(&dir)(e)),
     };
     let mut found = Vec::new();
+    let mut unreadable = Vec::new();
     for item in listing {
         let item = item.map_err(io_err(&dir))?;
         let file = item.file_name().to_string_lossy().into_owned();
@@ -121,7 +127,16 @@ fn scan(boot: &Path) -> Result<Vec<OnDisk>, SysrootError> {
         else {
             continue;
         };
-        found.push(parse(&item.path(), stem, &file)?);
+        match parse(&item.path(), stem, &file) {
+            Ok(d) => found.push(d),
+            // The loader skips what it cannot read; so does this, so that a
+            // damaged or planted file (a power cut on vfat can leave one
+            // empty) cannot stop every command. The next change removes it.
+            Err(e) => {
+                eprintln!("sealtree: ignoring boot entry: {e}");
+                unreadable.push(file);
+            }
+        }
     }
     // systemd-boot: no tries left last, then version (generation) highest
     // first; for equal generations more tries left, fewer done first.
@@ -135,7 +150,14 @@ fn scan(boot: &Path) -> Result<Vec<OnDisk>, SysrootError> {
                 tries(a).cmp(&tries(b))
             })
     });
-    Ok(found)
+    Ok(Scan { found, unreadable })
+}
+
+/// What `scan` found: the entries, and the `sealtree-*.conf` files that
+/// are not readable entries.
+struct Scan {
+    found: Vec<OnDisk>,
+    unreadable: Vec<String>,
 }
 
 fn parse(path: &Path, stem: &str, file: &str) -> Result<OnDisk, SysrootError> {
@@ -156,6 +178,9 @@ fn parse(path: &Path, stem: &str, file: &str) -> Result<OnDisk, SysrootError> {
         // The name of entries before generations: the version line decides.
         _ => name,
     };
+    if !super::is_deployment_id(id) {
+        return Err(bad(format!("'{id}' is not a deployment id")));
+    }
     let text = fs::read_to_string(path).map_err(io_err(path))?;
     let mut entry = BootEntry {
         id: id.to_string(),
@@ -170,7 +195,9 @@ fn parse(path: &Path, stem: &str, file: &str) -> Result<OnDisk, SysrootError> {
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
         match key {
             "title" => entry.title = value.to_string(),
-            "version" => generation = value.trim().parse().ok(),
+            // At most u32::MAX: generations grow by one per change, and a
+            // bound leaves room above any real one.
+            "version" => generation = value.trim().parse::<u32>().ok().map(u64::from),
             "linux" => entry.linux = value.to_string(),
             "initrd" => entry.initrd = value.to_string(),
             "options" => entry.options = value.split_ascii_whitespace().map(String::from).collect(),
@@ -193,6 +220,7 @@ fn parse(path: &Path, stem: &str, file: &str) -> Result<OnDisk, SysrootError> {
 pub fn read(boot: &Path) -> Result<Vec<BootEntry>, SysrootError> {
     let mut seen = std::collections::HashSet::new();
     Ok(scan(boot)?
+        .found
         .into_iter()
         .filter(|d| seen.insert(d.entry.id.clone()))
         .map(|d| d.entry)
@@ -209,13 +237,22 @@ pub fn write(boot: &Path, wanted: &[BootEntry]) -> Result<(), SysrootError> {
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     remove_temporaries(&dir)?;
     write_loader_conf(boot)?;
-    let on_disk = scan(boot)?;
+    let Scan {
+        found: on_disk,
+        unreadable,
+    } = scan(boot)?;
     // The copy of each id the loader would use.
     let mut current: HashMap<&str, &OnDisk> = HashMap::new();
     for d in &on_disk {
         current.entry(d.entry.id.as_str()).or_insert(d);
     }
     let top = on_disk.iter().map(|d| d.generation).max().unwrap_or(0);
+    if top + wanted.len() as u64 > u64::from(u32::MAX) {
+        return Err(SysrootError::Refused(format!(
+            "{}: boot entry generations are used up (an entry has version {top})",
+            dir.display()
+        )));
+    }
 
     // The longest tail of `wanted` whose files exist with the same content
     // and strictly rising generations toward the front stays; the rest is
@@ -248,34 +285,46 @@ pub fn write(boot: &Path, wanted: &[BootEntry]) -> Result<(), SysrootError> {
         write_entry(&dir, &name, w.text(generation).as_bytes())?;
         kept_files.push(name);
     }
-    for d in &on_disk {
-        if !kept_files.contains(&d.file) {
-            let path = dir.join(&d.file);
-            fs::remove_file(&path).map_err(io_err(&path))?;
-        }
+    let stale = on_disk
+        .iter()
+        .map(|d| &d.file)
+        .filter(|f| !kept_files.contains(f));
+    for file in stale.chain(&unreadable) {
+        let path = dir.join(file);
+        fs::remove_file(&path).map_err(io_err(&path))?;
     }
     sync_dir(&dir)
 }
 
 /// Write one entry file: complete and synced under a name the loader
-/// ignores, then renamed into place and the directory synced.
+/// ignores, then renamed into place, made durable.
 fn write_entry(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SysrootError> {
     let tmp = dir.join(format!(".tmp-{name}"));
     write_synced(&tmp, bytes)?;
-    let path = dir.join(name);
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(dir)
+    rename_durably(&tmp, &dir.join(name))
 }
 
+/// Rename and make the result durable. On vfat a rename writes the new
+/// directory entry with no clusters; they reach the disk with the file's
+/// own inode, so the file is synced too, not only the directory.
+fn rename_durably(from: &Path, to: &Path) -> Result<(), SysrootError> {
+    fs::rename(from, to).map_err(io_err(to))?;
+    File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(to))?;
+    sync_dir(to.parent().expect("an entry has a directory"))
+}
+
+/// loader.conf, when there is none; one there already is the owner's
+/// (a menu timeout, `editor no`) and stays as it is.
 fn write_loader_conf(boot: &Path) -> Result<(), SysrootError> {
     let path = boot.join("loader").join("loader.conf");
-    if fs::read(&path).ok().as_deref() == Some(LOADER_CONF.as_bytes()) {
+    if path.exists() {
         return Ok(());
     }
     let tmp = path.with_file_name(".tmp-loader.conf");
     write_synced(&tmp, LOADER_CONF.as_bytes())?;
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(path.parent().expect("loader.conf has a parent"))
+    rename_durably(&tmp, &path)
 }
 
 /// Leftovers of a change that died while writing (callers hold the
@@ -295,20 +344,16 @@ fn remove_temporaries(dir: &Path) -> Result<(), SysrootError> {
 pub fn bless(boot: &Path, id: &str) -> Result<bool, SysrootError> {
     let dir = entries_dir(boot);
     let mut changed = false;
-    for d in scan(boot)? {
+    for d in scan(boot)?.found {
         if d.entry.id == id && d.entry.tries.is_some() {
             let blessed = BootEntry {
                 tries: None,
                 ..d.entry.clone()
             };
             let from = dir.join(&d.file);
-            let to = dir.join(blessed.file_name(d.generation));
-            fs::rename(&from, &to).map_err(io_err(&from))?;
+            rename_durably(&from, &dir.join(blessed.file_name(d.generation)))?;
             changed = true;
         }
-    }
-    if changed {
-        sync_dir(&dir)?;
     }
     Ok(changed)
 }

@@ -18,9 +18,11 @@
 //! driver. For mounted filesystems (`--filesystem ROOT --esp DIR`) the
 //! same steps write in place.
 //!
-//! fs-verity is turned on for objects and images where the kernel has
-//! it; elsewhere `sealtree/verity-pending` asks the initramfs to do it,
-//! checked against every name, on the first boot.
+//! fs-verity is turned on for objects and images where the kernel and
+//! the mounted target have it; on a disk (whose root mkfs copies from a
+//! staging directory, which carries no fs-verity) and elsewhere,
+//! `sealtree/verity-pending` asks the initramfs to do it, each file
+//! checked against its name, on the first boot.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -80,7 +82,7 @@ pub fn install(options: &InstallOptions, report: &mut dyn FnMut(&str)) -> Result
     match &options.target {
         InstallTarget::Filesystems { root, esp } => {
             let partition = partition_of(esp)?;
-            populate(options, root, esp, &partition, &loader, report)?;
+            populate(options, root, esp, &partition, &loader, Verity::Now, report)?;
             Ok(())
         }
         InstallTarget::Disk { path, size } => install_disk(options, path, *size, &loader, report),
@@ -94,12 +96,7 @@ fn install_disk(
     loader: &[u8],
     report: &mut dyn FnMut(&str),
 ) -> Result<(), SysrootError> {
-    if !disk.exists() && size.is_none() {
-        return Err(SysrootError::Refused(format!(
-            "{}: does not exist; give --size to create an image file",
-            disk.display()
-        )));
-    }
+    check_disk(disk, size)?;
     let esp_sectors = options.esp_size / 512;
     // FAT32 needs at least 65525 clusters: the largest cluster (up to
     // 4 KiB) that gives that many.
@@ -137,6 +134,7 @@ fn install_disk(
         &esp,
         &format!("PARTUUID={esp_uuid}"),
         loader,
+        Verity::FirstBoot,
         report,
     )?;
 
@@ -212,6 +210,63 @@ fn install_disk(
     Ok(())
 }
 
+/// The disk must be an image file (or one to create) or a block device
+/// nothing holds: not mounted, no partition of it mounted.
+fn check_disk(disk: &Path, size: Option<u64>) -> Result<(), SysrootError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let meta = match fs::metadata(disk) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if disk.starts_with("/dev") {
+                return Err(SysrootError::Refused(format!(
+                    "{}: no such device",
+                    disk.display()
+                )));
+            }
+            if size.is_none() {
+                return Err(SysrootError::Refused(format!(
+                    "{}: does not exist; give --size to create an image file",
+                    disk.display()
+                )));
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(io_err(disk)(e)),
+    };
+    if meta.file_type().is_block_device() {
+        // O_EXCL on a block device fails while it, or a partition of it,
+        // is mounted or otherwise held.
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_EXCL)
+            .open(disk)
+            .map_err(|e| {
+                SysrootError::Refused(format!(
+                    "{}: in use ({e}): unmount it and its partitions first",
+                    disk.display()
+                ))
+            })?;
+        Ok(())
+    } else if meta.is_file() {
+        Ok(())
+    } else {
+        Err(SysrootError::Refused(format!(
+            "{}: neither a block device nor an image file",
+            disk.display()
+        )))
+    }
+}
+
+/// How fs-verity gets turned on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verity {
+    /// Now, on the filesystem being written (mounted targets).
+    Now,
+    /// At first boot: a disk's root is made by mkfs from a staged copy,
+    /// which carries no fs-verity.
+    FirstBoot,
+}
+
 /// Initialize the sysroot at `root`, pull and deploy the first commit with
 /// its kernel and entry on the ESP at `esp`, and install the loader.
 fn populate(
@@ -220,6 +275,7 @@ fn populate(
     esp: &Path,
     esp_partition: &str,
     loader: &[u8],
+    verity: Verity,
     report: &mut dyn FnMut(&str),
 ) -> Result<(), SysrootError> {
     report(&format!("sysroot at {}", root.display()));
@@ -251,8 +307,15 @@ fn populate(
         let d = esp.join(dir);
         fs::create_dir_all(&d).map_err(io_err(&d))?;
     }
-    super::write_atomic(&esp.join("EFI/BOOT/BOOTX64.EFI"), loader)?;
     super::write_atomic(&esp.join("EFI/systemd/systemd-bootx64.efi"), loader)?;
+    // The removable-media path firmware boots when it has no boot entry;
+    // an ESP shared with another system keeps the one it has.
+    let fallback = esp.join("EFI/BOOT/BOOTX64.EFI");
+    if fallback.exists() {
+        report("EFI/BOOT/BOOTX64.EFI exists: kept; add a firmware boot entry for EFI/systemd/systemd-bootx64.efi (bootctl install, efibootmgr)");
+    } else {
+        super::write_atomic(&fallback, loader)?;
+    }
 
     report(&format!("deploying origin/{}", options.branch));
     let done = deploy(
@@ -276,6 +339,13 @@ fn populate(
     ));
     super::write_atomic(&fstab, text.as_bytes())?;
 
+    let marker = sysroot.root().join("sealtree").join(VERITY_PENDING);
+    if verity == Verity::FirstBoot {
+        report("fs-verity: the initramfs turns it on at first boot");
+        super::write_atomic(&marker, b"")?;
+        sysroot.sync()?;
+        return Ok(());
+    }
     report("fs-verity on objects and images");
     match enable_verity(&sysroot) {
         Ok(r) if r.mismatched.is_empty() => report(&format!(
@@ -291,7 +361,6 @@ fn populate(
         }
         Err(SysrootError::Refused(why)) if why.contains("has no fs-verity") => {
             report("fs-verity: not on this machine; the initramfs turns it on at first boot");
-            let marker = sysroot.root().join("sealtree").join(VERITY_PENDING);
             super::write_atomic(&marker, b"")?;
         }
         Err(e) => return Err(e),

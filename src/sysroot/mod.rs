@@ -196,7 +196,13 @@ impl Sysroot {
             Ok(text) => {
                 let v: serde_json::Value = serde_json::from_slice(&text)
                     .map_err(|e| SysrootError::Refused(format!("{}: {e}", path.display())))?;
-                Ok(v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+                match v.get("id").and_then(|i| i.as_str()) {
+                    Some(id) if is_deployment_id(id) => Ok(Some(id.to_string())),
+                    _ => Err(SysrootError::Refused(format!(
+                        "{}: no valid deployment id",
+                        path.display()
+                    ))),
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&path)(e)),
@@ -252,14 +258,28 @@ impl Sysroot {
             return Ok(());
         }
         use std::os::unix::fs::MetadataExt;
-        let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).map_err(io_err(p));
-        if dev(&self.boot)? == dev(&self.root)? {
-            return Err(SysrootError::Refused(format!(
+        // The device mounted at boot/ must be that very partition, not
+        // merely another filesystem.
+        let mounted = fs::metadata(&self.boot).map_err(io_err(&self.boot))?.dev();
+        let device = match partition.split_once('=') {
+            Some(("PARTUUID", uuid)) => {
+                Path::new("/dev/disk/by-partuuid").join(uuid.to_lowercase())
+            }
+            Some(("UUID", uuid)) => Path::new("/dev/disk/by-uuid").join(uuid),
+            _ => {
+                return Err(SysrootError::Refused(format!(
+                    "{}: boot_partition '{partition}' is neither PARTUUID=… nor UUID=…",
+                    self.base().join("config.json").display()
+                )))
+            }
+        };
+        match fs::metadata(&device) {
+            Ok(m) if m.rdev() == mounted => Ok(()),
+            _ => Err(SysrootError::Refused(format!(
                 "the boot partition {partition} is not mounted at {}",
                 self.boot.display()
-            )));
+            ))),
         }
-        Ok(())
     }
 
     pub fn kernel_dir(&self, id: &str) -> PathBuf {
@@ -330,6 +350,24 @@ impl Sysroot {
 /// Write `bytes` to `path` through a temporary name, synced.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SysrootError> {
     crate::compose::write_file_atomic(path, bytes).map_err(|e| SysrootError::Refused(e.to_string()))
+}
+
+/// Whether `id` has the form deployment ids have: the commit's first 12
+/// hex digits, a dot and a serial number. Ids come from the command line,
+/// boot entries and staged.json, and become paths: nothing else passes.
+pub fn is_deployment_id(id: &str) -> bool {
+    match id.split_once('.') {
+        Some((commit, serial)) => {
+            commit.len() == 12
+                && commit
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                && !serial.is_empty()
+                && serial.len() <= 9
+                && serial.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
 }
 
 /// The booted deployment, from `sealtree=ID` on a kernel command line.

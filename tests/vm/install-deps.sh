@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the boot tests need on a Debian bookworm host: qemu,
-# OVMF, systemd-boot, mmdebstrap, dracut, busybox, mtools, and a Debian
-# 6.12 kernel (fs-verity, overlayfs
-# verity=, data-only lower layers) unpacked from its package into
-# $VM_KERNEL_DIR (default /var/cache/sealtree-vm/kernel), not installed.
+# Installs what the boot tests and demo/run need on a Debian bookworm host:
+# qemu, OVMF, systemd-boot, mmdebstrap, dracut, busybox, mtools, and a
+# Debian 6.12 kernel (fs-verity, overlayfs verity=, data-only lower
+# layers) unpacked from its package into $VM_KERNEL_DIR (default
+# /var/cache/sealtree-vm/kernel), not installed.
 set -euo pipefail
 KDIR=${VM_KERNEL_DIR:-/var/cache/sealtree-vm/kernel}
 export DEBIAN_FRONTEND=noninteractive

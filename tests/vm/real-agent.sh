@@ -20,11 +20,22 @@ check() {
     if "$@"; then echo "RESULT pass $name"; else echo "RESULT fail $name"; fi
 }
 
+# A systemd-boot variable as text (UTF-16 after 4 bytes of attributes).
+loader_var() {
+    local var=/sys/firmware/efi/efivars/$1-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
+    [ -e "$var" ] && cat "$var" | tail -c +5 | tr -d '\000'
+}
+
 # The path systemd-boot counted this boot under (empty if none).
 boot_count_path() {
-    local var=/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
-    [ -e "$var" ] && tail -c +5 "$var" | tr -d '\000'
+    loader_var LoaderBootCountPath
 }
+
+# Firmware start to loader, loader to kernel (systemd-boot's timestamps).
+init=$(loader_var LoaderTimeInitUSec)
+exec_=$(loader_var LoaderTimeExecUSec)
+[ -n "$init" ] && [ -n "$exec_" ] &&
+    echo "AGENT: firmware to loader $((init / 1000)) ms, loader to kernel $(((exec_ - init) / 1000)) ms"
 
 # Wait (up to S seconds) until the booted entry has no counter.
 wait_blessed() {

@@ -21,7 +21,7 @@ sweep() {
             fi
             eval "$setup" > /dev/null
             old=$(default_id)
-            strace -f -qq -o /dev/null -e trace="$call" -e inject="$call":signal=KILL:when="$n" \
+            strace -f -qq --seccomp-bpf -o /dev/null -e trace="$call" -e inject="$call":signal=KILL:when="$n" \
                 "$@" > /dev/null 2>&1
             rc=$?
             now=$(default_id)
@@ -47,7 +47,8 @@ sweep() {
         test "$bad" = 0 -a "$kills" -gt 0
 }
 
-# sweep_all C1 C2: deploy, rollback, finalize-staged, cleanup and bless.
+# sweep_all C1 C2: deploy, rollback, finalize-staged, cleanup, undeploy
+# and bless.
 sweep_all() {
     local c1=$1 c2=$2
     local start=$SECONDS
@@ -68,6 +69,10 @@ sweep_all() {
         'sealtree admin deploy '"$c2"'; sealtree admin deploy '"$c1"'' \
         '[ "$now" = "$old" ]' "1 2 5 20 100" -- \
         sealtree admin cleanup
+    sweep "undeploy" \
+        'sealtree admin cleanup; sealtree admin deploy '"$c2"'; default_id > /run/victim; second=$(sealtree admin status | awk "/^[^ ]+ .*rollback/ { print \$1; exit }")' \
+        '[ "$now" = "$old" ] || [ "$now" = "$second" ]' "" -- \
+        sh -c 'sealtree admin undeploy "$(cat /run/victim)"'
     # The state systemd-boot leaves when it starts an entry: counted.
     sweep "bless" \
         'f=$(ls /sysroot/boot/loader/entries/ | grep "^sealtree-$booted-[0-9]*\.conf$"); [ -z "$f" ] || mv "/sysroot/boot/loader/entries/$f" "/sysroot/boot/loader/entries/${f%.conf}+2-1.conf"' \

@@ -95,8 +95,6 @@ else
 fi
 
 cat > "$R/plan-upgrade" <<PLAN
-echo "edited before the upgrade" > /etc/sealtree-test-local.conf
-mkdir -p /var/lib/sealtree-test && echo "var survives" > /var/lib/sealtree-test/marker
 mount -o ro /dev/vdc /mnt
 check "real-4: remote add usb file:///mnt/repo (second disk)" sealtree remote add usb file:///mnt/repo --trusted /sysroot/sealtree/trusted.d
 start=\$SECONDS
@@ -104,6 +102,9 @@ check "real-4: admin upgrade --remote usb stages the update" sealtree admin upgr
 echo "AGENT: upgrade took \$((SECONDS - start)) s"
 sealtree admin status | sed 's/^/AGENT: /'
 umount /mnt
+# After staging, before the reboot: finalize merges /etc again.
+echo "edited after staging" > /etc/sealtree-test-local.conf
+mkdir -p /var/lib/sealtree-test && echo "var survives" > /var/lib/sealtree-test/marker
 systemctl reboot
 PLAN
 say "real-4: upgrade from a file:// remote, then systemctl reboot"
@@ -113,7 +114,7 @@ boot_results upgrade
 cat > "$R/plan-upgraded" <<PLAN
 check "real-4: the staged deployment (commit $C2) boots after systemctl reboot" [ "\$(commit_of \$booted)" = "$C2" ]
 check "real-4: its content is version 2" grep -qx 2 /usr/lib/sealtree-test-version
-check "real-4: the /etc edit made before the reboot survived" grep -q "edited before" /etc/sealtree-test-local.conf
+check "real-4: an /etc edit made after staging, before the reboot, survived" grep -q "edited after staging" /etc/sealtree-test-local.conf
 check "real-4: the file in /var survived" grep -q "var survives" /var/lib/sealtree-test/marker
 wait_blessed 300
 check "real-5: admin rollback" sealtree admin rollback
