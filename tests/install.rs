@@ -94,27 +94,23 @@ impl Source {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `admin install` into `target` (its own options) from this
+    /// repository's `os`, trusting `trusted`.
+    fn install_with(&self, target: &[&str], trusted: &str) -> Output {
+        let (source, workdir) = (self.p("repo"), self.p(""));
+        let mut args = vec!["admin", "install"];
+        args.extend_from_slice(target);
+        args.extend(["--source", &source, "--branch", "os", "--trusted", trusted]);
+        args.extend(["--workdir", &workdir]);
+        self.run(&args)
+    }
+
     fn install(&self, disk: &str, trusted: &str) -> Output {
-        self.run(&[
-            "admin",
-            "install",
-            "--disk",
-            disk,
-            "--size",
-            "600M",
-            "--esp-size",
-            "100M",
-            "--source",
-            &self.p("repo"),
-            "--branch",
-            "os",
-            "--trusted",
+        let target = ["--disk", disk, "--size", "600M", "--esp-size", "100M"];
+        self.install_with(
+            &[&target[..], &["--karg", "console=ttyS0"]].concat(),
             trusted,
-            "--karg",
-            "console=ttyS0",
-            "--workdir",
-            self.dir.path().to_str().unwrap(),
-        ])
+        )
     }
 }
 
@@ -315,18 +311,7 @@ fn a_failed_install_leaves_no_boot_entry() {
     assert!(left.is_empty(), "{left:?}");
 
     // A disk path that does not exist and no --size: one clear line.
-    let out = s.run(&[
-        "admin",
-        "install",
-        "--disk",
-        &s.p("nope.img"),
-        "--source",
-        &s.p("repo"),
-        "--branch",
-        "os",
-        "--trusted",
-        &s.p("k.pub"),
-    ]);
+    let out = s.install_with(&["--disk", &s.p("nope.img")], &s.p("k.pub"));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -335,20 +320,8 @@ fn a_failed_install_leaves_no_boot_entry() {
     );
 
     // A mistyped device is not created as a file in /dev.
-    let out = s.run(&[
-        "admin",
-        "install",
-        "--disk",
-        "/dev/sealtree-no-such-disk",
-        "--size",
-        "100M",
-        "--source",
-        &s.p("repo"),
-        "--branch",
-        "os",
-        "--trusted",
-        &s.p("k.pub"),
-    ]);
+    let target = ["--disk", "/dev/sealtree-no-such-disk", "--size", "100M"];
+    let out = s.install_with(&target, &s.p("k.pub"));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -368,20 +341,8 @@ fn install_into_mounted_filesystems_needs_a_gpt_esp() {
         return;
     }
     // A plain directory is not a partition: refused before anything is written.
-    let out = s.run(&[
-        "admin",
-        "install",
-        "--filesystem",
-        &s.p("root"),
-        "--esp",
-        &s.p("esp"),
-        "--source",
-        &s.p("repo"),
-        "--branch",
-        "os",
-        "--trusted",
-        &s.p("k.pub"),
-    ]);
+    let (root, esp) = (s.p("root"), s.p("esp"));
+    let out = s.install_with(&["--filesystem", &root, "--esp", &esp], &s.p("k.pub"));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -134,15 +134,6 @@ boot() {
     grep -E 'sealtree-prepare-root|^AGENT|^RESULT|SETUP' "$log" | tr -d '\r' | sed 's/^\[ *[0-9.]*\] //' || true
 }
 
-# The RESULT lines of a boot, as scenario results.
-results() {
-    local line status name
-    while read -r line; do
-        status=$(echo "$line" | awk '{print $2}')
-        name=$(echo "$line" | cut -d' ' -f3-)
-        result "$name" "$status"
-    done < <(grep -a '^RESULT' "$work/$1.log" | tr -d '\r')
-}
 
 say "one-time setup: fs-verity on for every object and image"
 echo ': nothing to do' > "$work/plan0"
@@ -168,7 +159,7 @@ check "verify-5: rollback: admin rollback" sealtree admin rollback
 PLAN
 entry default
 boot good "$E_LINUX" "$E_INITRD" "$E_OPTIONS" "$work/plan1"
-results good
+results "$work/good.log"
 timings=$(grep -a 'sealtree-prepare-root' "$work/good.log" | grep -av 'sealtree\[' | tr -d '\r' | sed 's/^\[ *[0-9.]*\] //' | awk '!seen[$0]++')
 
 cat > "$work/plan2" <<PLAN
@@ -180,7 +171,7 @@ check "verify-7: staged: finalized at shutdown" sealtree admin finalize-staged
 PLAN
 entry default
 boot rollback "$E_LINUX" "$E_INITRD" "$E_OPTIONS" "$work/plan2"
-results rollback
+results "$work/rollback.log"
 
 cat > "$work/plan3" <<PLAN
 check "verify-7: staged: the staged deployment boots next" grep -q '"commit": "$C3"' /sysroot/sealtree/deploy/\$booted/deployment.json
@@ -188,7 +179,7 @@ check "verify-7: staged: its content is version 3" grep -q VERSION_ID=3 /usr/lib
 PLAN
 entry default
 boot staged "$E_LINUX" "$E_INITRD" "$E_OPTIONS" "$work/plan3"
-results staged
+results "$work/staged.log"
 
 # refused NAME ID EXPECTED...: boot the entry of ID; prepare-root must
 # refuse with one line holding every EXPECTED string, and the system must

@@ -67,7 +67,8 @@ qboot() {
         -drive "file=$R/plan.img,format=raw,if=virtio,readonly=on")
     local d
     for d in "$@"; do drives+=(-drive "file=$d,format=raw,if=virtio"); done
-    local start=$SECONDS
+    local start=$SECONDS t0 t_loader="" t_kernel="" t_up=""
+    t0=$(date +%s.%N)
     ENDED="qemu exited"
     qemu-system-x86_64 -machine q35 -accel tcg -cpu max -m 2048 -smp 2 -display none -no-reboot \
         -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE" \
@@ -76,6 +77,11 @@ qboot() {
     local qemu=$!
     while kill -0 "$qemu" 2>/dev/null; do
         local cut=""
+        # When the firmware starts the loader, the loader the kernel, and
+        # the system is up (as the serial lines first show them).
+        [ -z "$t_loader" ] && grep -aq 'BdsDxe: starting' "$log" 2>/dev/null && t_loader=$(date +%s.%N)
+        [ -z "$t_kernel" ] && grep -aq 'EFI stub: ' "$log" 2>/dev/null && t_kernel=$(date +%s.%N)
+        [ -z "$t_up" ] && grep -aq '^AGENT: booted' "$alog" 2>/dev/null && t_up=$(date +%s.%N)
         if grep -aq '^AGENT-KILL' "$alog" 2>/dev/null; then
             cut="power cut after the agent asked"
         elif grep -aq '^AGENT-CUT' "$alog" 2>/dev/null; then
@@ -98,6 +104,12 @@ qboot() {
     wait "$qemu" 2>/dev/null || true
     BOOTED=$(tr -d '\r' < "$alog" | sed -n 's/^AGENT: booted \([^ ]*\) .*/\1/p' | tail -1)
     echo "== boot $name: $((SECONDS - start)) s, booted ${BOOTED:-nothing} ($ENDED)"
+    if [ -n "$t_loader" ] && [ -n "$t_kernel" ]; then
+        awk -v a="$t0" -v b="$t_loader" -v c="$t_kernel" -v d="${t_up:-}" 'BEGIN {
+            printf "== boot %s timings: firmware %.1f s, systemd-boot %.1f s (3 s of it the menu timeout)", "'"$name"'", b - a, c - b
+            if (d != "") printf ", kernel to the system up %.1f s", d - c
+            printf "\n" }'
+    fi
     tr -d '\r' < "$log" | sed 's/^\[ *[0-9.]*\] //' |
         grep -a -E '^sealtree-prepare-root|fs-verity enabled' | awk '!seen[$0]++' || true
     tr -d '\r' < "$alog" || true

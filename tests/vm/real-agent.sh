@@ -31,12 +31,6 @@ boot_count_path() {
     loader_var LoaderBootCountPath
 }
 
-# Firmware start to loader, loader to kernel (systemd-boot's timestamps).
-init=$(loader_var LoaderTimeInitUSec)
-exec_=$(loader_var LoaderTimeExecUSec)
-[ -n "$init" ] && [ -n "$exec_" ] &&
-    echo "AGENT: firmware to loader $((init / 1000)) ms, loader to kernel $(((exec_ - init) / 1000)) ms"
-
 # Wait (up to S seconds) until the booted entry has no counter.
 wait_blessed() {
     local i

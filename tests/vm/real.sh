@@ -53,14 +53,24 @@ unset SEALTREE_REPO
 rm -rf "$T"
 DISK="$R/disk.img"
 
-# The RESULT lines of a boot, as scenario results.
-boot_results() {
-    local line status name
-    while read -r line; do
-        status=$(echo "$line" | awk '{print $2}')
-        name=$(echo "$line" | cut -d' ' -f3-)
-        result "$name" "$status"
-    done < <(tr -d '\r' < "$R/$1.agent" | grep -a '^RESULT')
+# boot_results NAME: the RESULT lines of boot NAME.
+boot_results() { results "$R/$1.agent"; }
+
+# boot_until_back NAME PLAN [DISK...]: restart the machine (NAME-1,
+# NAME-2, ...) until it boots $D1 again, at most 5 times. TRIES: boots
+# before that; REFUSALS: those refused by prepare-root; LAST: the last
+# boot's name.
+boot_until_back() {
+    local name=$1 plan=$2 i
+    shift 2
+    TRIES=0 REFUSALS=0
+    for i in 1 2 3 4 5; do
+        LAST="$name-$i"
+        qboot "$LAST" "$plan" "$DISK" "$@"
+        [ "$BOOTED" = "$D1" ] && return
+        TRIES=$((TRIES + 1))
+        grep -aq "sealtree-prepare-root: FAILED: image digest" "$R/$LAST.log" && REFUSALS=$((REFUSALS + 1))
+    done
 }
 
 # Plans are bash sourced by the agent (tests/vm/real-agent.sh), which sets
@@ -156,21 +166,16 @@ sync
 systemctl poweroff
 PLAN
 say "real-3: a deployment whose boot fails, restarted until the loader gives up"
-tries=0
-for i in 1 2 3 4 5; do
-    qboot "fallback-$i" "$R/plan-fallback" "$DISK" "$R/usb.img"
-    [ "$BOOTED" = "$D1" ] && break
-    [ -n "$BOOTED" ] && tries=$((tries + 1))
-done
+boot_until_back fallback "$R/plan-fallback" "$R/usb.img"
 echo "ESP entries: $(esp_entries "$DISK" | tr '\n' ' ')"
 name="real-3: boot-complete.target fails: tried 3 times, then the previous deployment ($D1) booted by itself"
-if [ "$BOOTED" = "$D1" ] && [ "$tries" = 3 ]; then
+if [ "$BOOTED" = "$D1" ] && [ "$TRIES" = 3 ]; then
     result "$name" pass
 else
-    result "$name" fail "tries: $tries, then booted: ${BOOTED:-nothing}"
+    result "$name" fail "tries: $TRIES, then booted: ${BOOTED:-nothing}"
 fi
-boot_results "fallback-$i"
-D4=$(tr -d '\r' < "$R/fallback-$i.agent" | sed -n 's/^AGENT: damaged deployment //p')
+boot_results "$LAST"
+D4=$(tr -d '\r' < "$R/$LAST.agent" | sed -n 's/^AGENT: damaged deployment //p')
 
 # The last refused boot falls back to D1, which then runs real-6's kill
 # sweep over every step of the boot entry changes.
@@ -181,20 +186,15 @@ sweep_all "$C1" "$C2"
 systemctl poweroff
 PLAN
 say "real-3: a deployment whose image was replaced ($D4), restarted until the loader gives up"
-refusals=0
-for i in 1 2 3 4 5; do
-    qboot "refused-$i" "$R/plan-refused" "$DISK"
-    [ "$BOOTED" = "$D1" ] && break
-    grep -aq "sealtree-prepare-root: FAILED: image digest" "$R/refused-$i.log" && refusals=$((refusals + 1))
-done
+boot_until_back refused "$R/plan-refused"
 name="real-3: prepare-root refuses the replaced image: tried 3 times, then $D1 booted by itself"
-if [ "$BOOTED" = "$D1" ] && [ "$refusals" = 3 ]; then
+if [ "$BOOTED" = "$D1" ] && [ "$REFUSALS" = 3 ] && [ "$TRIES" = 3 ]; then
     result "$name" pass
 else
-    result "$name" fail "refusals: $refusals, then booted: ${BOOTED:-nothing}"
+    result "$name" fail "refusals: $REFUSALS of $TRIES, then booted: ${BOOTED:-nothing}"
 fi
 say "real-6: kill -9 at every step (in the VM, on the real ESP)"
-boot_results "refused-$i"
+boot_results "$LAST"
 
 # real-6, power cuts: each boot checks what the previous cut left, then
 # starts a deploy (odd cycles) or a staged deploy and systemctl reboot,

@@ -45,6 +45,16 @@ result() {
     fi
 }
 
+# results FILE: the agent's RESULT lines in FILE, as scenario results.
+results() {
+    local line status name
+    while read -r line; do
+        status=$(echo "$line" | awk '{print $2}')
+        name=$(echo "$line" | cut -d' ' -f3-)
+        result "$name" "$status"
+    done < <(tr -d '\r' < "$1" | grep -a '^RESULT')
+}
+
 say "keys: k (trusted by the initramfs), u (trusted by the sysroot only)"
 "$ST" key generate --secret "$work/k.sec" --public "$work/k.pub" >/dev/null
 "$ST" key generate --secret "$work/u.sec" --public "$work/u.pub" >/dev/null
