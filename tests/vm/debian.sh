@@ -112,5 +112,5 @@ qboot() {
     fi
     tr -d '\r' < "$log" | sed 's/^\[ *[0-9.]*\] //' |
         grep -a -E '^sealtree-prepare-root|fs-verity enabled' | awk '!seen[$0]++' || true
-    tr -d '\r' < "$alog" || true
+    tr -d '\r' < "$alog" | grep -a -E '^(AGENT|RESULT)' || true
 }
