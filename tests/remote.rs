@@ -174,30 +174,7 @@ fn pull_into_an_empty_repository_then_checkout_equals_the_source() {
     );
     let out = p.ok("client", &["pull", "origin", "os"]);
     assert!(out.contains(&id), "{out}");
-    let checkout = p.path("checkout");
-    p.ok(
-        "client",
-        &["checkout", "origin/os", checkout.to_str().unwrap()],
-    );
-    assert_same_tree(&src, &checkout);
-    // The history is the server's, commit for commit.
-    assert_eq!(
-        p.ok("client", &["show", "origin/os"])
-            .lines()
-            .next()
-            .unwrap(),
-        format!("commit {id}")
-    );
-    let fsck = p.ok("client", &["fsck"]);
-    assert!(
-        !fsck.contains("missing") && !fsck.contains("corrupt"),
-        "{fsck}"
-    );
-    // The statement came along and verifies here.
-    p.ok(
-        "client",
-        &["verify", "origin/os", "--trusted", &p.s("key.pub")],
-    );
+    assert_pulled(&p, &src, &id);
 }
 
 #[test]
@@ -538,28 +515,7 @@ fn a_file_url_remote_pulls_into_an_empty_repository_and_checks_out_the_source() 
     let out = p.ok("client", &["pull", "origin", "os"]);
     assert!(out.contains(&id), "{out}");
     assert!(!p.client_objects().is_empty());
-    let checkout = p.path("checkout");
-    p.ok(
-        "client",
-        &["checkout", "origin/os", checkout.to_str().unwrap()],
-    );
-    assert_same_tree(&src, &checkout);
-    assert_eq!(
-        p.ok("client", &["show", "origin/os"])
-            .lines()
-            .next()
-            .unwrap(),
-        format!("commit {id}")
-    );
-    let fsck = p.ok("client", &["fsck"]);
-    assert!(
-        !fsck.contains("missing") && !fsck.contains("corrupt"),
-        "{fsck}"
-    );
-    p.ok(
-        "client",
-        &["verify", "origin/os", "--trusted", &p.s("key.pub")],
-    );
+    assert_pulled(&p, &src, &id);
 }
 
 #[test]
@@ -792,5 +748,33 @@ fn a_file_url_remote_follows_no_symlink_out_of_the_repository() {
     assert!(
         !err.contains("root-only"),
         "the private file was read: {err}"
+    );
+}
+
+/// origin/os in the client is commit `id` of `src`: its checkout equals
+/// the source, its history is the server's, fsck is clean and its
+/// statement verifies here.
+fn assert_pulled(p: &Pair, src: &Path, id: &str) {
+    let checkout = p.path("checkout");
+    p.ok(
+        "client",
+        &["checkout", "origin/os", checkout.to_str().unwrap()],
+    );
+    assert_same_tree(src, &checkout);
+    assert_eq!(
+        p.ok("client", &["show", "origin/os"])
+            .lines()
+            .next()
+            .unwrap(),
+        format!("commit {id}")
+    );
+    let fsck = p.ok("client", &["fsck"]);
+    assert!(
+        !fsck.contains("missing") && !fsck.contains("corrupt"),
+        "{fsck}"
+    );
+    p.ok(
+        "client",
+        &["verify", "origin/os", "--trusted", &p.s("key.pub")],
     );
 }
