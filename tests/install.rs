@@ -205,15 +205,11 @@ fn install_to_an_image_file_makes_a_bootable_disk() {
     let loader = fs::read(sealtree_loader()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("BOOTX64.EFI");
-    let out = Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(format!("{disk}@@{ESP_OFFSET}"))
-        .arg("::/EFI/BOOT/BOOTX64.EFI")
-        .arg(&copy)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    mtools(
+        "mcopy",
+        &disk,
+        &["::/EFI/BOOT/BOOTX64.EFI", copy.to_str().unwrap()],
+    );
     assert_eq!(fs::read(&copy).unwrap(), loader);
     let entries = mtools("mdir", &disk, &["-b", "::/loader/entries"]);
     let name = format!("sealtree-{id}-1+3.conf");

@@ -583,12 +583,7 @@ fn a_file_url_update_fetches_only_the_changed_objects() {
         out.contains("0 objects fetched (0 bytes), 50 already here"),
         "{out}"
     );
-    let checkout = p.path("checkout");
-    p.ok(
-        "client",
-        &["checkout", "origin/os", checkout.to_str().unwrap()],
-    );
-    assert_same_tree(&src, &checkout);
+    assert_checkout_equals(&p, &src);
     let fsck = p.ok("client", &["fsck"]);
     assert!(!fsck.contains("missing"), "{fsck}");
 }
@@ -711,12 +706,7 @@ fn a_plain_path_remote_is_stored_as_a_file_url_and_pulls() {
         out.contains(&id) && out.contains("2 objects fetched"),
         "{out}"
     );
-    let checkout = p.path("checkout");
-    p.ok(
-        "client",
-        &["checkout", "origin/os", checkout.to_str().unwrap()],
-    );
-    assert_same_tree(&src, &checkout);
+    assert_checkout_equals(&p, &src);
     // The absolute path names the same repository now.
     let out = p.ok("client", &["pull", "abs", "os"]);
     assert!(
@@ -755,12 +745,7 @@ fn a_file_url_remote_follows_no_symlink_out_of_the_repository() {
 /// the source, its history is the server's, fsck is clean and its
 /// statement verifies here.
 fn assert_pulled(p: &Pair, src: &Path, id: &str) {
-    let checkout = p.path("checkout");
-    p.ok(
-        "client",
-        &["checkout", "origin/os", checkout.to_str().unwrap()],
-    );
-    assert_same_tree(src, &checkout);
+    assert_checkout_equals(p, src);
     assert_eq!(
         p.ok("client", &["show", "origin/os"])
             .lines()
@@ -777,4 +762,14 @@ fn assert_pulled(p: &Pair, src: &Path, id: &str) {
         "client",
         &["verify", "origin/os", "--trusted", &p.s("key.pub")],
     );
+}
+
+/// A checkout of origin/os in the client equals `src`.
+fn assert_checkout_equals(p: &Pair, src: &Path) {
+    let checkout = p.path("checkout");
+    p.ok(
+        "client",
+        &["checkout", "origin/os", checkout.to_str().unwrap()],
+    );
+    assert_same_tree(src, &checkout);
 }
