@@ -15,4 +15,5 @@ pub mod statcache;
 pub mod sysroot;
 pub mod tar_import;
 pub mod tree;
+pub mod uki;
 pub mod walk;

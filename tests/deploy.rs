@@ -332,23 +332,25 @@ fn two_signed_deployments_status_and_rollback() {
     assert_eq!(
         s.entry_files(),
         sorted(vec![
-            format!("sealtree-{d1}-1+3.conf"),
-            format!("sealtree-{d2}-2+3.conf")
+            format!("sealtree-1-{d1}+3.conf"),
+            format!("sealtree-2-{d2}+3.conf")
         ])
     );
     let entry = fs::read_to_string(
         s.root()
-            .join(format!("boot/loader/entries/sealtree-{d2}-2+3.conf")),
+            .join(format!("boot/loader/entries/sealtree-2-{d2}+3.conf")),
     )
     .unwrap();
     for line in [
         format!("linux /boot/sealtree/{d2}/vmlinuz"),
         format!("options root=/dev/vda sealtree={d2}"),
-        "version 2".to_string(),
         "sort-key sealtree".to_string(),
     ] {
         assert!(entry.contains(&line), "{line} not in {entry}");
     }
+    // No version: the loader orders sealtree's entries by name, whose
+    // generation leads.
+    assert!(!entry.contains("version"), "{entry}");
     // No default in loader.conf: the order decides, so boot counting can
     // skip a failed entry.
     let loader_conf = fs::read_to_string(s.root().join("boot/loader/loader.conf")).unwrap();
@@ -370,8 +372,8 @@ fn two_signed_deployments_status_and_rollback() {
     assert_eq!(
         s.entry_files(),
         sorted(vec![
-            format!("sealtree-{d1}-3+3.conf"),
-            format!("sealtree-{d2}-2+3.conf")
+            format!("sealtree-3-{d1}+3.conf"),
+            format!("sealtree-2-{d2}+3.conf")
         ])
     );
     s.admin_ok(&["rollback"]);
@@ -383,8 +385,8 @@ fn two_signed_deployments_status_and_rollback() {
     assert_eq!(
         s.entry_files(),
         sorted(vec![
-            format!("sealtree-{d1}-3+3.conf"),
-            format!("sealtree-{d2}-4.conf")
+            format!("sealtree-3-{d1}+3.conf"),
+            format!("sealtree-4-{d2}.conf")
         ])
     );
     assert_eq!(s.status(None)[0]["tries_left"], Value::Null);
@@ -598,7 +600,7 @@ fn staged_deployment_switches_at_finalize() {
     assert_eq!(status[0]["default"], true);
     assert_eq!(status[1]["id"], d2.as_str());
     assert_eq!(status[1]["staged"], true);
-    assert_eq!(s.entry_files(), vec![format!("sealtree-{d1}-1+3.conf")]);
+    assert_eq!(s.entry_files(), vec![format!("sealtree-1-{d1}+3.conf")]);
     // /etc edited in the running system after staging: kept, because
     // /etc is merged again at finalize.
     let running_etc = s.root().join(format!("sealtree/deploy/{d1}/etc"));
@@ -638,21 +640,21 @@ fn planted_or_damaged_entries_do_not_stop_the_commands() {
     let d1 = s.deploy("os");
     let dir = s.root().join("boot/loader/entries");
     // What a power cut on vfat can leave, and what someone could plant.
-    fs::write(dir.join(format!("sealtree-{d1}-7.conf")), "").unwrap();
+    fs::write(dir.join(format!("sealtree-7-{d1}.conf")), "").unwrap();
     fs::write(
         dir.join("sealtree-..-0.conf"),
         "version 1\nsort-key sealtree\noptions sealtree=..\n",
     )
     .unwrap();
     fs::write(
-        dir.join(format!("sealtree-{d1}-9+x.conf")),
+        dir.join(format!("sealtree-9-{d1}+x.conf")),
         format!("version 9\noptions sealtree={d1}\n"),
     )
     .unwrap();
-    let huge = fs::read_to_string(dir.join(format!("sealtree-{d1}-1+3.conf")))
+    let huge = fs::read_to_string(dir.join(format!("sealtree-1-{d1}+3.conf")))
         .unwrap()
-        .replace("version 1", "version 18446744073709551615");
-    fs::write(dir.join(format!("sealtree-{d1}-99+3.conf")), huge).unwrap();
+        .replace("sort-key", "version 18446744073709551615\nsort-key");
+    fs::write(dir.join(format!("sealtree-99-{d1}+3.conf")), huge).unwrap();
     let out = s.admin_booted(None, &["status", "--json"]);
     assert!(
         out.status.success(),
@@ -668,8 +670,8 @@ fn planted_or_damaged_entries_do_not_stop_the_commands() {
     assert_eq!(
         s.entry_files(),
         sorted(vec![
-            format!("sealtree-{d1}-1+3.conf"),
-            format!("sealtree-{d2}-2+3.conf")
+            format!("sealtree-1-{d1}+3.conf"),
+            format!("sealtree-2-{d2}+3.conf")
         ])
     );
     // Ids become paths: only deployment ids pass.
@@ -1034,7 +1036,7 @@ fn loader_counts_failed_boots(s: &TestSysroot, id: &str, boots: u32) {
         let name = s
             .entry_files()
             .into_iter()
-            .find(|n| n.starts_with(&format!("sealtree-{id}-")))
+            .find(|n| n.contains(&format!("-{id}")))
             .unwrap();
         let (stem, counter) = name.trim_end_matches(".conf").split_once('+').unwrap();
         let (left, done) = counter.split_once('-').unwrap_or((counter, "0"));

@@ -115,15 +115,22 @@ impl Setup {
     /// prepare-root for `id` in a new mount namespace, then `then` (a
     /// shell snippet) in the same namespace.
     fn prepare(&self, id: &str, policy: &str, then: &str) -> Output {
-        fs::write(
-            self.p("cmdline"),
-            format!("root=/dev/vda rw sealtree={id}\n"),
-        )
-        .unwrap();
+        self.prepare_with(&format!("root=/dev/vda rw sealtree={id}"), "", policy, then)
+    }
+
+    /// prepare-root with this command line and these extra arguments.
+    fn prepare_with(&self, cmdline: &str, args: &str, policy: &str, then: &str) -> Output {
+        fs::write(self.p("cmdline"), format!("{cmdline}\n")).unwrap();
         fs::write(self.p("policy.conf"), policy).unwrap();
+        // Not sealed, and no loader, unless the test says.
+        let args = if args.is_empty() {
+            "--sealed-cmdline $PWD/no-seal --efivars $PWD/no-efivars"
+        } else {
+            args
+        };
         let script = format!(
             "mount --bind phys sysroot && {} prepare-root --root $PWD/sysroot --cmdline cmdline \
-             --config policy.conf --trusted keys --run-dir $PWD/run; rc=$?; {then}; exit $rc",
+             --config policy.conf --trusted keys --run-dir $PWD/run {args}; rc=$?; {then}; exit $rc",
             self.sealtree.display()
         );
         Command::new("unshare")
@@ -221,7 +228,7 @@ fn refusals_name_the_check_and_mount_nothing() {
         ),
         (
             "no such deployment",
-            "0123.9".into(),
+            "0123456789ab.9".into(),
             strict,
             vec!["FAILED: deployment".into()],
         ),
@@ -256,4 +263,242 @@ fn refusals_name_the_check_and_mount_nothing() {
     let out = s.prepare(&unsigned, "signature = optional\nverity = off\n", MOUNTS);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("signed by nobody"));
+}
+
+/// The commit a deployment records.
+fn commit_of(s: &Setup, id: &str) -> String {
+    let info: serde_json::Value = serde_json::from_slice(
+        &fs::read(s.p(&format!("phys/sealtree/deploy/{id}/deployment.json"))).unwrap(),
+    )
+    .unwrap();
+    info["commit"].as_str().unwrap().to_string()
+}
+
+/// One refusal line naming `want`, and nothing mounted.
+fn refused(out: &Output, want: &[&str]) {
+    let all = text(out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let failed: Vec<_> = all.lines().filter(|l| l.contains("FAILED")).collect();
+    assert_eq!(failed.len(), 1, "{all}");
+    for w in want {
+        assert!(failed[0].contains(w), "wanted {w} in: {all}");
+    }
+    assert!(
+        !all.contains("overlay") && !all.contains("erofs"),
+        "mounted: {all}"
+    );
+}
+
+#[test]
+fn statements_are_bound_to_their_deployment_and_branch() {
+    let Some(s) = Setup::new() else { return };
+    let old = s.deployment("os/stable", "1", Some("k.sec"));
+    let new = s.deployment("os/stable", "2", Some("k.sec"));
+    let debug = s.deployment("os/debug", "3", Some("k.sec"));
+    let (c_old, c_new) = (commit_of(&s, &old), commit_of(&s, &new));
+    let policy = "verity = off\nbranch = os/stable\n";
+
+    // The older deployment's image and statement copied into the newer's
+    // directory: each verifies, but the statement is not the deployment's.
+    for f in ["image.cfs", "statement.json", "statement.sig"] {
+        fs::copy(
+            s.p(&format!("phys/sealtree/deploy/{old}/{f}")),
+            s.p(&format!("phys/sealtree/deploy/{new}/{f}")),
+        )
+        .unwrap();
+    }
+    let out = s.prepare(&new, policy, MOUNTS);
+    refused(
+        &out,
+        &[
+            "FAILED: binding",
+            &format!("deployment {new} is of commit {}", &c_new[..12]),
+            &format!("statement names commit {c_old}"),
+        ],
+    );
+    // admin status reports the statement, and that it is not this one's.
+    let status = s.ok(&[
+        "admin",
+        "--sysroot",
+        "phys",
+        "--cmdline",
+        "/dev/null",
+        "status",
+        "--json",
+    ]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let row = status["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == new.as_str())
+        .unwrap();
+    assert_eq!(row["signature"]["state"], "invalid", "{row}");
+    assert!(
+        row["signature"]["error"].as_str().unwrap().contains(&c_old),
+        "{row}"
+    );
+
+    // deployment.json rewritten to claim the statement's commit: the id
+    // still names the other one.
+    let info_path = s.p(&format!("phys/sealtree/deploy/{new}/deployment.json"));
+    let info = fs::read_to_string(&info_path)
+        .unwrap()
+        .replace(&c_new, &c_old);
+    fs::write(&info_path, info).unwrap();
+    refused(
+        &s.prepare(&new, policy, MOUNTS),
+        &["FAILED: binding", &c_old],
+    );
+
+    // A statement of another branch, signed by the trusted key.
+    let out = s.prepare(&debug, policy, MOUNTS);
+    refused(
+        &out,
+        &[
+            "FAILED: branch",
+            &format!("commit {}", commit_of(&s, &debug)),
+            "branch 'os/debug'",
+            "allows only 'os/stable'",
+        ],
+    );
+    let out = s.prepare(&debug, "verity = off\nbranch = os/*\n", MOUNTS);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = s.prepare(&old, policy, MOUNTS);
+    assert!(out.status.success(), "{}", text(&out));
+    // Unsigned deployments are held to the branch deployment.json names.
+    let plain = s.deployment("plain", "4", None);
+    refused(
+        &s.prepare(
+            &plain,
+            "signature = optional\nverity = off\nbranch = os/stable\n",
+            MOUNTS,
+        ),
+        &["FAILED: branch", "'plain'"],
+    );
+}
+
+#[test]
+fn etc_and_var_are_nosuid_nodev_and_etc_can_be_transient() {
+    let Some(s) = Setup::new() else { return };
+    let id = s.deployment("os", "1", Some("k.sec"));
+    // A setuid-root copy of id(1) and a device node, planted in the
+    // shared var/.
+    let var = s.p("phys/sealtree/var");
+    fs::copy("/usr/bin/id", var.join("suid-id")).unwrap();
+    let st = Command::new("chmod")
+        .arg("4755")
+        .arg(var.join("suid-id"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("mknod")
+        .arg(var.join("zero"))
+        .args(["c", "1", "5"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = s.prepare(
+        &id,
+        "verity = off\n",
+        "findmnt -no OPTIONS $PWD/sysroot/etc; findmnt -no OPTIONS $PWD/sysroot/var; \
+         echo euid=$(setpriv --reuid=65534 --regid=65534 --clear-groups sysroot/var/suid-id -u); \
+         head -c1 sysroot/var/zero >/dev/null && echo DEVICE-OPENED; true",
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let opts: Vec<&str> = all.lines().filter(|l| l.contains("nosuid")).collect();
+    assert_eq!(opts.len(), 2, "/etc and /var nosuid: {all}");
+    assert!(opts.iter().all(|l| l.contains("nodev")), "{all}");
+    assert!(all.contains("euid=65534"), "setuid ignored: {all}");
+    assert!(
+        all.contains("Permission denied") && !all.contains("DEVICE-OPENED"),
+        "{all}"
+    );
+
+    // etc = transient: the image's /etc with a tmpfs over it; writes do
+    // not reach the deployment's etc/ and are gone at the next boot.
+    let transient = "verity = off\netc = transient\n";
+    let image_etc = "ls sysroot/etc | sort | tr '\\n' ' '; echo";
+    let out = s.prepare(
+        &id,
+        transient,
+        &format!("{image_etc}; findmnt -no FSTYPE,OPTIONS $PWD/sysroot/etc; echo local > sysroot/etc/written && cat sysroot/etc/written"),
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("etc Transient"), "{all}");
+    assert!(
+        all.contains("overlay") && all.contains("nosuid") && all.contains("nodev"),
+        "{all}"
+    );
+    assert!(all.contains("\nlocal\n"), "{all}");
+    assert!(!s
+        .p(&format!("phys/sealtree/deploy/{id}/etc/written"))
+        .exists());
+    let again = s.prepare(&id, transient, "ls sysroot/etc/written 2>&1; true");
+    let again = text(&again);
+    assert!(again.contains("No such file"), "{again}");
+}
+
+#[test]
+fn a_sealed_initramfs_takes_the_deployment_from_the_loader() {
+    let Some(s) = Setup::new() else { return };
+    let id = s.deployment("os", "1", Some("k.sec"));
+    fs::write(s.p("seal"), "rw console=ttyS0\n").unwrap();
+    fs::create_dir_all(s.p("efivars")).unwrap();
+    let loader_entry = |name: &str| {
+        let mut bytes = vec![7, 0, 0, 0];
+        for u in name.encode_utf16().chain([0]) {
+            bytes.extend(u.to_le_bytes());
+        }
+        fs::write(
+            s.p("efivars/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"),
+            bytes,
+        )
+        .unwrap();
+    };
+    let sealed = "--sealed-cmdline $PWD/seal --efivars $PWD/efivars";
+    let policy = "verity = off\n";
+    // The loader reports the name it started, counter included.
+    loader_entry(&format!("sealtree-7-{id}+2-1.efi"));
+    let out = s.prepare_with("rw console=ttyS0", sealed, policy, MOUNTS);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains(&format!("root is deployment {id} (sealed UKI)")),
+        "{all}"
+    );
+    assert_eq!(
+        fs::read_to_string(s.p("run/booted")).unwrap(),
+        format!("{id}\n")
+    );
+    // The loader's options instead of the UKI's.
+    refused(
+        &s.prepare_with("init=/bin/sh", sealed, policy, MOUNTS),
+        &["FAILED: command line", "missing here: 'rw console=ttyS0'"],
+    );
+    refused(
+        &s.prepare_with(
+            &format!("rw console=ttyS0 sealtree={id}"),
+            sealed,
+            policy,
+            MOUNTS,
+        ),
+        &["FAILED: command line", &format!("sealtree={id}")],
+    );
+    // An entry that is not sealtree's, and none at all.
+    loader_entry("edited.conf");
+    refused(
+        &s.prepare_with("rw console=ttyS0", sealed, policy, MOUNTS),
+        &[
+            "FAILED: command line",
+            "'edited.conf', which is no sealtree entry",
+        ],
+    );
+    fs::remove_dir_all(s.p("efivars")).unwrap();
+    refused(
+        &s.prepare_with("rw console=ttyS0", sealed, policy, MOUNTS),
+        &["FAILED: command line", "no LoaderEntrySelected"],
+    );
 }

@@ -5,5 +5,5 @@ mod loopdev;
 mod policy;
 mod prepare_root;
 
-pub use policy::{Policy, SignaturePolicy, VerityPolicy};
+pub use policy::{EtcPolicy, Policy, SignaturePolicy, VerityPolicy};
 pub use prepare_root::{prepare_root, PrepareError, PrepareOptions, Prepared};

@@ -5,9 +5,17 @@
 //! signature = required
 //! # verity: require | on | off   (overlayfs verity= for every file)
 //! verity = require
+//! # branch: which branches may boot (repeatable, `*` matches anything);
+//! # none: any branch the trusted keys sign
+//! branch = os/stable
+//! branch = os/stable-*
+//! # etc: persistent (the deployment's merged /etc) | transient (a tmpfs
+//! # over the image's /etc, empty at each boot)
+//! etc = persistent
 //! ```
 //!
-//! Without the file the strictest policy holds.
+//! Without the file the strictest policy holds, with any branch and a
+//! persistent /etc.
 
 use std::path::Path;
 
@@ -41,10 +49,23 @@ impl VerityPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the booted system's /etc is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EtcPolicy {
+    /// The deployment's own etc/, merged at deploy time, kept across boots.
+    #[default]
+    Persistent,
+    /// The image's /etc with a tmpfs over it: changes last one boot.
+    Transient,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub signature: SignaturePolicy,
     pub verity: VerityPolicy,
+    /// Patterns a statement's branch must match; empty: any branch.
+    pub branches: Vec<String>,
+    pub etc: EtcPolicy,
 }
 
 impl Default for Policy {
@@ -52,6 +73,8 @@ impl Default for Policy {
         Policy {
             signature: SignaturePolicy::Required,
             verity: VerityPolicy::Require,
+            branches: Vec::new(),
+            etc: EtcPolicy::Persistent,
         }
     }
 }
@@ -85,6 +108,10 @@ impl Policy {
                 ("verity", "require") => policy.verity = VerityPolicy::Require,
                 ("verity", "on") => policy.verity = VerityPolicy::On,
                 ("verity", "off") => policy.verity = VerityPolicy::Off,
+                ("etc", "persistent") => policy.etc = EtcPolicy::Persistent,
+                ("etc", "transient") => policy.etc = EtcPolicy::Transient,
+                ("branch", "") => return Err(format!("{n}: branch needs a pattern")),
+                ("branch", pattern) => policy.branches.push(pattern.to_string()),
                 ("signature", v) => {
                     return Err(format!(
                         "{n}: signature is 'required' or 'optional', not '{v}'"
@@ -95,11 +122,42 @@ impl Policy {
                         "{n}: verity is 'require', 'on' or 'off', not '{v}'"
                     ))
                 }
+                ("etc", v) => {
+                    return Err(format!(
+                        "{n}: etc is 'persistent' or 'transient', not '{v}'"
+                    ))
+                }
                 (k, _) => return Err(format!("{n}: unknown setting '{k}'")),
             }
         }
         Ok(policy)
     }
+
+    /// Whether statements of `branch` may boot.
+    pub fn allows_branch(&self, branch: &str) -> bool {
+        self.branches.is_empty() || self.branches.iter().any(|p| glob_match(p, branch))
+    }
+}
+
+/// `*` matches any run of characters (slashes too); everything else
+/// matches itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 #[cfg(test)]
@@ -123,5 +181,42 @@ mod tests {
         assert!(Policy::parse("signature")
             .unwrap_err()
             .starts_with("1: expected"));
+        let p = Policy::parse("branch = os/stable\nbranch = os/lts-*\netc = transient").unwrap();
+        assert_eq!(p.branches, ["os/stable", "os/lts-*"]);
+        assert_eq!(p.etc, EtcPolicy::Transient);
+        assert_eq!(
+            Policy::parse("branch =").unwrap_err(),
+            "1: branch needs a pattern"
+        );
+    }
+
+    #[test]
+    fn branch_patterns() {
+        let p = Policy::parse("branch = os/stable\nbranch = os/lts-*-x\nbranch = *debug").unwrap();
+        for yes in [
+            "os/stable",
+            "os/lts-1-x",
+            "os/lts--x",
+            "os/lts-a/b-x",
+            "debug",
+            "x/debug",
+        ] {
+            assert!(p.allows_branch(yes), "{yes}");
+        }
+        for no in [
+            "os/stable2",
+            "os/stabl",
+            "os/lts-x",
+            "os/lts-1-xy",
+            "debug/x",
+            "",
+        ] {
+            assert!(!p.allows_branch(no), "{no}");
+        }
+        assert!(Policy::default().allows_branch("anything"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*a", "aa"));
+        assert!(!glob_match("a*a", "a"));
+        assert!(glob_match("**", "x"));
     }
 }

@@ -5,10 +5,19 @@
 //! fs-verity (immutable, measured by the kernel) or a sealed in-memory
 //! copy hashed here.
 //!
+//! Which deployment: `sealtree=ID` on the command line; or, in an
+//! initramfs sealed inside a signed UKI (see `boot::uki`), the entry the
+//! boot loader started (its `LoaderEntrySelected` variable), since the
+//! UKI's command line is the same for every deployment. Either way the
+//! deployment must be the statement's: the id names the commit, and
+//! deployment.json must agree with what was signed.
+//!
 //! Result: /sysroot is an overlayfs of the EROFS image over the object
 //! store (`metacopy=on,redirect_dir=on,verity=…`), with the deployment's
-//! etc/ at /etc, the shared var/ at /var, and the physical root at
-//! /sysroot/sysroot.
+//! etc/ (or, with `etc = transient`, a tmpfs over the image's /etc) at
+//! /etc, the shared var/ at /var, both nosuid and nodev, and the
+//! physical root at /sysroot/sysroot. The deployment id is left in
+//! RUN_DIR/booted for the booted system.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -18,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use super::policy::{Policy, SignaturePolicy};
+use super::policy::{EtcPolicy, Policy, SignaturePolicy};
 use crate::fsverity;
 use crate::sign;
 
@@ -34,6 +43,12 @@ pub struct PrepareOptions {
     pub trusted: PathBuf,
     /// Private scratch space for the mounts (/run/sealtree).
     pub run_dir: PathBuf,
+    /// In an initramfs sealed inside a UKI: the command-line words the
+    /// UKI carries, every one of which must be on the command line.
+    pub sealed_cmdline: Option<Vec<String>>,
+    /// The entry the boot loader started (`LoaderEntrySelected`), if it
+    /// said.
+    pub loader_entry: Option<String>,
 }
 
 /// A check that failed: boot must stop.
@@ -79,19 +94,7 @@ pub fn prepare_root(
         *clock = Instant::now();
     };
 
-    let id = crate::sysroot::booted_id(&options.cmdline)
-        .ok_or_else(|| fail("command line", "no sealtree=ID on the kernel command line"))?;
-    if id.is_empty()
-        || id.starts_with('.')
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
-    {
-        return Err(fail(
-            "command line",
-            format!("sealtree={id} is not a deployment id"),
-        ));
-    }
+    let id = deployment_id(options)?;
     let deploy = options.root.join("sealtree/deploy").join(&id);
     if !deploy.is_dir() {
         return Err(fail(
@@ -109,6 +112,11 @@ pub fn prepare_root(
 
     mount_root(options, &deploy, &image, image_verity)?;
     step("mount", &mut clock);
+    // For the booted system (`admin status`, bless): a sealed command line
+    // does not name the deployment.
+    let record = options.run_dir.join("booted");
+    fs::write(&record, format!("{id}\n"))
+        .map_err(|e| fail("mount", format!("{}: {e}", record.display())))?;
 
     Ok(Prepared {
         id,
@@ -117,6 +125,56 @@ pub fn prepare_root(
         image_verity,
         steps,
     })
+}
+
+/// The deployment to boot: from the command line, or in a sealed UKI from
+/// the boot loader's entry, once the command line is the UKI's.
+fn deployment_id(options: &PrepareOptions) -> Result<String, PrepareError> {
+    let check = "command line";
+    let named = crate::sysroot::booted_id(&options.cmdline);
+    let id = match &options.sealed_cmdline {
+        None => named.ok_or_else(|| fail(check, "no sealtree=ID on the kernel command line"))?,
+        Some(sealed) => {
+            let words: Vec<&str> = options.cmdline.split_ascii_whitespace().collect();
+            let missing: Vec<&str> = sealed
+                .iter()
+                .map(String::as_str)
+                .filter(|w| !words.contains(w))
+                .collect();
+            if !missing.is_empty() {
+                return Err(fail(
+                    check,
+                    format!(
+                        "this initramfs is sealed in a UKI whose command line has '{}'; missing here: '{}' (the loader's options replaced the UKI's)",
+                        sealed.join(" "),
+                        missing.join(" ")
+                    ),
+                ));
+            }
+            if let Some(named) = named {
+                return Err(fail(
+                    check,
+                    format!("sealtree={named} on the command line of a sealed UKI, which names no deployment (the loader's options replaced the UKI's)"),
+                ));
+            }
+            let entry = options.loader_entry.as_deref().ok_or_else(|| {
+                fail(
+                    check,
+                    "sealed UKI: the boot loader did not say which entry it started (no LoaderEntrySelected variable)",
+                )
+            })?;
+            crate::sysroot::uki_entry_id(entry).ok_or_else(|| {
+                fail(
+                    check,
+                    format!("sealed UKI: the loader started '{entry}', which is no sealtree entry"),
+                )
+            })?
+        }
+    };
+    if !crate::sysroot::is_deployment_id(&id) {
+        return Err(fail(check, format!("'{id}' is not a deployment id")));
+    }
+    Ok(id)
 }
 
 /// The image digest the deployment must have, and who vouches for it.
@@ -137,17 +195,11 @@ fn check_signature(
         }
         // Unsigned and allowed: the digest recorded at deploy time still
         // catches a damaged image, though not a replaced one.
-        let info = fs::read(deploy.join("deployment.json"))
-            .ok()
-            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("image_digest")?.as_str().map(str::to_string))
-            .ok_or_else(|| {
-                fail(
-                    "signature",
-                    format!("deployment {id}: unsigned, and deployment.json names no image digest"),
-                )
-            })?;
-        return Ok((info, None));
+        let info = recorded(deploy)?;
+        let (commit, branch) = (field(&info, "commit"), field(&info, "branch"));
+        check_binding(id, &commit, &commit)?;
+        check_branch(options, id, &commit, &branch)?;
+        return Ok((field(&info, "image_digest"), None));
     }
     let read =
         |p: &Path| fs::read(p).map_err(|e| fail("signature", format!("{}: {e}", p.display())));
@@ -156,7 +208,55 @@ fn check_signature(
         sign::read_public_keys(&options.trusted).map_err(|e| fail("signature", e.to_string()))?;
     let (statement, key) = sign::verify(&text, &text_path, &sig, &sig_path, &keys)
         .map_err(|e| fail("signature", e.to_string()))?;
+    let recorded = field(&recorded(deploy)?, "commit");
+    check_binding(id, &recorded, &statement.commit)?;
+    check_branch(options, id, &statement.commit, &statement.branch)?;
     Ok((statement.image_digest, Some(key.encoded())))
+}
+
+/// deployment.json, as JSON.
+fn recorded(deploy: &Path) -> Result<serde_json::Value, PrepareError> {
+    let path = deploy.join("deployment.json");
+    let text = fs::read(&path).map_err(|e| fail("binding", format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| fail("binding", format!("{}: not JSON: {e}", path.display())))
+}
+
+fn field(v: &serde_json::Value, key: &str) -> String {
+    v.get(key)
+        .and_then(|f| f.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The statement must be the deployment's own: an image and statement
+/// copied from another deployment verify, but name another commit.
+fn check_binding(id: &str, recorded: &str, signed: &str) -> Result<(), PrepareError> {
+    crate::sysroot::check_statement_binding(id, recorded, signed).map_err(|e| fail("binding", e))
+}
+
+fn check_branch(
+    options: &PrepareOptions,
+    id: &str,
+    commit: &str,
+    branch: &str,
+) -> Result<(), PrepareError> {
+    if options.policy.allows_branch(branch) {
+        return Ok(());
+    }
+    Err(fail(
+        "branch",
+        format!(
+            "deployment {id} (commit {commit}) is of branch '{branch}'; the policy allows only {}",
+            options
+                .policy
+                .branches
+                .iter()
+                .map(|b| format!("'{b}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
 }
 
 /// The image to mount, proven to have digest `expected`: the file itself
@@ -301,20 +401,54 @@ fn mount_root(
     .map_err(err(format!("overlay -o {opts}")))?;
     mounts.0.push(newroot.clone());
 
-    for (from, to) in [
-        (deploy.join("etc"), newroot.join("etc")),
-        (options.root.join("sealtree/var"), newroot.join("var")),
-    ] {
-        mount(
-            Some(&from),
-            &to,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(err(format!("bind {} on {}", from.display(), to.display())))?;
-        mounts.0.push(to);
+    // /etc and /var are writable and shared between deployments: nothing
+    // in them may gain privileges (setuid) or open devices.
+    let private = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    match options.policy.etc {
+        EtcPolicy::Persistent => {
+            bind(&deploy.join("etc"), &newroot.join("etc"), private)?;
+            mounts.0.push(newroot.join("etc"));
+        }
+        EtcPolicy::Transient => {
+            // The image's /etc with a tmpfs over it, as ostree's
+            // etc.transient: local changes last until the next boot.
+            let scratch = options.run_dir.join("transient-etc");
+            fs::create_dir_all(&scratch)
+                .map_err(|e| fail(check, format!("{}: {e}", scratch.display())))?;
+            mount(
+                Some("tmpfs"),
+                &scratch,
+                Some("tmpfs"),
+                private,
+                Some("mode=0700"),
+            )
+            .map_err(err(format!("tmpfs at {}", scratch.display())))?;
+            mounts.0.push(scratch.clone());
+            let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+            for d in [&upper, &work] {
+                fs::create_dir(d).map_err(|e| fail(check, format!("{}: {e}", d.display())))?;
+            }
+            let etc = newroot.join("etc");
+            let opts = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                etc.display(),
+                upper.display(),
+                work.display()
+            );
+            mount(
+                Some("sealtree-etc"),
+                &etc,
+                Some("overlay"),
+                private,
+                Some(opts.as_str()),
+            )
+            .map_err(err(format!("overlay -o {opts}")))?;
+            mounts.0.push(etc);
+        }
     }
+    let var = newroot.join("var");
+    bind(&options.root.join("sealtree/var"), &var, private)?;
+    mounts.0.push(var);
     // The physical root under the new one, then the new one in its place.
     let physical = newroot.join("sysroot");
     mount(
@@ -343,4 +477,23 @@ fn mount_root(
     )))?;
     std::mem::forget(mounts);
     Ok(())
+}
+
+/// Bind `from` on `to` with `flags` (a bind takes them only on remount).
+fn bind(from: &Path, to: &Path, flags: MsFlags) -> Result<(), PrepareError> {
+    let what = format!("bind {} on {}", from.display(), to.display());
+    let none = None::<&str>;
+    mount(Some(from), to, none, MsFlags::MS_BIND, none)
+        .map_err(|e| fail("mount", format!("{what}: {e}")))?;
+    mount(
+        none,
+        to,
+        none,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+        none,
+    )
+    .map_err(|e| {
+        let _ = umount2(to, MntFlags::MNT_DETACH);
+        fail("mount", format!("{what}, remounted {flags:?}: {e}"))
+    })
 }

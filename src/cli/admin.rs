@@ -1,6 +1,6 @@
 //! `sealtree admin …`: the sysroot, its deployments and boot entries.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -204,6 +204,13 @@ pub fn run(args: AdminArgs) -> Result<()> {
     // Outside a booted sealtree system there is simply no booted deployment.
     if let Ok(cmdline) = std::fs::read_to_string(&args.cmdline) {
         sysroot.set_cmdline(&cmdline);
+        // A sealed UKI's command line names no deployment: prepare-root
+        // left the one it mounted in /run.
+        if sysroot.booted().is_none() && args.cmdline == Path::new("/proc/cmdline") {
+            if let Ok(id) = std::fs::read_to_string("/run/sealtree/booted") {
+                sysroot.set_booted(id.trim());
+            }
+        }
     }
     match args.command {
         AdminCommand::Init { .. } | AdminCommand::Install(_) => unreachable!("handled above"),

@@ -1,6 +1,7 @@
 //! Command-line arguments and the one library call each command makes.
 
 mod admin;
+mod boot;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -113,30 +114,12 @@ enum Command {
         jobs: usize,
     },
     /// In the initramfs: verify the deployment named by sealtree= on the
-    /// kernel command line and mount its image as the new root.
-    PrepareRoot(PrepareRootArgs),
-}
-
-#[derive(Args)]
-struct PrepareRootArgs {
-    /// The physical root, mounted by the initramfs.
-    #[arg(long, value_name = "DIR", default_value = "/sysroot")]
-    root: PathBuf,
-    #[arg(long, value_name = "FILE", default_value = "/proc/cmdline")]
-    cmdline: PathBuf,
-    /// The policy (signature = required|optional, verity = require|on|off).
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/etc/sealtree/prepare-root.conf"
-    )]
-    config: PathBuf,
-    /// The trusted public keys.
-    #[arg(long, value_name = "DIR", default_value = "/etc/sealtree/trusted.d")]
-    trusted: PathBuf,
-    /// Scratch directory for the mounts.
-    #[arg(long, value_name = "DIR", default_value = "/run/sealtree")]
-    run_dir: PathBuf,
+    /// kernel command line (or, sealed in a UKI, by the boot loader's
+    /// entry) and mount its image as the new root.
+    PrepareRoot(boot::PrepareRootArgs),
+    /// Unified kernel images for Secure Boot.
+    #[command(subcommand)]
+    Uki(boot::UkiCommand),
 }
 
 #[derive(Subcommand)]
@@ -478,7 +461,8 @@ impl Cli {
                 );
                 Ok(())
             }
-            Command::PrepareRoot(args) => prepare_root(args),
+            Command::PrepareRoot(args) => boot::prepare_root(args),
+            Command::Uki(command) => boot::uki(command),
             Command::Prune { dry_run } => {
                 let report = repo::prune(&open()?, dry_run)?;
                 let verb = if dry_run { "would remove" } else { "removed" };
@@ -527,60 +511,6 @@ fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
     let done = done?;
     println!("{}", done.id);
     Ok(())
-}
-
-/// Every line goes to the console too (/dev/kmsg), so a refusal is seen
-/// however the initramfs routes output; a failure is one line naming the
-/// check.
-fn prepare_root(args: PrepareRootArgs) -> Result<()> {
-    use sealtree::boot::{self, Policy, PrepareOptions};
-    let say = |line: &str| {
-        println!("sealtree-prepare-root: {line}");
-        if let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-            // One write, one kernel log record.
-            let _ = kmsg.write_all(format!("sealtree-prepare-root: {line}\n").as_bytes());
-        }
-    };
-    let result = (|| {
-        let cmdline = std::fs::read_to_string(&args.cmdline)
-            .map_err(|e| format!("command line: {}: {e}", args.cmdline.display()))?;
-        let policy = Policy::load(&args.config).map_err(|e| format!("policy: {e}"))?;
-        let options = PrepareOptions {
-            root: args.root,
-            cmdline,
-            policy,
-            trusted: args.trusted,
-            run_dir: args.run_dir,
-        };
-        boot::prepare_root(&options, |step, took| {
-            say(&format!("{step} ok ({:.1} ms)", took.as_secs_f64() * 1e3))
-        })
-        .map_err(|e| e.to_string())
-        .map(|p| (p, policy))
-    })();
-    match result {
-        Ok((p, policy)) => {
-            let total: std::time::Duration = p.steps.iter().map(|s| s.1).sum();
-            say(&format!(
-                "root is deployment {} image {} ({}), signed by {}, {}; {:.1} ms in all",
-                p.id,
-                p.image_digest,
-                if p.image_verity {
-                    "fs-verity measured"
-                } else {
-                    "hashed in memory"
-                },
-                p.signed_by.as_deref().unwrap_or("nobody"),
-                policy.verity.mount_option().unwrap_or("verity=off"),
-                total.as_secs_f64() * 1e3
-            ));
-            Ok(())
-        }
-        Err(e) => {
-            say(&format!("FAILED: {e}; not mounting an unverified root"));
-            bail!("{e}")
-        }
-    }
 }
 
 fn fsck(repo: &Repo, repair: bool) -> Result<()> {

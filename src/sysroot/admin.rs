@@ -72,6 +72,7 @@ pub fn status(sysroot: &Sysroot) -> Result<Status, SysrootError> {
             }
             Err(e) => return Err(e),
         };
+        let (signature, signed) = signature_state(sysroot, &id, &info.commit);
         out.push(DeploymentStatus {
             booted: sysroot.booted() == Some(id.as_str()),
             default: i == 0 && entry.is_some_and(|e| !e.failed()),
@@ -82,9 +83,11 @@ pub fn status(sysroot: &Sysroot) -> Result<Status, SysrootError> {
             tries_done: entry.and_then(|e| e.tries.map(|t| t.1)),
             failed: entry.is_some_and(BootEntry::failed),
             kargs: entry.map(|e| e.options.clone()).unwrap_or_default(),
-            signature: signature_state(sysroot, &id),
-            commit: info.commit,
-            branch: info.branch,
+            signature: signature.clone(),
+            // What was signed, where there is a valid statement: that is
+            // what prepare-root boots.
+            commit: signed.as_ref().map_or(info.commit, |s| s.commit.clone()),
+            branch: signed.map_or(info.branch, |s| Some(s.branch)),
             image_digest: info.image_digest,
             kernel: info.kernel,
             etc_conflicts: info.etc_conflicts,
@@ -94,30 +97,35 @@ pub fn status(sysroot: &Sysroot) -> Result<Status, SysrootError> {
     Ok(Status { deployments: out })
 }
 
-fn signature_state(sysroot: &Sysroot, id: &str) -> SignatureState {
+/// The deployment's signature as checked now, and its statement when it
+/// verifies and is the deployment's own (see `check_statement_binding`).
+fn signature_state(
+    sysroot: &Sysroot,
+    id: &str,
+    recorded: &str,
+) -> (SignatureState, Option<sign::Statement>) {
     let dir = sysroot.deployment_dir(id);
     let (text_path, sig_path) = (dir.join("statement.json"), dir.join("statement.sig"));
     let (Ok(text), Ok(sig)) = (fs::read(&text_path), fs::read(&sig_path)) else {
-        return SignatureState::Unsigned;
+        return (SignatureState::Unsigned, None);
     };
+    let invalid = |error: String| (SignatureState::Invalid { error }, None);
     let keys = match sysroot.trusted_keys() {
         Ok(Some(k)) => k,
-        Ok(None) => {
-            return SignatureState::Invalid {
-                error: "no trusted keys installed".into(),
-            }
-        }
-        Err(e) => {
-            return SignatureState::Invalid {
-                error: e.to_string(),
-            }
-        }
+        Ok(None) => return invalid("no trusted keys installed".into()),
+        Err(e) => return invalid(e.to_string()),
     };
     match sign::verify(&text, &text_path, &sig, &sig_path, &keys) {
-        Ok((_, key)) => SignatureState::Valid { key: key.encoded() },
-        Err(e) => SignatureState::Invalid {
-            error: e.to_string(),
-        },
+        Ok((statement, key)) => {
+            match super::check_statement_binding(id, recorded, &statement.commit) {
+                Ok(()) => (
+                    SignatureState::Valid { key: key.encoded() },
+                    Some(statement),
+                ),
+                Err(e) => invalid(e),
+            }
+        }
+        Err(e) => invalid(e.to_string()),
     }
 }
 
@@ -200,6 +208,12 @@ pub fn kargs(
     let Some(first) = current.first_mut() else {
         return Err(SysrootError::Refused("there is no deployment".into()));
     };
+    if first.uki.is_some() {
+        return Err(SysrootError::Refused(format!(
+            "deployment {} boots from a signed UKI, whose command line is sealed inside it",
+            first.id
+        )));
+    }
     for d in delete.iter().chain(append) {
         if d.starts_with("sealtree=") || d == "sealtree" {
             return Err(SysrootError::Refused(

@@ -6,7 +6,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gix::ObjectId;
@@ -49,6 +49,9 @@ struct Staged {
     linux: String,
     initrd: String,
     options: Vec<String>,
+    /// A UKI deployment: the UKI the entry is copied from.
+    #[serde(default)]
+    uki: Option<PathBuf>,
 }
 
 /// Deploy the commit `spec` names.
@@ -93,6 +96,12 @@ pub fn deploy(
     }
     check_objects(sysroot, &tree)?;
     let (kernel_version, vmlinuz, initramfs) = find_kernel(&tree, commit)?;
+    let uki = find_uki(sysroot, &tree, &kernel_version, commit)?;
+    if uki.is_some() && !options.kargs.is_empty() {
+        return Err(SysrootError::Refused(format!(
+            "commit {commit} boots from a signed UKI (usr/lib/modules/{kernel_version}/uki.efi), whose command line is sealed inside it: kernel arguments cannot be added"
+        )));
+    }
     if !tree
         .lookup(b"sysroot")
         .is_some_and(|i| tree.inodes[i].is_dir())
@@ -148,16 +157,18 @@ pub fn deploy(
     fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
     seed_var(sysroot, &tree)?;
 
-    // Kernel and initramfs, likewise.
-    let kdir = sysroot.kernel_dir(&id);
-    let ktmp = kdir.with_file_name(format!(".tmp-{id}"));
-    if ktmp.exists() {
-        fs::remove_dir_all(&ktmp).map_err(io_err(&ktmp))?;
+    // Kernel and initramfs, likewise (a UKI entry is the UKI itself).
+    if uki.is_none() {
+        let kdir = sysroot.kernel_dir(&id);
+        let ktmp = kdir.with_file_name(format!(".tmp-{id}"));
+        if ktmp.exists() {
+            fs::remove_dir_all(&ktmp).map_err(io_err(&ktmp))?;
+        }
+        fs::create_dir_all(&ktmp).map_err(io_err(&ktmp))?;
+        copy_out(sysroot, &tree, vmlinuz, &ktmp.join("vmlinuz"))?;
+        copy_out(sysroot, &tree, initramfs, &ktmp.join("initramfs.img"))?;
+        fs::rename(&ktmp, &kdir).map_err(io_err(&kdir))?;
     }
-    fs::create_dir_all(&ktmp).map_err(io_err(&ktmp))?;
-    copy_out(sysroot, &tree, vmlinuz, &ktmp.join("vmlinuz"))?;
-    copy_out(sysroot, &tree, initramfs, &ktmp.join("initramfs.img"))?;
-    fs::rename(&ktmp, &kdir).map_err(io_err(&kdir))?;
 
     // The commit stays in the store as long as the deployment exists.
     history.set_deployment_ref(&id, commit)?;
@@ -174,16 +185,28 @@ pub fn deploy(
     kargs.extend(options.kargs.iter().cloned());
     kargs.push(format!("sealtree={id}"));
     let prefix = boot_prefix(sysroot)?;
-    let entry = BootEntry {
-        id: id.clone(),
-        title: format!(
-            "sealtree {} ({id})",
-            info.branch.as_deref().unwrap_or("detached")
-        ),
-        linux: format!("{prefix}/sealtree/{id}/vmlinuz"),
-        initrd: format!("{prefix}/sealtree/{id}/initramfs.img"),
-        options: kargs,
-        tries: Some((BOOT_TRIES, 0)),
+    let entry = match uki {
+        Some(path) => BootEntry {
+            id: id.clone(),
+            title: String::new(),
+            linux: String::new(),
+            initrd: String::new(),
+            options: Vec::new(),
+            tries: Some((BOOT_TRIES, 0)),
+            uki: Some(path),
+        },
+        None => BootEntry {
+            id: id.clone(),
+            title: format!(
+                "sealtree {} ({id})",
+                info.branch.as_deref().unwrap_or("detached")
+            ),
+            linux: format!("{prefix}/sealtree/{id}/vmlinuz"),
+            initrd: format!("{prefix}/sealtree/{id}/initramfs.img"),
+            options: kargs,
+            tries: Some((BOOT_TRIES, 0)),
+            uki: None,
+        },
     };
     if options.stage {
         let staged = Staged {
@@ -192,6 +215,7 @@ pub fn deploy(
             linux: entry.linux.clone(),
             initrd: entry.initrd.clone(),
             options: entry.options.clone(),
+            uki: entry.uki.clone(),
         };
         let json = serde_json::to_vec_pretty(&staged).expect("staged serializes");
         write_atomic(&sysroot.staged_path(), &json)?;
@@ -257,6 +281,7 @@ pub fn finalize_staged(sysroot: &Sysroot) -> Result<Option<String>, SysrootError
         initrd: staged.initrd,
         options: staged.options,
         tries: Some((BOOT_TRIES, 0)),
+        uki: staged.uki,
     };
     let current = entries::read(&sysroot.boot_dir())?;
     remerge_etc(sysroot, &staged.id, &current)?;
@@ -426,23 +451,60 @@ fn find_kernel(tree: &Tree, commit: ObjectId) -> Result<(String, InodeId, InodeI
     versions.sort_by(|a, b| version_cmp(a, b));
     versions.dedup();
     for kver in versions.into_iter().rev() {
-        let at = |parts: &[&[u8]]| regular(&parts.concat());
-        let modules: &[u8] = b"usr/lib/modules/";
-        let vmlinuz = at(&[modules, &kver, b"/vmlinuz"]).or_else(|| at(&[b"boot/vmlinuz-", &kver]));
-        let initramfs = at(&[modules, &kver, b"/initramfs.img"])
-            .or_else(|| at(&[b"boot/initrd.img-", &kver]))
-            .or_else(|| at(&[b"boot/initramfs-", &kver, b".img"]));
-        if let (Some(vmlinuz), Some(initramfs)) = (vmlinuz, initramfs) {
-            return Ok((
-                String::from_utf8_lossy(&kver).into_owned(),
-                vmlinuz,
-                initramfs,
-            ));
+        let kver = String::from_utf8_lossy(&kver).into_owned();
+        let (kernels, initramfses) = kernel_candidates(&kver);
+        let first = |paths: &[String]| paths.iter().find_map(|p| regular(p.as_bytes()));
+        if let (Some(vmlinuz), Some(initramfs)) = (first(&kernels), first(&initramfses)) {
+            return Ok((kver, vmlinuz, initramfs));
         }
     }
     Err(SysrootError::Refused(format!(
         "commit {commit} has no kernel with an initramfs (usr/lib/modules/KVER/vmlinuz and initramfs.img, or boot/vmlinuz-KVER and boot/initrd.img-KVER): nothing to boot"
     )))
+}
+
+/// The store's copy of the tree's signed UKI for kernel `kver`
+/// (`usr/lib/modules/KVER/uki.efi`, where kernel-install looks for one),
+/// checked to be ordered by the loader as sealtree's entries are.
+fn find_uki(
+    sysroot: &Sysroot,
+    tree: &Tree,
+    kver: &str,
+    commit: ObjectId,
+) -> Result<Option<PathBuf>, SysrootError> {
+    let path = format!("usr/lib/modules/{kver}/uki.efi");
+    let Some(inode) = tree
+        .lookup(path.as_bytes())
+        .filter(|&i| tree.inodes[i].file_type() == Some(FileType::Regular))
+    else {
+        return Ok(None);
+    };
+    let Some(digest) = tree.inodes[inode].digest else {
+        return Err(SysrootError::Refused(format!(
+            "commit {commit}: {path} is too small to be a UKI"
+        )));
+    };
+    let object = sysroot.repo().objects().path(&digest);
+    let bytes = fs::read(&object).map_err(io_err(&object))?;
+    crate::uki::check_sort_order(&bytes)
+        .map_err(|e| SysrootError::Refused(format!("commit {commit}: {path}: {e}")))?;
+    Ok(Some(object))
+}
+
+/// Where a tree keeps kernel `kver` and its initramfs, in the order
+/// looked at (paths relative to the tree's root).
+pub fn kernel_candidates(kver: &str) -> ([String; 2], [String; 3]) {
+    (
+        [
+            format!("usr/lib/modules/{kver}/vmlinuz"),
+            format!("boot/vmlinuz-{kver}"),
+        ],
+        [
+            format!("usr/lib/modules/{kver}/initramfs.img"),
+            format!("boot/initrd.img-{kver}"),
+            format!("boot/initramfs-{kver}.img"),
+        ],
+    )
 }
 
 /// Kernel versions in the order of their numbers (`6.1.0-10` after

@@ -38,7 +38,7 @@ pub use admin::{
     bless, cleanup, kargs, pin, rollback, status, undeploy, CleanupReport, DeploymentStatus,
     SignatureState, Status,
 };
-pub use deploy::{deploy, finalize_staged, DeployOptions, Deployed};
+pub use deploy::{deploy, finalize_staged, kernel_candidates, DeployOptions, Deployed};
 pub use entries::BootEntry;
 pub use etc_merge::EtcMerge;
 pub use install::{install, InstallOptions, InstallTarget, DEFAULT_LOADER, VERITY_PENDING};
@@ -179,6 +179,11 @@ impl Sysroot {
     /// (`/proc/cmdline` on a booted system).
     pub fn set_cmdline(&mut self, cmdline: &str) {
         self.booted = booted_id(cmdline);
+    }
+
+    /// Say which deployment is running, as prepare-root recorded it.
+    pub fn set_booted(&mut self, id: &str) {
+        self.booted = is_deployment_id(id).then(|| id.to_string());
     }
 
     pub fn booted(&self) -> Option<&str> {
@@ -368,6 +373,38 @@ pub fn is_deployment_id(id: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// Whether a statement naming commit `signed` belongs to deployment `id`,
+/// whose deployment.json records commit `recorded`: the id starts with the
+/// commit's first 12 digits and both name the same commit. A refusal
+/// names both commits.
+pub fn check_statement_binding(id: &str, recorded: &str, signed: &str) -> Result<(), String> {
+    let prefix = id.split_once('.').map_or(id, |(p, _)| p);
+    if !signed.starts_with(prefix) || prefix.len() != 12 {
+        return Err(format!(
+            "deployment {id} is of commit {prefix}…, but its signed statement names commit {signed}: an image and statement of another deployment"
+        ));
+    }
+    if recorded != signed {
+        return Err(format!(
+            "deployment {id}: deployment.json names commit {recorded}, its signed statement commit {signed}"
+        ));
+    }
+    Ok(())
+}
+
+/// The deployment a UKI entry boots, from the entry's name as the boot
+/// loader reports it (`sealtree-GEN-ID.efi`, with or without a boot
+/// counter).
+pub fn uki_entry_id(name: &str) -> Option<String> {
+    let stem = name.strip_prefix("sealtree-")?.strip_suffix(".efi")?;
+    let stem = stem.split_once('+').map_or(stem, |(s, _)| s);
+    let (generation, id) = stem.split_once('-')?;
+    (generation.bytes().all(|b| b.is_ascii_digit())
+        && !generation.is_empty()
+        && is_deployment_id(id))
+    .then(|| id.to_string())
 }
 
 /// The booted deployment, from `sealtree=ID` on a kernel command line.

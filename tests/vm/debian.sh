@@ -6,13 +6,20 @@
 
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+# With SECURE_BOOT=1: firmware that enforces Secure Boot, with Debian's
+# snakeoil test key enrolled (PK, KEK, db).
+OVMF_CODE_SB=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd
+OVMF_VARS_SB=/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd
+SB_KEY_ENCRYPTED=/usr/share/ovmf/PkKek-1-snakeoil.key
+SB_CERT=/usr/share/ovmf/PkKek-1-snakeoil.pem
 # Where admin install puts the ESP on a disk.
 ESP_OFFSET=$((2048 * 512))
 
 # debian_tree DIR KEY.pub: the mmdebstrap'd Debian (tests/vm/debian-base.sh)
 # unpacked into DIR, with sealtree, its units, the test agent, and an
 # initramfs made by dracut inside the tree with the sealtree module and
-# KEY.pub as the key it trusts. Sets DKVER to the kernel version.
+# KEY.pub as the key it trusts. $POLICY, if set, is the initramfs's
+# prepare-root.conf. Sets DKVER to the kernel version.
 debian_tree() {
     local t=$1 key=$2 base start
     base=$(bash tests/vm/debian-base.sh)
@@ -24,7 +31,7 @@ debian_tree() {
     cp -rL dracut/50sealtree "$t/usr/lib/dracut/modules.d/50sealtree"
     mkdir -p "$t/etc/sealtree/trusted.d" "$t/sysroot"
     cp "$key" "$t/etc/sealtree/trusted.d/"
-    printf 'signature = required\nverity = require\n' > "$t/etc/sealtree/prepare-root.conf"
+    printf '%b' "${POLICY:-signature = required\nverity = require\n}" > "$t/etc/sealtree/prepare-root.conf"
     cp systemd/sealtree-bless-boot.service systemd/sealtree-finalize-staged.service \
         tests/vm/sealtree-test-agent.service "$t/usr/lib/systemd/system/"
     install -m 755 tests/vm/real-agent.sh "$t/usr/bin/sealtree-test-agent"
@@ -33,7 +40,13 @@ debian_tree() {
     systemctl --root="$t" enable sealtree-bless-boot.service sealtree-finalize-staged.service \
         sealtree-test-agent.service tmp.mount 2>/dev/null
     echo sealtree-debian > "$t/etc/hostname"
-    start=$SECONDS
+    tree_initramfs "$t"
+}
+
+# tree_initramfs DIR: dracut inside the tree, as a distribution's build
+# does; the keys and policy come from the tree's /etc/sealtree.
+tree_initramfs() {
+    local t=$1 start=$SECONDS
     unshare --mount --fork sh -c "mount -t proc proc '$t/proc' && mount --rbind /dev '$t/dev' &&
         mount --rbind /sys '$t/sys' &&
         chroot '$t' dracut --quiet --force --no-hostonly --kver '$DKVER' \
@@ -43,9 +56,30 @@ debian_tree() {
     echo "== initramfs: dracut in the tree, kernel $DKVER, sealtree module: $((SECONDS - start)) s"
 }
 
-# esp_entries DISK: the entry files on the disk's ESP, read with mtools.
+# usb_disk REPO IMAGE: the "USB stick", a published repository as repo/ on
+# an ext4 disk image.
+usb_disk() {
+    local dir=$R/usb
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp -al "$1" "$dir/repo"
+    mkfs.ext4 -q -L usb -d "$dir" "$2" "$(($(du -sm "$dir" | cut -f1) * 3 / 2 + 64))M"
+}
+
+# esp_entries DISK: the entry files on the disk's ESP (type 1 and UKIs),
+# read with mtools.
 esp_entries() {
-    MTOOLS_SKIP_CHECK=1 mdir -b -i "$1@@$ESP_OFFSET" ::/loader/entries | sed 's|.*/||' | sort
+    local dir
+    for dir in loader/entries EFI/Linux; do
+        MTOOLS_SKIP_CHECK=1 mdir -b -i "$1@@$ESP_OFFSET" "::/$dir" 2>/dev/null | sed 's|.*/||'
+    done | sort
+}
+
+# esp DISK MTOOL ARGS...: an mtools command on the disk's ESP (::/PATH).
+esp() {
+    local disk=$1 tool=$2
+    shift 2
+    MTOOLS_SKIP_CHECK=1 "$tool" -i "$disk@@$ESP_OFFSET" "$@"
 }
 
 # qboot NAME PLAN DISK [DISK...]: one boot of DISK through OVMF (its
@@ -59,6 +93,12 @@ qboot() {
     local name=$1 plan=$2 disk=$3
     shift 3
     local log="$R/$name.log" alog="$R/$name.agent"
+    local code=$OVMF_CODE machine=(-machine q35)
+    if [ -n "${SECURE_BOOT:-}" ]; then
+        code=$OVMF_CODE_SB
+        machine=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on)
+        [ -f "$R/vars.fd" ] || cp "$OVMF_VARS_SB" "$R/vars.fd"
+    fi
     [ -f "$R/vars.fd" ] || cp "$OVMF_VARS" "$R/vars.fd"
     rm -f "$R/plan.img" "$log" "$alog"
     truncate -s 1M "$R/plan.img"
@@ -70,8 +110,8 @@ qboot() {
     local start=$SECONDS t0 t_loader="" t_kernel="" t_up=""
     t0=$(date +%s.%N)
     ENDED="qemu exited"
-    qemu-system-x86_64 -machine q35 -accel tcg -cpu max -m 2048 -smp 2 -display none -no-reboot \
-        -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE" \
+    qemu-system-x86_64 "${machine[@]}" -accel tcg -cpu max -m 2048 -smp 2 -display none -no-reboot \
+        -drive "if=pflash,format=raw,unit=0,readonly=on,file=$code" \
         -drive "if=pflash,format=raw,unit=1,file=$R/vars.fd" \
         "${drives[@]}" -serial "file:$log" -serial "file:$alog" &
     local qemu=$!
@@ -87,6 +127,9 @@ qboot() {
         elif grep -aq '^AGENT-CUT' "$alog" 2>/dev/null; then
             sleep "${CUT_AFTER:-0}"
             cut="power cut ${CUT_AFTER:-0} s into the operation"
+        elif grep -aqE 'Error loading .*(Security Violation|Access Denied)' "$log" 2>/dev/null; then
+            sleep 1
+            cut="power cut after the firmware refused the image"
         elif grep -aq 'sealtree-prepare-root: FAILED' "$log" 2>/dev/null; then
             # Long enough for a wrongly continued boot to show.
             sleep 15

@@ -7,7 +7,9 @@
 # cuts the power). RESULT lines are read by tests/vm/real.sh.
 export PATH=/usr/sbin:/usr/bin SEALTREE_REPO=/sysroot/sealtree/repo
 exec > /dev/ttyS1 2>&1
+# Named on the command line, or (a sealed UKI) recorded by prepare-root.
 booted=$(sed -n 's/.*sealtree=\([^ ]*\).*/\1/p' /proc/cmdline)
+[ -n "$booted" ] || booted=$(cat /run/sealtree/booted 2>/dev/null)
 state=$(timeout 600 systemctl is-system-running --wait)
 echo "AGENT: booted $booted state $state"
 echo "AGENT: failed units: $(systemctl --failed --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
@@ -35,7 +37,8 @@ boot_count_path() {
 wait_blessed() {
     local i
     for i in $(seq "${1:-120}"); do
-        ls /sysroot/boot/loader/entries/ | grep -q "^sealtree-$booted-[0-9]*\.conf$" && return 0
+        ls /sysroot/boot/loader/entries/ /sysroot/boot/EFI/Linux/ 2>/dev/null |
+            grep -qE "^sealtree-[0-9]+-$booted\.(conf|efi)$" && return 0
         sleep 1
     done
     return 1

@@ -77,7 +77,7 @@ sweep_all() {
         sh -c 'sealtree admin undeploy "$(cat /run/victim)"'
     # The state systemd-boot leaves when it starts an entry: counted.
     sweep "bless" \
-        'f=$(ls /sysroot/boot/loader/entries/ | grep "^sealtree-$booted-[0-9]*\.conf$"); [ -z "$f" ] || mv "/sysroot/boot/loader/entries/$f" "/sysroot/boot/loader/entries/${f%.conf}+2-1.conf"' \
+        'f=$(ls /sysroot/boot/loader/entries/ | grep -E "^sealtree-[0-9]+-$booted\.conf$"); [ -z "$f" ] || mv "/sysroot/boot/loader/entries/$f" "/sysroot/boot/loader/entries/${f%.conf}+2-1.conf"' \
         '[ "$now" = "$old" ]' "" -- \
         sealtree admin bless
     sealtree admin cleanup > /dev/null

@@ -45,10 +45,7 @@ UNIT
 systemctl --root="$T" enable sealtree-test-health.service 2>/dev/null
 C3=$(dcommit debian/broken 3)
 "$ST" publish >/dev/null
-# The "USB stick": the published repository on a second disk.
-mkdir -p "$R/usb"
-cp -al "$R/build-repo" "$R/usb/repo"
-mkfs.ext4 -q -L usb -d "$R/usb" "$R/usb.img" "$(($(du -sm "$R/usb" | cut -f1) * 3 / 2 + 64))M"
+usb_disk "$R/build-repo" "$R/usb.img"
 unset SEALTREE_REPO
 rm -rf "$T"
 DISK="$R/disk.img"
@@ -87,7 +84,7 @@ check "real-1: / is the composefs overlay with verity=require" grep -q '^compose
 check "real-1: fs-verity turned on at first boot (images and objects)" sh -c '[ ! -e /sysroot/sealtree/verity-pending ] && lsattr /sysroot/sealtree/deploy/$D1/image.cfs | grep -q "^[^ ]*V"'
 check "real-1: the ESP is mounted at /sysroot/boot" mountpoint -q /sysroot/boot
 bcp=\$(boot_count_path)
-check "real-2: the loader counted this boot: LoaderBootCountPath \$bcp" grep -q 'sealtree-$D1-1+2-1.conf' <<< "\$bcp"
+check "real-2: the loader counted this boot: LoaderBootCountPath \$bcp" grep -q 'sealtree-1-$D1+2-1.conf' <<< "\$bcp"
 check "real-2: sealtree-bless-boot.service drops the counter after boot-complete.target" wait_blessed 300
 systemd-analyze 2>/dev/null | sed 's/^/AGENT: /'
 systemctl poweroff
@@ -97,8 +94,8 @@ before=$(esp_entries "$DISK" | tr '\n' ' ')
 qboot first "$R/plan-first" "$DISK"
 boot_results first
 after=$(esp_entries "$DISK" | tr '\n' ' ')
-name="real-2: on the ESP: sealtree-$D1-1+3.conf before the boot, no counter after it"
-if [ "$before" = "sealtree-$D1-1+3.conf " ] && [ "$after" = "sealtree-$D1-1.conf " ]; then
+name="real-2: on the ESP: sealtree-1-$D1+3.conf before the boot, no counter after it"
+if [ "$before" = "sealtree-1-$D1+3.conf " ] && [ "$after" = "sealtree-1-$D1.conf " ]; then
     result "$name" pass
 else
     result "$name" fail "before: $before; after: $after"

@@ -10,7 +10,11 @@
 #               `sealtree admin install` on a disk image and booted by
 #               OVMF and systemd-boot: boot counting, fallback, upgrades
 #
-#   VM_ONLY=busybox|real   run one part
+#   sealed.sh   the sealed chain: Secure Boot (OVMF with test keys), UKIs
+#               built and signed by `sealtree uki build`, statements bound
+#               to their deployment and branch, nosuid/nodev, etc=transient
+#
+#   VM_ONLY=busybox|real|sealed   run one part
 #   VM_KEEP=1      keep the work directory (disk images, serial logs)
 #   VM_TIMEOUT=S   seconds one boot may take (default 900)
 set -euo pipefail
@@ -61,6 +65,7 @@ say "keys: k (trusted by the initramfs), u (trusted by the sysroot only)"
 
 case ${VM_ONLY:-all} in all | busybox) source tests/vm/busybox.sh ;; esac
 case ${VM_ONLY:-all} in all | real) source tests/vm/real.sh ;; esac
+case ${VM_ONLY:-all} in all | sealed) source tests/vm/sealed.sh ;; esac
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1,0 +1,307 @@
+//! `sealtree prepare-root` (in the initramfs) and `sealtree uki` (on the
+//! build machine): the two ends of the boot chain.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use sealtree::boot::{self, Policy, PrepareOptions};
+use sealtree::uki;
+
+#[derive(Args)]
+pub struct PrepareRootArgs {
+    /// The physical root, mounted by the initramfs.
+    #[arg(long, value_name = "DIR", default_value = "/sysroot")]
+    root: PathBuf,
+    #[arg(long, value_name = "FILE", default_value = "/proc/cmdline")]
+    cmdline: PathBuf,
+    /// The policy (signature, verity, branch, etc).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/sealtree/prepare-root.conf"
+    )]
+    config: PathBuf,
+    /// The trusted public keys.
+    #[arg(long, value_name = "DIR", default_value = "/etc/sealtree/trusted.d")]
+    trusted: PathBuf,
+    /// Scratch directory for the mounts.
+    #[arg(long, value_name = "DIR", default_value = "/run/sealtree")]
+    run_dir: PathBuf,
+    /// Present when the initramfs is sealed in a UKI: its command line.
+    #[arg(long, value_name = "FILE", default_value = uki::SEALED_CMDLINE)]
+    sealed_cmdline: PathBuf,
+    /// EFI variables, for the entry the boot loader started.
+    #[arg(long, value_name = "DIR", default_value = "/sys/firmware/efi/efivars")]
+    efivars: PathBuf,
+}
+
+/// systemd-boot's vendor GUID for its variables.
+const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+
+/// An EFI variable holding a UTF-16 string (after 4 bytes of attributes).
+fn efi_string(efivars: &Path, name: &str) -> Option<String> {
+    let bytes = std::fs::read(efivars.join(format!("{name}-{LOADER_GUID}"))).ok()?;
+    let units: Vec<u16> = bytes
+        .get(4..)?
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
+/// Every line goes to the console too (/dev/kmsg), so a refusal is seen
+/// however the initramfs routes output; a failure is one line naming the
+/// check.
+pub fn prepare_root(args: PrepareRootArgs) -> Result<()> {
+    let say = |line: &str| {
+        println!("sealtree-prepare-root: {line}");
+        if let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+            // One write, one kernel log record.
+            let _ = kmsg.write_all(format!("sealtree-prepare-root: {line}\n").as_bytes());
+        }
+    };
+    let result = (|| {
+        let cmdline = std::fs::read_to_string(&args.cmdline)
+            .map_err(|e| format!("command line: {}: {e}", args.cmdline.display()))?;
+        let policy = Policy::load(&args.config).map_err(|e| format!("policy: {e}"))?;
+        let sealed_cmdline = match std::fs::read_to_string(&args.sealed_cmdline) {
+            Ok(text) => Some(text.split_ascii_whitespace().map(String::from).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("seal: {}: {e}", args.sealed_cmdline.display())),
+        };
+        let options = PrepareOptions {
+            root: args.root,
+            cmdline,
+            policy: policy.clone(),
+            trusted: args.trusted,
+            run_dir: args.run_dir,
+            sealed_cmdline,
+            loader_entry: efi_string(&args.efivars, "LoaderEntrySelected"),
+        };
+        boot::prepare_root(&options, |step, took| {
+            say(&format!("{step} ok ({:.1} ms)", took.as_secs_f64() * 1e3))
+        })
+        .map_err(|e| e.to_string())
+        .map(|p| (p, policy, options.sealed_cmdline.is_some()))
+    })();
+    match result {
+        Ok((p, policy, sealed)) => {
+            let total: std::time::Duration = p.steps.iter().map(|s| s.1).sum();
+            say(&format!(
+                "root is deployment {}{} image {} ({}), signed by {}, {}, etc {:?}; {:.1} ms in all",
+                p.id,
+                if sealed { " (sealed UKI)" } else { "" },
+                p.image_digest,
+                if p.image_verity {
+                    "fs-verity measured"
+                } else {
+                    "hashed in memory"
+                },
+                p.signed_by.as_deref().unwrap_or("nobody"),
+                policy.verity.mount_option().unwrap_or("verity=off"),
+                policy.etc,
+                total.as_secs_f64() * 1e3
+            ));
+            Ok(())
+        }
+        Err(e) => {
+            say(&format!("FAILED: {e}; not mounting an unverified root"));
+            bail!("{e}")
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum UkiCommand {
+    /// Build a Secure Boot signed UKI from an OS tree, before the tree is
+    /// committed: systemd-stub, the tree's kernel and initramfs (which
+    /// hold sealtree, the trusted keys and the prepare-root policy),
+    /// os-release and COMMAND LINE. Written to
+    /// TREE/usr/lib/modules/KVER/uki.efi, where deploy takes it from: the
+    /// tree's statement then covers the UKI too, and every deployment
+    /// of the tree boots it as a type 2 entry.
+    Build(UkiBuildArgs),
+    /// Show a UKI's command line and os-release.
+    Show { file: PathBuf },
+}
+
+#[derive(Args)]
+pub struct UkiBuildArgs {
+    /// The OS tree, a directory.
+    tree: PathBuf,
+    /// Secure Boot signing key (PEM, unencrypted), as sbsign takes it.
+    #[arg(long, value_name = "FILE")]
+    sb_key: PathBuf,
+    /// The key's certificate (PEM), enrolled in the firmware's db.
+    #[arg(long, value_name = "FILE")]
+    sb_cert: PathBuf,
+    /// The command line sealed in the UKI. The root is found by
+    /// systemd-gpt-auto-generator (the root partition type on the disk
+    /// the loader came from) unless it names root=.
+    #[arg(long, value_name = "ARGS", default_value = "rw")]
+    cmdline: String,
+    /// Kernel version (default: the only one in usr/lib/modules).
+    #[arg(long, value_name = "KVER")]
+    kver: Option<String>,
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+    )]
+    stub: PathBuf,
+    /// Where to write it (default: TREE/usr/lib/modules/KVER/uki.efi).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+pub fn uki(command: UkiCommand) -> Result<()> {
+    match command {
+        UkiCommand::Build(args) => uki_build(args),
+        UkiCommand::Show { file } => {
+            let image = std::fs::read(&file).with_context(|| file.display().to_string())?;
+            let show = |name: &str| -> Result<String> {
+                let bytes = uki::section(&image, name)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                Ok(bytes.map_or("(none)".into(), |b| String::from_utf8_lossy(b).into_owned()))
+            };
+            println!("cmdline: {}", show(".cmdline")?);
+            print!("osrel:\n{}", show(".osrel")?);
+            Ok(())
+        }
+    }
+}
+
+fn uki_build(args: UkiBuildArgs) -> Result<()> {
+    let tree = &args.tree;
+    let read = |p: &Path| std::fs::read(p).with_context(|| p.display().to_string());
+    let kver = match args.kver {
+        Some(k) => k,
+        None => {
+            let modules = tree.join("usr/lib/modules");
+            let mut found: Vec<String> = std::fs::read_dir(&modules)
+                .with_context(|| modules.display().to_string())?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            if found.len() != 1 {
+                bail!(
+                    "{}: {} kernel versions ({}); choose one with --kver",
+                    modules.display(),
+                    found.len(),
+                    found.join(" ")
+                );
+            }
+            found.remove(0)
+        }
+    };
+    let (kernels, initramfses) = sealtree::sysroot::kernel_candidates(&kver);
+    let pick = |paths: &[String], what: &str| {
+        paths
+            .iter()
+            .map(|p| tree.join(p))
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!(
+                    "{}: no {what} for kernel {kver} (looked at {})",
+                    tree.display(),
+                    paths.join(", ")
+                )
+            })
+    };
+    let kernel_path = pick(&kernels, "kernel")?;
+    let initramfs_path = pick(&initramfses, "initramfs")?;
+    let os_release_path = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .map(|p| tree.join(p))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "{}: no etc/os-release or usr/lib/os-release",
+                tree.display()
+            )
+        })?;
+    let words: Vec<String> = args
+        .cmdline
+        .split_ascii_whitespace()
+        .map(String::from)
+        .collect();
+    if let Some(w) = words
+        .iter()
+        .find(|w| w.starts_with("sealtree=") || *w == "sealtree")
+    {
+        bail!("--cmdline: '{w}': a UKI serves every deployment of its tree; the deployment comes from the boot loader's entry");
+    }
+    if let Some(w) = words
+        .iter()
+        .find(|w| w.bytes().any(|b| b.is_ascii_control()))
+    {
+        bail!("--cmdline: '{}' has a control character", w.escape_debug());
+    }
+    // What the seal holds: the keys and policy dracut put in the
+    // initramfs, from the tree's /etc/sealtree.
+    let policy_path = tree.join("etc/sealtree/prepare-root.conf");
+    let policy = Policy::load(&policy_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let keys_dir = tree.join("etc/sealtree/trusted.d");
+    let keys: Vec<String> = std::fs::read_dir(&keys_dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if keys.is_empty() && policy.signature == boot::SignaturePolicy::Required {
+        bail!(
+            "{}: no trusted keys, and the policy requires signatures: nothing could boot from this UKI",
+            keys_dir.display()
+        );
+    }
+
+    let stub = read(&args.stub)?;
+    let kernel = read(&kernel_path)?;
+    let initramfs = read(&initramfs_path)?;
+    let os_release = String::from_utf8_lossy(&read(&os_release_path)?).into_owned();
+    let image = uki::assemble(
+        &uki::Parts {
+            stub: &stub,
+            kernel: &kernel,
+            initramfs: &initramfs,
+            os_release: &os_release,
+            cmdline: &words,
+        },
+        &args.stub,
+    )?;
+    let output = args
+        .output
+        .unwrap_or_else(|| tree.join(format!("usr/lib/modules/{kver}/uki.efi")));
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut unsigned =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| dir.display().to_string())?;
+    unsigned.write_all(&image)?;
+    unsigned.flush()?;
+    let signed = tempfile::NamedTempFile::new_in(dir).with_context(|| dir.display().to_string())?;
+    uki::sign(unsigned.path(), &args.sb_key, &args.sb_cert, signed.path())?;
+    signed.as_file().sync_all()?;
+    let size = signed.as_file().metadata()?.len();
+    signed
+        .persist(&output)
+        .with_context(|| output.display().to_string())?;
+    std::fs::set_permissions(&output, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    println!(
+        "uki: kernel {kver}, command line '{}', keys {}, branches {}, etc {:?}: {} ({size} bytes, signed with {})",
+        words.join(" "),
+        keys.join(" "),
+        if policy.branches.is_empty() { "any".to_string() } else { policy.branches.join(" ") },
+        policy.etc,
+        output.display(),
+        args.sb_cert.display()
+    );
+    Ok(())
+}
