@@ -1047,6 +1047,41 @@ fn loader_counts_failed_boots(s: &TestSysroot, id: &str, boots: u32) {
 }
 
 #[test]
+fn entries_of_an_earlier_layout_are_rewritten_by_the_next_change() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    let d1 = s.deploy("os");
+    // As sealtree wrote it before generations led the name: ID-GEN with
+    // a version line, which systemd-boot sorts before unversioned entries.
+    let dir = s.root().join("boot/loader/entries");
+    let text = fs::read_to_string(dir.join(format!("sealtree-1-{d1}+3.conf"))).unwrap();
+    fs::remove_file(dir.join(format!("sealtree-1-{d1}+3.conf"))).unwrap();
+    fs::write(
+        dir.join(format!("sealtree-{d1}-1+3.conf")),
+        text.replace("sort-key", "version 1\nsort-key"),
+    )
+    .unwrap();
+    assert_eq!(s.order(), vec![d1.clone()]);
+    os_tree(&src, "2", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    let d2 = s.deploy("os");
+    assert_eq!(s.order(), vec![d2.clone(), d1.clone()]);
+    assert_eq!(
+        s.entry_files(),
+        sorted(vec![
+            format!("sealtree-2-{d1}+3.conf"),
+            format!("sealtree-3-{d2}+3.conf")
+        ])
+    );
+    for f in s.entry_files() {
+        let text = fs::read_to_string(dir.join(&f)).unwrap();
+        assert!(!text.contains("version"), "{f}: {text}");
+    }
+}
+
+#[test]
 fn failed_boot_tries_fall_back_to_the_previous_deployment() {
     let s = TestSysroot::new();
     let src = s.dir.path().join("tree");

@@ -212,7 +212,7 @@ fn install_to_an_image_file_makes_a_bootable_disk() {
     );
     assert_eq!(fs::read(&copy).unwrap(), loader);
     let entries = mtools("mdir", &disk, &["-b", "::/loader/entries"]);
-    let name = format!("sealtree-{id}-1+3.conf");
+    let name = format!("sealtree-1-{id}+3.conf");
     assert_eq!(entries.trim(), format!("::/loader/entries/{name}"));
     let entry = mtools("mtype", &disk, &[&format!("::/loader/entries/{name}")]);
     assert!(

@@ -402,15 +402,25 @@ fn etc_and_var_are_nosuid_nodev_and_etc_can_be_transient() {
         &id,
         "verity = off\n",
         "findmnt -no OPTIONS $PWD/sysroot/etc; findmnt -no OPTIONS $PWD/sysroot/var; \
+         findmnt -no OPTIONS $PWD/sysroot/sysroot; \
+         echo euid2=$(setpriv --reuid=65534 --regid=65534 --clear-groups sysroot/sysroot/sealtree/var/suid-id -u); \
          echo euid=$(setpriv --reuid=65534 --regid=65534 --clear-groups sysroot/var/suid-id -u); \
          head -c1 sysroot/var/zero >/dev/null && echo DEVICE-OPENED; true",
     );
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     let opts: Vec<&str> = all.lines().filter(|l| l.contains("nosuid")).collect();
-    assert_eq!(opts.len(), 2, "/etc and /var nosuid: {all}");
+    assert_eq!(
+        opts.len(),
+        3,
+        "/etc, /var and the physical root nosuid: {all}"
+    );
     assert!(opts.iter().all(|l| l.contains("nodev")), "{all}");
     assert!(all.contains("euid=65534"), "setuid ignored: {all}");
+    assert!(
+        all.contains("euid2=65534"),
+        "setuid ignored through /sysroot: {all}"
+    );
     assert!(
         all.contains("Permission denied") && !all.contains("DEVICE-OPENED"),
         "{all}"

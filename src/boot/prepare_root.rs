@@ -463,6 +463,16 @@ fn mount_root(
         options.root.display(),
         physical.display()
     )))?;
+    // The physical root holds var/ and every deployment's etc/ too: the
+    // same files must not gain privileges by that path either.
+    mount(
+        None::<&str>,
+        &physical,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | private,
+        None::<&str>,
+    )
+    .map_err(err(format!("remount {} nosuid,nodev", physical.display())))?;
     mount(
         Some(&newroot),
         &options.root,

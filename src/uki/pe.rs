@@ -180,6 +180,22 @@ pub fn add_sections(stub: &[u8], sections: &[(&str, &[u8])]) -> Result<Vec<u8>, 
     }
 
     let mut out = stub.to_vec();
+    // A COFF symbol table after the sections (the stub's debugging aid)
+    // is dropped: left in place it would sit between sections, in bytes
+    // the Authenticode hash does not cover.
+    let raw_end = existing
+        .iter()
+        .map(|h| h.pointer_to_raw_data.get() as usize + h.size_of_raw_data.get() as usize)
+        .max()
+        .unwrap_or(size_of_headers);
+    let fh =
+        FileHeader::read_from_bytes(&stub[l.file_header..l.file_header + 20]).expect("20 bytes");
+    let symbols = fh.pointer_to_symbol_table.get() as usize;
+    if symbols != 0 && symbols >= raw_end && raw_end >= size_of_headers && raw_end <= out.len() {
+        out.truncate(raw_end);
+        let fields = l.file_header + 8..l.file_header + 16;
+        out[fields].fill(0);
+    }
     let mut next_va = existing
         .iter()
         .map(|h| u64::from(h.virtual_address.get()) + u64::from(h.virtual_size.get()))

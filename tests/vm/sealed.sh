@@ -133,7 +133,7 @@ else
     result "$name" fail "unsigned refused $unsigned, changed refused $flipped, then booted ${BOOTED:-nothing}"
 fi
 results "$R/$(basename "$(ls -t "$R"/fallback-*.agent | head -1)")"
-D3=$(tr -d '\r' < "$R"/fallback-*.agent | sed -n 's/^AGENT: swapped //p' | tail -1)
+D3=$(cat "$R"/fallback-*.agent | tr -d '\r' | sed -n 's/^AGENT: swapped //p' | tail -1)
 
 # refused_boot NAME SCENARIO EXPECT: one boot of the default entry, which
 # prepare-root must refuse with a line containing EXPECT; then the
