@@ -420,21 +420,23 @@ fn remove_temporaries(dir: &Path) -> Result<(), SysrootError> {
 }
 
 /// Mark the entry of `id` as good: drop its boot counter by a rename, as
-/// systemd-bless-boot does. Returns whether anything changed.
+/// systemd-bless-boot does. Only the copy the loader prefers: a stale or
+/// planted file with the same id (a failed copy, say) must not become a
+/// good entry. Returns whether anything changed.
 pub fn bless(boot: &Path, id: &str) -> Result<bool, SysrootError> {
-    let mut changed = false;
-    for d in scan(boot)?.found {
-        if d.entry.id == id && d.entry.tries.is_some() {
-            let blessed = BootEntry {
-                tries: None,
-                ..d.entry.clone()
-            };
-            let to = d.path.with_file_name(blessed.file_name(d.generation));
-            rename_durably(&d.path, &to)?;
-            changed = true;
-        }
+    let Some(d) = scan(boot)?.found.into_iter().find(|d| d.entry.id == id) else {
+        return Ok(false);
+    };
+    if d.entry.tries.is_none() {
+        return Ok(false);
     }
-    Ok(changed)
+    let blessed = BootEntry {
+        tries: None,
+        ..d.entry.clone()
+    };
+    let to = d.path.with_file_name(blessed.file_name(d.generation));
+    rename_durably(&d.path, &to)?;
+    Ok(true)
 }
 
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SysrootError> {
