@@ -350,6 +350,17 @@ fn statements_are_bound_to_their_deployment_and_branch() {
         &s.prepare(&new, policy, MOUNTS),
         &["FAILED: binding", &c_old],
     );
+    // Two commits in one deployment.json: refused, not read either way.
+    let info = fs::read_to_string(&info_path).unwrap();
+    fs::write(
+        &info_path,
+        info.replacen('{', &format!("{{\"commit\": \"{c_new}\","), 1),
+    )
+    .unwrap();
+    refused(
+        &s.prepare(&new, policy, MOUNTS),
+        &["FAILED: binding", "duplicate field `commit`"],
+    );
 
     // A statement of another branch, signed by the trusted key.
     let out = s.prepare(&debug, policy, MOUNTS);

@@ -218,6 +218,8 @@ fn a_built_uki_holds_the_tree_and_verifies() {
         "sealtree-prepare-root.service.d/sealed.conf",
         "ConditionKernelCommandLine=\n",
         "FailureAction=reboot",
+        "initrd-root-fs.target.d/sealtree-sealed.conf",
+        "Requires=sealtree-prepare-root.service",
         "TRAILER!!!",
     ] {
         assert!(seal.contains(want), "{want:?} not in the seal");
@@ -265,6 +267,15 @@ fn bad_uki_input_is_refused() {
     fail(&["--stub", "tree/version"], "not a PE image");
     fs::write(s.p("bad.key"), "not a key").unwrap();
     fail(&["--sb-key", "bad.key"], "sbsign");
+    // A line systemd-boot would end at \r, hiding a version from this
+    // reading of it.
+    fs::write(
+        s.p("tree/etc/os-release"),
+        "ID=t\nNAME=x\rIMAGE_VERSION=99\n",
+    )
+    .unwrap();
+    fail(&[], "control character '\\r'");
+    s.tree("1");
     fs::remove_file(s.p("tree/usr/lib/modules/6.12.0/initramfs.img")).unwrap();
     fail(&[], "no initramfs for kernel 6.12.0");
 }
@@ -372,6 +383,29 @@ fn uki_deployments_are_type_2_entries() {
     let status = s.admin(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.lines().next().unwrap().contains(&d1), "{text}");
+
+    // A newer kernel beside the UKI would boot without it: refused.
+    fs::create_dir_all(s.p("tree/boot")).unwrap();
+    fs::write(s.p("tree/boot/vmlinuz-9.9"), "k").unwrap();
+    fs::write(s.p("tree/boot/initrd.img-9.9"), "i").unwrap();
+    s.ok(&[
+        "commit",
+        "-b",
+        "os",
+        "--tree",
+        "tree",
+        "--sign-key",
+        "k.sec",
+    ]);
+    let out = s.admin(&["deploy", "os"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("has a UKI for kernel 6.12.0, but its newest kernel is 9.9"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::remove_dir_all(s.p("tree/boot")).unwrap();
 
     // A UKI not ordered by generation (its own version in .osrel) is
     // refused at deploy.

@@ -196,10 +196,10 @@ fn check_signature(
         // Unsigned and allowed: the digest recorded at deploy time still
         // catches a damaged image, though not a replaced one.
         let info = recorded(deploy)?;
-        let (commit, branch) = (field(&info, "commit"), field(&info, "branch"));
-        check_binding(id, &commit, &commit)?;
-        check_branch(options, id, &commit, &branch)?;
-        return Ok((field(&info, "image_digest"), None));
+        let branch = info.branch.unwrap_or_default();
+        check_binding(id, &info.commit, &info.commit)?;
+        check_branch(options, id, &info.commit, &branch)?;
+        return Ok((info.image_digest, None));
     }
     let read =
         |p: &Path| fs::read(p).map_err(|e| fail("signature", format!("{}: {e}", p.display())));
@@ -208,25 +208,25 @@ fn check_signature(
         sign::read_public_keys(&options.trusted).map_err(|e| fail("signature", e.to_string()))?;
     let (statement, key) = sign::verify(&text, &text_path, &sig, &sig_path, &keys)
         .map_err(|e| fail("signature", e.to_string()))?;
-    let recorded = field(&recorded(deploy)?, "commit");
-    check_binding(id, &recorded, &statement.commit)?;
+    check_binding(id, &recorded(deploy)?.commit, &statement.commit)?;
     check_branch(options, id, &statement.commit, &statement.branch)?;
     Ok((statement.image_digest, Some(key.encoded())))
 }
 
-/// deployment.json, as JSON.
-fn recorded(deploy: &Path) -> Result<serde_json::Value, PrepareError> {
-    let path = deploy.join("deployment.json");
-    let text = fs::read(&path).map_err(|e| fail("binding", format!("{}: {e}", path.display())))?;
-    serde_json::from_slice(&text)
-        .map_err(|e| fail("binding", format!("{}: not JSON: {e}", path.display())))
+/// What prepare-root reads of deployment.json (duplicate keys refused,
+/// as `admin status` refuses them).
+#[derive(serde::Deserialize)]
+struct Recorded {
+    commit: String,
+    #[serde(default)]
+    branch: Option<String>,
+    image_digest: String,
 }
 
-fn field(v: &serde_json::Value, key: &str) -> String {
-    v.get(key)
-        .and_then(|f| f.as_str())
-        .unwrap_or_default()
-        .to_string()
+fn recorded(deploy: &Path) -> Result<Recorded, PrepareError> {
+    let path = deploy.join("deployment.json");
+    let text = fs::read(&path).map_err(|e| fail("binding", format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&text).map_err(|e| fail("binding", format!("{}: {e}", path.display())))
 }
 
 /// The statement must be the deployment's own: an image and statement

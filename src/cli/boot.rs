@@ -251,6 +251,7 @@ fn uki_build(args: UkiBuildArgs) -> Result<()> {
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".pub"))
                 .collect()
         })
         .unwrap_or_default();

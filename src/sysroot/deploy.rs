@@ -477,6 +477,19 @@ fn find_uki(
         .lookup(path.as_bytes())
         .filter(|&i| tree.inodes[i].file_type() == Some(FileType::Regular))
     else {
+        // A UKI beside another kernel: booting that kernel would skip the
+        // sealed chain the tree was built for.
+        if let Some(modules) = tree.lookup(b"usr/lib/modules") {
+            for (name, e) in &tree.inodes[modules].entries {
+                let other = &tree.inodes[e.inode];
+                if other.is_dir() && other.entries.contains_key(b"uki.efi".as_slice()) {
+                    return Err(SysrootError::Refused(format!(
+                        "commit {commit} has a UKI for kernel {}, but its newest kernel is {kver}: a tree with a UKI boots only from it",
+                        String::from_utf8_lossy(name)
+                    )));
+                }
+            }
+        }
         return Ok(None);
     };
     let Some(digest) = tree.inodes[inode].digest else {

@@ -402,7 +402,7 @@ pub fn uki_entry_id(name: &str) -> Option<String> {
     let stem = stem.split_once('+').map_or(stem, |(s, _)| s);
     let (generation, id) = stem.split_once('-')?;
     (generation.bytes().all(|b| b.is_ascii_digit())
-        && !generation.is_empty()
+        && generation.parse::<u32>().is_ok()
         && is_deployment_id(id))
     .then(|| id.to_string())
 }

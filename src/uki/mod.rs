@@ -59,6 +59,18 @@ pub struct Parts<'a> {
 
 /// The unsigned UKI. `stub` names the stub file in errors.
 pub fn assemble(parts: &Parts, stub: &Path) -> Result<Vec<u8>, UkiError> {
+    // systemd-boot also ends lines at \r and stops at NUL: a line that
+    // reads one way here and another there could carry a version.
+    if let Some(c) = parts
+        .os_release
+        .chars()
+        .find(|&c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(UkiError::Malformed {
+            path: "os-release".into(),
+            message: format!("control character {c:?}: the boot loader would read it differently"),
+        });
+    }
     let osrel = sealtree_os_release(parts.os_release);
     let cmdline = parts.cmdline.join(" ");
     let mut initrd = parts.initramfs.to_vec();
@@ -101,64 +113,56 @@ ConditionPathExists=/sysroot/sealtree/verity-pending
 OnFailure=
 FailureAction=reboot
 ";
+    // And the root may not be reached without it: a masked or missing
+    // prepare-root fails the target instead of leaving the physical root.
+    const ROOT_FS: &str = "\
+# sealtree uki build: the root is the one prepare-root verified, or none;
+# a root that cannot be reached restarts the machine, as a refusal does.
+[Unit]
+Requires=sealtree-prepare-root.service
+OnFailure=
+FailureAction=reboot
+";
     let words = format!("{cmdline}\n");
     let units = "usr/lib/systemd/system";
-    let prepare = format!("{units}/sealtree-prepare-root.service.d");
-    let verity = format!("{units}/sealtree-enable-verity.service.d");
-    let (prepare_conf, verity_conf) = (
-        format!("{prepare}/sealed.conf"),
-        format!("{verity}/sealed.conf"),
-    );
-    use cpio::Item::{Dir, File};
-    cpio::archive(&[
-        Dir {
-            path: "etc",
-            mode: 0o755,
-        },
-        Dir {
-            path: "etc/sealtree",
-            mode: 0o755,
-        },
-        File {
-            path: &SEALED_CMDLINE[1..],
-            mode: 0o644,
-            data: words.as_bytes(),
-        },
-        Dir {
-            path: "usr",
-            mode: 0o755,
-        },
-        Dir {
-            path: "usr/lib",
-            mode: 0o755,
-        },
-        Dir {
-            path: "usr/lib/systemd",
-            mode: 0o755,
-        },
-        Dir {
-            path: units,
-            mode: 0o755,
-        },
-        Dir {
-            path: &prepare,
-            mode: 0o755,
-        },
-        File {
-            path: &prepare_conf,
-            mode: 0o644,
-            data: PREPARE_ROOT.as_bytes(),
-        },
-        Dir {
-            path: &verity,
-            mode: 0o755,
-        },
-        File {
-            path: &verity_conf,
-            mode: 0o644,
-            data: ENABLE_VERITY.as_bytes(),
-        },
-    ])
+    let files: [(String, &[u8]); 4] = [
+        (SEALED_CMDLINE[1..].to_string(), words.as_bytes()),
+        (
+            format!("{units}/sealtree-prepare-root.service.d/sealed.conf"),
+            PREPARE_ROOT.as_bytes(),
+        ),
+        (
+            format!("{units}/sealtree-enable-verity.service.d/sealed.conf"),
+            ENABLE_VERITY.as_bytes(),
+        ),
+        (
+            format!("{units}/initrd-root-fs.target.d/sealtree-sealed.conf"),
+            ROOT_FS.as_bytes(),
+        ),
+    ];
+    // Each file after its directories (the kernel creates no parents).
+    let mut dirs: Vec<String> = Vec::new();
+    for (path, _) in &files {
+        let mut at = 0;
+        while let Some(slash) = path[at..].find('/') {
+            at += slash;
+            let dir = path[..at].to_string();
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+            at += 1;
+        }
+    }
+    let mut items: Vec<cpio::Item> = dirs
+        .iter()
+        .map(|path| cpio::Item::Dir { path, mode: 0o755 })
+        .collect();
+    items.extend(files.iter().map(|(path, data)| cpio::Item::File {
+        path,
+        mode: 0o644,
+        data,
+    }));
+    cpio::archive(&items)
 }
 
 /// The tree's os-release with `IMAGE_ID=sealtree` and no version fields.
@@ -180,6 +184,12 @@ fn sealtree_os_release(text: &str) -> String {
 pub fn check_sort_order(image: &[u8]) -> Result<(), String> {
     let osrel = pe::section(image, ".osrel")?
         .ok_or("no .osrel section: the boot loader would not list it")?;
+    if osrel
+        .iter()
+        .any(|&b| b != b'\n' && b != b'\t' && b.is_ascii_control())
+    {
+        return Err(".osrel has control characters: the boot loader would read it differently than this check".into());
+    }
     let osrel = String::from_utf8_lossy(osrel);
     let value = |key: &str| {
         osrel.lines().find_map(|l| {

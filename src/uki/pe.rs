@@ -73,8 +73,8 @@ struct Layout {
 
 fn layout(image: &[u8]) -> Result<Layout, String> {
     let get = |at: usize, n: usize| {
-        image
-            .get(at..at + n)
+        at.checked_add(n)
+            .and_then(|end| image.get(at..end))
             .ok_or_else(|| format!("truncated at offset {at:#x}"))
     };
     if !image.starts_with(b"MZ") {
@@ -84,7 +84,7 @@ fn layout(image: &[u8]) -> Result<Layout, String> {
     if get(lfanew, 4)? != b"PE\0\0" {
         return Err("not a PE image (no PE signature)".into());
     }
-    let file_header = lfanew + 4;
+    let file_header = lfanew.checked_add(4).ok_or("e_lfanew out of range")?;
     let fh = FileHeader::read_from_bytes(get(file_header, 20)?).expect("20 bytes");
     if fh.machine.get() != MACHINE_X86_64 {
         return Err(format!("machine {:#x}, not x86-64", fh.machine.get()));
@@ -137,8 +137,9 @@ pub fn section<'a>(image: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, Stri
         if &h.name[..len] == name.as_bytes() {
             let start = h.pointer_to_raw_data.get() as usize;
             let size = h.virtual_size.get().min(h.size_of_raw_data.get()) as usize;
-            return image
-                .get(start..start + size)
+            return start
+                .checked_add(size)
+                .and_then(|end| image.get(start..end))
                 .map(Some)
                 .ok_or_else(|| format!("section {name} runs past the end of the file"));
         }
@@ -156,8 +157,16 @@ pub fn add_sections(stub: &[u8], sections: &[(&str, &[u8])]) -> Result<Vec<u8>, 
     let section_alignment = u64::from(read_u32(stub, l.optional + OPT_SECTION_ALIGNMENT));
     let file_alignment = u64::from(read_u32(stub, l.optional + OPT_FILE_ALIGNMENT));
     let size_of_headers = read_u32(stub, l.optional + OPT_SIZE_OF_HEADERS) as usize;
-    if section_alignment == 0 || file_alignment == 0 {
-        return Err("zero section or file alignment".into());
+    // As the PE format allows: powers of two, files 512 B to 64 KiB.
+    if !file_alignment.is_power_of_two()
+        || !(512..=65536).contains(&file_alignment)
+        || !section_alignment.is_power_of_two()
+        || section_alignment < file_alignment
+        || section_alignment > 1 << 21
+    {
+        return Err(format!(
+            "file alignment {file_alignment:#x}, section alignment {section_alignment:#x}: not a valid PE image"
+        ));
     }
     let first_data = existing
         .iter()
