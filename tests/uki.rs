@@ -94,7 +94,20 @@ impl Setup {
             fs::create_dir_all(d).unwrap();
         }
         fs::write(k.join("vmlinuz"), pattern(300_000, 1)).unwrap();
-        fs::write(k.join("initramfs.img"), pattern(200_001, 2)).unwrap();
+        let key = fs::read(self.p("k.pub")).unwrap();
+        fs::write(
+            k.join("initramfs.img"),
+            initramfs(&[
+                ("usr/bin/sealtree", &pattern(100_001, 2)),
+                (
+                    "usr/lib/systemd/system/sealtree-prepare-root.service",
+                    b"[Unit]\n",
+                ),
+                ("etc/sealtree/trusted.d/k.pub", &key),
+                ("etc/sealtree/prepare-root.conf", b"branch = os\n"),
+            ]),
+        )
+        .unwrap();
         fs::write(
             t.join("etc/os-release"),
             format!("PRETTY_NAME=\"Test OS {version}\"\nID=testos\nVERSION_ID={version}\n"),
@@ -132,6 +145,23 @@ impl Setup {
     }
 }
 
+/// A gzip-compressed cpio archive of `files`, as dracut makes one.
+fn initramfs(files: &[(&str, &[u8])]) -> Vec<u8> {
+    use sealtree::uki::cpio::{archive, Item};
+    use std::io::Write;
+    let items: Vec<Item> = files
+        .iter()
+        .map(|(path, data)| Item::File {
+            path,
+            mode: 0o644,
+            data,
+        })
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&archive(&items)).unwrap();
+    gz.finish().unwrap()
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -166,7 +196,8 @@ fn a_built_uki_holds_the_tree_and_verifies() {
     let tree = s.tree("1");
     let out = s.build(&["--cmdline", "rw quiet"]);
     assert!(
-        out.contains("command line 'rw quiet'") && out.contains("branches os"),
+        out.contains("command line 'rw quiet rd.shell=0 rd.emergency=reboot'")
+            && out.contains("branches os"),
         "{out}"
     );
     let uki = tree.join("usr/lib/modules/6.12.0/uki.efi");
@@ -200,7 +231,7 @@ fn a_built_uki_holds_the_tree_and_verifies() {
         bytes[*off as usize..(*off + *size) as usize].to_vec()
     };
     assert_eq!(body(".linux"), pattern(300_000, 1));
-    assert_eq!(body(".cmdline"), b"rw quiet");
+    assert_eq!(body(".cmdline"), b"rw quiet rd.shell=0 rd.emergency=reboot");
     let osrel = String::from_utf8(body(".osrel")).unwrap();
     assert_eq!(
         osrel,
@@ -209,12 +240,13 @@ fn a_built_uki_holds_the_tree_and_verifies() {
     // The initramfs, then at a 4-byte boundary the seal: the command line
     // prepare-root will require, and the unit drop-ins.
     let initrd = body(".initrd");
-    assert_eq!(&initrd[..200_001], &pattern(200_001, 2)[..]);
-    let seal = String::from_utf8_lossy(&initrd[200_004..]).into_owned();
+    let original = fs::read(tree.join("usr/lib/modules/6.12.0/initramfs.img")).unwrap();
+    assert_eq!(&initrd[..original.len()], &original[..]);
+    let seal = String::from_utf8_lossy(&initrd[original.len().div_ceil(4) * 4..]).into_owned();
     assert!(seal.starts_with("070701"), "{seal}");
     for want in [
         "etc/sealtree/uki-cmdline\0",
-        "rw quiet\n",
+        "rw quiet rd.shell=0 rd.emergency=reboot\n",
         "sealtree-prepare-root.service.d/sealed.conf",
         "ConditionKernelCommandLine=\n",
         "FailureAction=reboot",
@@ -276,7 +308,33 @@ fn bad_uki_input_is_refused() {
     .unwrap();
     fail(&[], "control character '\\r'");
     s.tree("1");
-    fs::remove_file(s.p("tree/usr/lib/modules/6.12.0/initramfs.img")).unwrap();
+    // What is signed is checked, not the tree: an initramfs without
+    // sealtree, without keys, or overriding the seal's units.
+    let image = s.p("tree/usr/lib/modules/6.12.0/initramfs.img");
+    let key = fs::read(s.p("k.pub")).unwrap();
+    let unit: (&str, &[u8]) = ("usr/lib/systemd/system/sealtree-prepare-root.service", b"x");
+    let binary: (&str, &[u8]) = ("usr/bin/sealtree", b"x");
+    fs::write(&image, initramfs(&[unit])).unwrap();
+    fail(&[], "no sealtree binary or prepare-root unit in it");
+    fs::write(&image, initramfs(&[unit, binary])).unwrap();
+    fail(&[], "no trusted keys in it");
+    fs::write(
+        &image,
+        initramfs(&[
+            unit,
+            binary,
+            ("etc/sealtree/trusted.d/k.pub", &key),
+            (
+                "etc/systemd/system/sealtree-prepare-root.service.d/x.conf",
+                b"[Unit]\n",
+            ),
+        ]),
+    )
+    .unwrap();
+    fail(&[], "would override the seal's units");
+    fs::write(&image, b"not an initramfs").unwrap();
+    fail(&[], "neither cpio nor gzip nor zstd");
+    fs::remove_file(&image).unwrap();
     fail(&[], "no initramfs for kernel 6.12.0");
 }
 

@@ -141,7 +141,8 @@ pub struct UkiBuildArgs {
     sb_cert: PathBuf,
     /// The command line sealed in the UKI. The root is found by
     /// systemd-gpt-auto-generator (the root partition type on the disk
-    /// the loader came from) unless it names root=.
+    /// the loader came from) unless it names root=. `rd.shell=0
+    /// rd.emergency=reboot` are added unless it sets them.
     #[arg(long, value_name = "ARGS", default_value = "rw")]
     cmdline: String,
     /// Kernel version (default: the only one in usr/lib/modules).
@@ -225,11 +226,21 @@ fn uki_build(args: UkiBuildArgs) -> Result<()> {
                 tree.display()
             )
         })?;
-    let words: Vec<String> = args
+    let mut words: Vec<String> = args
         .cmdline
         .split_ascii_whitespace()
         .map(String::from)
         .collect();
+    // A refusal restarts the machine (so the loader counts the try and
+    // falls back) rather than leaving a root shell in the initramfs.
+    for (key, word) in [
+        ("rd.shell", "rd.shell=0"),
+        ("rd.emergency", "rd.emergency=reboot"),
+    ] {
+        if !words.iter().any(|w| w.split('=').next() == Some(key)) {
+            words.push(word.to_string());
+        }
+    }
     if let Some(w) = words
         .iter()
         .find(|w| w.starts_with("sealtree=") || *w == "sealtree")
@@ -242,29 +253,42 @@ fn uki_build(args: UkiBuildArgs) -> Result<()> {
     {
         bail!("--cmdline: '{}' has a control character", w.escape_debug());
     }
-    // What the seal holds: the keys and policy dracut put in the
-    // initramfs, from the tree's /etc/sealtree.
-    let policy_path = tree.join("etc/sealtree/prepare-root.conf");
-    let policy = Policy::load(&policy_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let keys_dir = tree.join("etc/sealtree/trusted.d");
-    let keys: Vec<String> = std::fs::read_dir(&keys_dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".pub"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if keys.is_empty() && policy.signature == boot::SignaturePolicy::Required {
-        bail!(
-            "{}: no trusted keys, and the policy requires signatures: nothing could boot from this UKI",
-            keys_dir.display()
-        );
-    }
-
     let stub = read(&args.stub)?;
     let kernel = read(&kernel_path)?;
     let initramfs = read(&initramfs_path)?;
+    // What is signed is the initramfs, not the tree's /etc: read the keys,
+    // the policy and the units from it.
+    let holds = uki::initramfs_holds(&initramfs)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", initramfs_path.display()))?;
+    if !holds.sealtree || !holds.prepare_root_unit {
+        bail!(
+            "{}: no sealtree binary or prepare-root unit in it: build it with the dracut module (dracut --add sealtree)",
+            initramfs_path.display()
+        );
+    }
+    if !holds.overrides.is_empty() {
+        bail!(
+            "{}: {} would override the seal's units",
+            initramfs_path.display(),
+            holds.overrides.join(", ")
+        );
+    }
+    let policy = match &holds.policy {
+        Some(text) => Policy::parse(text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: etc/sealtree/prepare-root.conf:{e}",
+                initramfs_path.display()
+            )
+        })?,
+        None => Policy::default(),
+    };
+    let keys = holds.keys;
+    if keys.is_empty() && policy.signature == boot::SignaturePolicy::Required {
+        bail!(
+            "{}: no trusted keys in it, and its policy requires signatures: nothing could boot from this UKI",
+            initramfs_path.display()
+        );
+    }
     let os_release = String::from_utf8_lossy(&read(&os_release_path)?).into_owned();
     let image = uki::assemble(
         &uki::Parts {

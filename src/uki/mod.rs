@@ -21,7 +21,8 @@
 //! (`sysroot::entries`): sort key `sealtree`, no version, so the file
 //! name (the generation) decides.
 
-mod cpio;
+pub mod cpio;
+mod initramfs;
 mod pe;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,52 @@ pub struct Parts<'a> {
     pub os_release: &'a str,
     /// The command line's words.
     pub cmdline: &'a [String],
+}
+
+/// What an initramfs holds for sealtree, read from the image itself.
+#[derive(Debug, Default)]
+pub struct Holds {
+    /// `etc/sealtree/trusted.d/*.pub`, by name.
+    pub keys: Vec<String>,
+    /// `etc/sealtree/prepare-root.conf`, if there is one.
+    pub policy: Option<String>,
+    pub sealtree: bool,
+    pub prepare_root_unit: bool,
+    /// Local unit configuration under etc/systemd/system that would
+    /// override the seal's drop-ins for sealtree's units or the root.
+    pub overrides: Vec<String>,
+}
+
+/// Read what `image` (an initramfs) holds for sealtree.
+pub fn initramfs_holds(image: &[u8]) -> Result<Holds, String> {
+    let overriding = |p: &str| {
+        p.strip_prefix("etc/systemd/system/")
+            .is_some_and(|u| u.starts_with("sealtree-") || u.starts_with("initrd-root-fs.target"))
+    };
+    // Merged /usr or not, as the building machine's dracut laid it out.
+    const BINARY: [&str; 2] = ["usr/bin/sealtree", "bin/sealtree"];
+    const UNIT: [&str; 2] = [
+        "usr/lib/systemd/system/sealtree-prepare-root.service",
+        "lib/systemd/system/sealtree-prepare-root.service",
+    ];
+    let found = initramfs::files(image, &|p| {
+        p.starts_with("etc/sealtree/") || BINARY.contains(&p) || UNIT.contains(&p) || overriding(p)
+    })?;
+    Ok(Holds {
+        keys: found
+            .keys()
+            .filter_map(|p| p.strip_prefix("etc/sealtree/trusted.d/"))
+            .filter(|n| n.ends_with(".pub"))
+            .map(String::from)
+            .collect(),
+        policy: found
+            .get("etc/sealtree/prepare-root.conf")
+            .map(|t| String::from_utf8_lossy(t).into_owned()),
+        sealtree: found.contains_key("usr/bin/sealtree"),
+        prepare_root_unit: found
+            .contains_key("usr/lib/systemd/system/sealtree-prepare-root.service"),
+        overrides: found.keys().filter(|p| overriding(p)).cloned().collect(),
+    })
 }
 
 /// The unsigned UKI. `stub` names the stub file in errors.
