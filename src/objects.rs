@@ -28,6 +28,26 @@ pub struct ObjectStore {
     root: PathBuf,
 }
 
+/// Open a file the store or a deployment holds, for reading: never
+/// through a symbolic link (O_NOFOLLOW) and only if it is a regular file,
+/// so a link planted in objects/ or images/ cannot point a reader at
+/// another file, and a FIFO or device cannot hang it.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    use nix::libc::{ELOOP, O_NOFOLLOW, O_NONBLOCK};
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW | O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(ELOOP) => io::Error::other("a symbolic link, not a stored file"),
+            _ => e,
+        })?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
 impl ObjectStore {
     /// Open the store at `root`, creating the directory if needed.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<ObjectStore> {
@@ -43,6 +63,11 @@ impl ObjectStore {
     /// Where the object with `digest` lives.
     pub fn path(&self, digest: &Digest) -> PathBuf {
         self.root.join(crate::tree::object_path(digest))
+    }
+
+    /// The object with `digest`, opened for reading (see `open_regular`).
+    pub fn open_object(&self, digest: &Digest) -> io::Result<File> {
+        open_regular(&self.path(digest))
     }
 
     pub fn contains(&self, digest: &Digest) -> bool {

@@ -239,6 +239,7 @@ fn keys_are_ostree_format_and_secret_is_private() {
     )
     .unwrap();
     fs::write(s.p("rfc.pub"), STANDARD.encode(&pk) + "\n").unwrap();
+    fs::set_permissions(s.p("rfc.sec"), fs::Permissions::from_mode(0o600)).unwrap();
     let src = s.dir.path().join("tree");
     os_tree(&src, "1", &[]);
     let id = s.commit("os", &src, Some("rfc.sec"));
@@ -248,6 +249,7 @@ fn keys_are_ostree_format_and_secret_is_private() {
     let mut bad = [seed, pk].concat();
     bad[40] ^= 1;
     fs::write(s.p("bad.sec"), STANDARD.encode(&bad)).unwrap();
+    fs::set_permissions(s.p("bad.sec"), fs::Permissions::from_mode(0o600)).unwrap();
     let out = s.run(&["sign", &id, "--key", &s.p("bad.sec")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
@@ -1209,4 +1211,135 @@ fn plain_distribution_tree_deploys_as_it_is() {
         err.contains(&c) && err.contains("no /sysroot directory"),
         "{err}"
     );
+}
+
+#[test]
+fn secret_keys_must_be_private_and_single() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    let refused = |key: &str, want: &str| {
+        let out = s.run(&[
+            "commit",
+            "-b",
+            "os",
+            "--tree",
+            src.to_str().unwrap(),
+            "--sign-key",
+            &s.p(key),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want) && err.contains(&s.p(key)), "{err}");
+        // Nothing committed.
+        assert!(!s.run(&["log", "os"]).status.success());
+    };
+    // Readable by others: refused, as ssh refuses an unprotected key.
+    fs::copy(s.p("key.sec"), s.p("open.sec")).unwrap();
+    fs::set_permissions(s.p("open.sec"), fs::Permissions::from_mode(0o644)).unwrap();
+    refused("open.sec", "readable by group or others (mode 0644)");
+    fs::set_permissions(s.p("open.sec"), fs::Permissions::from_mode(0o640)).unwrap();
+    refused("open.sec", "(mode 0640)");
+    // Two keys in one file: refused rather than the first used.
+    let two = format!(
+        "{}{}",
+        fs::read_to_string(s.p("other.sec")).unwrap(),
+        fs::read_to_string(s.p("key.sec")).unwrap()
+    );
+    fs::write(s.p("two.sec"), two).unwrap();
+    fs::set_permissions(s.p("two.sec"), fs::Permissions::from_mode(0o600)).unwrap();
+    refused(
+        "two.sec",
+        "2 keys (lines 1, 2): a secret key file holds one",
+    );
+    s.commit("os", &src, Some("key.sec"));
+}
+
+#[test]
+fn kernel_arguments_with_control_characters_are_refused() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    let d1 = s.deploy("os");
+    let before = s.entry_files();
+    let text = |f: &str| fs::read_to_string(s.root().join("boot/loader/entries").join(f)).unwrap();
+    let entry = text(&before[0]);
+    for bad in ["quiet\nlinux /evil", "a\tb", "x\u{7f}", ""] {
+        for args in [
+            vec!["deploy", "os", "--karg", bad],
+            vec!["kargs", "--append", bad],
+        ] {
+            let out = s.admin_booted(Some(&d1), &args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains("whitespace or control characters"), "{err}");
+        }
+    }
+    assert_eq!(s.entry_files(), before);
+    assert_eq!(text(&before[0]), entry);
+    // Nor at init, where the base arguments come from.
+    let out = s.run(&[
+        "admin",
+        "--sysroot",
+        &s.p("other-root"),
+        "init",
+        "--karg",
+        "root=/dev/vda\ninitrd /x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!s.dir.path().join("other-root/sealtree").exists());
+}
+
+#[test]
+fn links_planted_in_the_store_are_not_followed() {
+    let s = TestSysroot::new();
+    let src = s.dir.path().join("tree");
+    os_tree(&src, "1", &[]);
+    s.commit("os", &src, Some("key.sec"));
+    // The kernel's object replaced by a link to a copy elsewhere: same
+    // bytes, but not the store's file.
+    let kernel = fs::read(src.join("usr/lib/modules/6.12.0-test/vmlinuz")).unwrap();
+    let digest = hex::encode(sealtree::fsverity::digest_bytes(&kernel));
+    let object = s
+        .repo()
+        .join("objects")
+        .join(&digest[..2])
+        .join(&digest[2..]);
+    fs::write(s.p("elsewhere"), &kernel).unwrap();
+    fs::remove_file(&object).unwrap();
+    std::os::unix::fs::symlink(s.p("elsewhere"), &object).unwrap();
+    let out = s.admin_booted(None, &["deploy", "os"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&digest[2..]) && err.contains("a symbolic link, not a stored file"),
+        "{err}"
+    );
+    // fsck names it: not a stored object.
+    let fsck = s.run(&["fsck"]);
+    let text = String::from_utf8_lossy(&fsck.stdout);
+    assert!(text.contains(&digest[2..]), "{text}");
+    fs::remove_file(&object).unwrap();
+    fs::write(&object, &kernel).unwrap();
+
+    // An image that is a link to /dev/zero would never end a read.
+    let images = s.repo().join("images");
+    let image = fs::read_dir(&images)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let name = image.file_name().unwrap().to_string_lossy().into_owned();
+    fs::remove_file(&image).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &image).unwrap();
+    let out = std::process::Command::new("timeout")
+        .args(["60", env!("CARGO_BIN_EXE_sealtree"), "fsck"])
+        .env("SEALTREE_REPO", s.repo())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(124), "fsck hung on the link");
+    assert!(text.contains(&format!("corrupt image {name}")), "{text}");
 }

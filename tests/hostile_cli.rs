@@ -93,6 +93,12 @@ fn malformed_inputs_fail_with_one_line_and_change_nothing() {
     // Input files.
     let put = |name: &str, data: &[u8]| {
         fs::write(dir.path().join(name), data).unwrap();
+        if name.ends_with(".sec") {
+            // Private, as a secret key must be, so its content is what
+            // gets refused.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir.path().join(name), fs::Permissions::from_mode(0o600)).unwrap();
+        }
         p(name)
     };
     let good_image = fs::read(&image).unwrap();

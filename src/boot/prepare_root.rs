@@ -264,7 +264,8 @@ fn check_branch(
 /// sealed in-memory copy whose bytes were hashed here.
 fn checked_image(path: &Path, expected: &str) -> Result<(File, bool), PrepareError> {
     let check = "image digest";
-    let mut file = File::open(path).map_err(|e| fail(check, format!("{}: {e}", path.display())))?;
+    let mut file = crate::objects::open_regular(path)
+        .map_err(|e| fail(check, format!("{}: {e}", path.display())))?;
     if let Ok(Some(measured)) = fsverity::measure(&file) {
         let measured = hex::encode(measured);
         if measured != expected {

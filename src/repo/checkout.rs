@@ -100,7 +100,7 @@ fn create(repo: &Repo, inode: &Inode, path: &Path) -> Result<(), RepoError> {
                 (None, _) if inode.size == 0 => Ok(()),
                 (None, Some(d)) => {
                     let object = repo.objects().path(d);
-                    let mut src = File::open(&object).map_err(io_err(&object))?;
+                    let mut src = repo.objects().open_object(d).map_err(io_err(&object))?;
                     io::copy(&mut src, &mut out).map_err(io_err(path))?;
                     Ok(())
                 }

@@ -3,7 +3,7 @@
 //! commit's image rebuilt to the digest it recorded.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs;
 use std::path::PathBuf;
 
 use rayon::prelude::*;
@@ -182,6 +182,6 @@ pub fn fsck(repo: &Repo, repair: bool) -> Result<FsckReport, RepoError> {
 }
 
 fn hash_file(path: &std::path::Path) -> Option<Digest> {
-    let f = File::open(path).ok()?;
+    let f = crate::objects::open_regular(path).ok()?;
     fsverity::digest_reader(f).ok().map(|(d, _)| d)
 }

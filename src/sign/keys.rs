@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;
@@ -83,9 +83,37 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), SignError> {
     file.sync_all().map_err(io_err(path))
 }
 
-/// Read a secret key file (the first key in it).
+/// Read a secret key file: one key, readable by its owner only (as ssh
+/// insists), so a key others could have copied is not used unnoticed.
 pub fn read_secret_key(path: &Path) -> Result<SecretKey, SignError> {
-    let lines = key_lines(path)?;
+    let file = fs::File::open(path).map_err(io_err(path))?;
+    let mode = file.metadata().map_err(io_err(path))?.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(malformed(
+            path,
+            format!(
+                "secret key readable by group or others (mode {mode:04o}): refusing to sign with it; chmod 600 {}",
+                path.display()
+            ),
+        ));
+    }
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut &file, &mut text).map_err(io_err(path))?;
+    let lines = parse_key_lines(&text, path)?;
+    if lines.len() > 1 {
+        return Err(malformed(
+            path,
+            format!(
+                "{} keys (lines {}): a secret key file holds one",
+                lines.len(),
+                lines
+                    .iter()
+                    .map(|(l, _)| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
     let Some((line, bytes)) = lines.into_iter().next() else {
         return Err(malformed(path, "no key in the file"));
     };
@@ -166,11 +194,6 @@ pub fn parse_public_keys(text: &[u8], file: &Path) -> Result<Vec<PublicKey>, Sig
 }
 
 /// The decoded non-empty lines of a key file, with their line numbers.
-fn key_lines(path: &Path) -> Result<Vec<(usize, Vec<u8>)>, SignError> {
-    let text = fs::read(path).map_err(io_err(path))?;
-    parse_key_lines(&text, path)
-}
-
 fn parse_key_lines(text: &[u8], path: &Path) -> Result<Vec<(usize, Vec<u8>)>, SignError> {
     let mut out = Vec::new();
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {

@@ -203,6 +203,7 @@ pub fn kargs(
     append: &[String],
     delete: &[String],
 ) -> Result<Vec<String>, SysrootError> {
+    super::check_kargs(append)?;
     let _lock = sysroot.lock()?;
     let mut current = entries::read(&sysroot.boot_dir())?;
     let Some(first) = current.first_mut() else {

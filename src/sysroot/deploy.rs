@@ -60,6 +60,7 @@ pub fn deploy(
     spec: &str,
     options: &DeployOptions,
 ) -> Result<Deployed, SysrootError> {
+    super::check_kargs(&options.kargs)?;
     let _lock = sysroot.lock()?;
     let repo = sysroot.repo();
     // Also the store's: a prune must not remove what is being deployed
@@ -498,7 +499,16 @@ fn find_uki(
         )));
     };
     let object = sysroot.repo().objects().path(&digest);
-    let bytes = fs::read(&object).map_err(io_err(&object))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut sysroot
+            .repo()
+            .objects()
+            .open_object(&digest)
+            .map_err(io_err(&object))?,
+        &mut bytes,
+    )
+    .map_err(io_err(&object))?;
     crate::uki::check_sort_order(&bytes)
         .map_err(|e| SysrootError::Refused(format!("commit {commit}: {path}: {e}")))?;
     Ok(Some(object))
@@ -683,7 +693,11 @@ fn copy_out(sysroot: &Sysroot, tree: &Tree, id: InodeId, dest: &Path) -> Result<
         (Some(data), _) => out.write_all(data).map_err(io_err(dest))?,
         (None, Some(d)) => {
             let src = sysroot.repo().objects().path(&d);
-            let mut input = File::open(&src).map_err(io_err(&src))?;
+            let mut input = sysroot
+                .repo()
+                .objects()
+                .open_object(&d)
+                .map_err(io_err(&src))?;
             std::io::copy(&mut input, &mut out).map_err(io_err(dest))?;
         }
         (None, None) => {}

@@ -283,6 +283,11 @@ pub fn read(boot: &Path) -> Result<Vec<BootEntry>, SysrootError> {
 /// higher generations, the default first; then the files of entries no
 /// longer wanted are removed.
 pub fn write(boot: &Path, wanted: &[BootEntry]) -> Result<(), SysrootError> {
+    // Whatever reached here (a config.json edited by hand included), an
+    // entry's options never carry a line of their own.
+    for w in wanted {
+        super::check_kargs(&w.options)?;
+    }
     let dir = entries_dir(boot);
     let ukis = uki_dir(boot);
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -372,7 +377,7 @@ fn write_entry(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SysrootError>
 /// loader ignores, then renamed into place.
 fn copy_entry(dir: &Path, name: &str, source: &Path) -> Result<(), SysrootError> {
     let tmp = dir.join(format!(".tmp-{name}"));
-    let mut input = File::open(source).map_err(io_err(source))?;
+    let mut input = crate::objects::open_regular(source).map_err(io_err(source))?;
     let mut out = File::create(&tmp).map_err(io_err(&tmp))?;
     std::io::copy(&mut input, &mut out).map_err(io_err(&tmp))?;
     out.sync_all().map_err(io_err(&tmp))?;

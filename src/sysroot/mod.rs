@@ -131,6 +131,7 @@ impl Sysroot {
         config: &Config,
         trusted: &[PathBuf],
     ) -> Result<Sysroot, SysrootError> {
+        check_kargs(&config.kargs)?;
         let base = root.join("sealtree");
         for dir in ["deploy", "var", "trusted.d"] {
             let d = base.join(dir);
@@ -373,6 +374,21 @@ pub fn is_deployment_id(id: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// Kernel arguments as they may go into a boot entry: each one word,
+/// without whitespace or control characters (a newline would add lines,
+/// say `linux /other`, to the entry).
+pub fn check_kargs(args: &[String]) -> Result<(), SysrootError> {
+    for a in args {
+        if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(SysrootError::Refused(format!(
+                "kernel argument '{}': empty, or with whitespace or control characters",
+                a.escape_debug()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a statement naming commit `signed` belongs to deployment `id`,

@@ -4,7 +4,7 @@
 //! kernel once verity is on, must equal its name or record: enabling
 //! verity on a damaged file makes the damage permanent, never trusted.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::PathBuf;
 
 use super::{io_err, Sysroot, SysrootError};
@@ -63,7 +63,7 @@ pub fn enable_verity(sysroot: &Sysroot) -> Result<VerityReport, SysrootError> {
 
     let mut report = VerityReport::default();
     for (path, want) in files {
-        let file = File::open(&path).map_err(io_err(&path))?;
+        let file = crate::objects::open_regular(&path).map_err(io_err(&path))?;
         match fsverity::enable(&file).map_err(|e| io_err(&path)(e.into()))? {
             EnableOutcome::Unsupported => {
                 return Err(SysrootError::Refused(format!(

@@ -82,10 +82,13 @@ mkfs.ext4 -q -O verity -L sealroot -d "$sys" "$work/disk.img" "${size}M"
 entry() {
     mount -o ro "$work/disk.img" "$mnt"
     local file
+    # Entries are sealtree-GEN-ID(+counter).conf: the default has the
+    # highest generation.
+    local dir="$mnt/boot/loader/entries"
     if [ "$1" = default ]; then
-        file=$(grep -l "^version $(grep -h '^version ' "$mnt"/boot/loader/entries/*.conf | awk '{print $2}' | sort -n | tail -1)\$" "$mnt"/boot/loader/entries/*.conf)
+        file=$dir/$(ls "$dir" | grep -E '^sealtree-[0-9]+-' | sort -t- -k2,2n | tail -1)
     else
-        file=$(ls "$mnt"/boot/loader/entries/sealtree-"$1"-*.conf)
+        file=$dir/$(ls "$dir" | grep -E "^sealtree-[0-9]+-$1[+.]")
     fi
     E_LINUX="$work/boot-vmlinuz" E_INITRD="$work/boot-initramfs.img"
     cp "$mnt$(awk '$1=="linux"{print $2}' "$file")" "$E_LINUX"
