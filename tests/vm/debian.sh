@@ -71,7 +71,8 @@ usb_disk() {
 esp_entries() {
     local dir
     for dir in loader/entries EFI/Linux; do
-        MTOOLS_SKIP_CHECK=1 mdir -b -i "$1@@$ESP_OFFSET" "::/$dir" 2>/dev/null | sed 's|.*/||'
+        # A directory the ESP does not have lists nothing.
+        { MTOOLS_SKIP_CHECK=1 mdir -b -i "$1@@$ESP_OFFSET" "::/$dir" 2>/dev/null || true; } | sed 's|.*/||'
     done | sort
 }
 
