@@ -70,37 +70,60 @@ pub fn read_tar_from(
         .map_err(|e| fail(None, e.to_string()))?
         .raw(true);
     let mut pending = Extensions::default();
+    // Bytes of extension records read for the next entry.
+    let mut pending_bytes = 0u64;
     for entry in entries {
         let mut entry = entry.map_err(|e| fail(None, format!("unreadable entry: {e}")))?;
         let mut data = Vec::new();
+        // What the header says; a bad field reads as too large.
+        let declared = entry.header().entry_size().unwrap_or(u64::MAX);
         match entry.header().entry_type() {
             tar::EntryType::XHeader => {
-                entry
-                    .read_to_end(&mut data)
-                    .map_err(|e| fail(None, e.to_string()))?;
+                read_record(&mut entry, declared, &mut data, &mut pending_bytes, "PAX")
+                    .map_err(|m| fail(None, m))?;
                 let records = parse_pax(&data).map_err(|m| fail(None, m))?;
                 pending.pax.extend(records);
             }
             tar::EntryType::XGlobalHeader => {}
             tar::EntryType::GNULongName => {
-                entry
-                    .read_to_end(&mut data)
-                    .map_err(|e| fail(None, e.to_string()))?;
+                read_record(
+                    &mut entry,
+                    declared,
+                    &mut data,
+                    &mut pending_bytes,
+                    "GNU long name",
+                )
+                .map_err(|m| fail(None, m))?;
                 pending.long_name = Some(trim_nul(data));
             }
             tar::EntryType::GNULongLink => {
-                entry
-                    .read_to_end(&mut data)
-                    .map_err(|e| fail(None, e.to_string()))?;
+                read_record(
+                    &mut entry,
+                    declared,
+                    &mut data,
+                    &mut pending_bytes,
+                    "GNU long link",
+                )
+                .map_err(|m| fail(None, m))?;
                 pending.long_link = Some(trim_nul(data));
             }
             _ => {
                 let ext = std::mem::take(&mut pending);
+                pending_bytes = 0;
                 let name = ext
                     .pax_value(b"path")
                     .map(<[u8]>::to_vec)
                     .or(ext.long_name.clone())
                     .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+                if name.len() > MAX_PATH {
+                    return Err(fail(
+                        None,
+                        format!(
+                            "an entry's path is {} bytes (at most {MAX_PATH})",
+                            name.len()
+                        ),
+                    ));
+                }
                 import
                     .entry(&mut entry, &name, &ext)
                     .map_err(|m| fail(Some(&name), m))?;
@@ -400,6 +423,35 @@ impl Import<'_, '_> {
         }
         Some(id)
     }
+}
+
+/// Extension records (PAX, GNU long names) for one entry, in all: names
+/// and attributes, never file data.
+const MAX_RECORDS: u64 = 1 << 20;
+/// Longest entry path (PATH_MAX), which also bounds its depth.
+const MAX_PATH: usize = 4096;
+
+/// Read an extension record whose size the header declares, refused
+/// before anything is read when the entry's records would pass
+/// MAX_RECORDS.
+fn read_record(
+    entry: &mut impl Read,
+    header_size: u64,
+    data: &mut Vec<u8>,
+    pending_bytes: &mut u64,
+    what: &str,
+) -> Result<(), String> {
+    *pending_bytes = pending_bytes.saturating_add(header_size);
+    if *pending_bytes > MAX_RECORDS {
+        return Err(format!(
+            "{what} record of {header_size} bytes: an entry's extension records may hold at most {MAX_RECORDS} bytes"
+        ));
+    }
+    entry
+        .take(header_size)
+        .read_to_end(data)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// The components of an archive path, refusing absolute paths and `..`.

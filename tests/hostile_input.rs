@@ -100,3 +100,57 @@ fn corrupted_dumpfiles_are_refused_or_round_trip() {
     }
     assert!(built > 0 && refused > 0, "built {built}, refused {refused}");
 }
+
+/// A tar header of `kind` declaring `size` bytes, with nothing after it.
+fn bare_header(kind: tar::EntryType, name: &str, size: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_path(name).unwrap();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+#[test]
+fn tar_extension_records_and_paths_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let out = common::run_ok(&["init".as_ref(), "--repo".as_ref(), repo.as_os_str()]);
+    assert!(out.status.success());
+    let commit = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = common::sealtree()
+            .args(["commit", "-b", "t", "--tar"])
+            .arg(&path)
+            .env("SEALTREE_REPO", &repo)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A PAX header declaring 1 GiB: refused before any of it is read.
+    let (code, err) = commit(
+        "pax.tar",
+        &bare_header(tar::EntryType::XHeader, "pax", 1 << 30),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("PAX record of 1073741824 bytes") && err.contains("pax.tar"),
+        "{err}"
+    );
+    // A GNU long name of 16,000 levels.
+    let deep = "a/".repeat(16_000) + "f";
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, &deep, &b"x"[..]).unwrap();
+    let (code, err) = commit("deep.tar", &b.into_inner().unwrap());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("path is 32001 bytes (at most 4096)"), "{err}");
+}
