@@ -133,6 +133,27 @@ impl Setup {
         self.ok(&args)
     }
 
+    /// Commit `tree` to branch `os`, signed.
+    fn commit(&self) {
+        self.ok(&[
+            "commit",
+            "-b",
+            "os",
+            "--tree",
+            "tree",
+            "--sign-key",
+            "k.sec",
+        ]);
+    }
+
+    /// `admin deploy os` fails with a line containing `want`.
+    fn deploy_refused(&self, want: &str) {
+        let out = self.admin(&["deploy", "os"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "wanted {want} in: {err}");
+    }
+
     fn entries(&self, dir: &str) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.p(&format!("sys/boot/{dir}")))
             .map(|d| {
@@ -343,15 +364,7 @@ fn uki_deployments_are_type_2_entries() {
     let Some(s) = Setup::new() else { return };
     s.tree("1");
     s.build(&[]);
-    s.ok(&[
-        "commit",
-        "-b",
-        "os",
-        "--tree",
-        "tree",
-        "--sign-key",
-        "k.sec",
-    ]);
+    s.commit();
     let out = s.admin(&["deploy", "os"]);
     assert!(
         out.status.success(),
@@ -382,15 +395,7 @@ fn uki_deployments_are_type_2_entries() {
     // generation and the stale file removed; bless drops the counter.
     s.tree("2");
     s.build(&[]);
-    s.ok(&[
-        "commit",
-        "-b",
-        "os",
-        "--tree",
-        "tree",
-        "--sign-key",
-        "k.sec",
-    ]);
+    s.commit();
     let out = s.admin(&["deploy", "os"]);
     let d2 = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
@@ -446,23 +451,8 @@ fn uki_deployments_are_type_2_entries() {
     fs::create_dir_all(s.p("tree/boot")).unwrap();
     fs::write(s.p("tree/boot/vmlinuz-9.9"), "k").unwrap();
     fs::write(s.p("tree/boot/initrd.img-9.9"), "i").unwrap();
-    s.ok(&[
-        "commit",
-        "-b",
-        "os",
-        "--tree",
-        "tree",
-        "--sign-key",
-        "k.sec",
-    ]);
-    let out = s.admin(&["deploy", "os"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("has a UKI for kernel 6.12.0, but its newest kernel is 9.9"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.commit();
+    s.deploy_refused("has a UKI for kernel 6.12.0, but its newest kernel is 9.9");
     fs::remove_dir_all(s.p("tree/boot")).unwrap();
 
     // A UKI not ordered by generation (its own version in .osrel) is
@@ -477,20 +467,6 @@ fn uki_deployments_are_type_2_entries() {
         .unwrap();
     bytes[at..at + 17].copy_from_slice(b"IMAGE_ID=sealtre_");
     fs::write(&uki, bytes).unwrap();
-    s.ok(&[
-        "commit",
-        "-b",
-        "os",
-        "--tree",
-        "tree",
-        "--sign-key",
-        "k.sec",
-    ]);
-    let out = s.admin(&["deploy", "os"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not 'sealtree'"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.commit();
+    s.deploy_refused("not 'sealtree'");
 }

@@ -176,6 +176,21 @@ pub fn uki(command: UkiCommand) -> Result<()> {
     }
 }
 
+/// The first of `paths` (relative to `tree`) that is a file.
+fn first_file(tree: &Path, paths: &[String], what: &str) -> Result<PathBuf> {
+    paths
+        .iter()
+        .map(|p| tree.join(p))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "{}: no {what} (looked at {})",
+                tree.display(),
+                paths.join(", ")
+            )
+        })
+}
+
 fn uki_build(args: UkiBuildArgs) -> Result<()> {
     let tree = &args.tree;
     let read = |p: &Path| std::fs::read(p).with_context(|| p.display().to_string());
@@ -201,31 +216,13 @@ fn uki_build(args: UkiBuildArgs) -> Result<()> {
         }
     };
     let (kernels, initramfses) = sealtree::sysroot::kernel_candidates(&kver);
-    let pick = |paths: &[String], what: &str| {
-        paths
-            .iter()
-            .map(|p| tree.join(p))
-            .find(|p| p.is_file())
-            .with_context(|| {
-                format!(
-                    "{}: no {what} for kernel {kver} (looked at {})",
-                    tree.display(),
-                    paths.join(", ")
-                )
-            })
-    };
-    let kernel_path = pick(&kernels, "kernel")?;
-    let initramfs_path = pick(&initramfses, "initramfs")?;
-    let os_release_path = ["etc/os-release", "usr/lib/os-release"]
-        .iter()
-        .map(|p| tree.join(p))
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!(
-                "{}: no etc/os-release or usr/lib/os-release",
-                tree.display()
-            )
-        })?;
+    let kernel_path = first_file(tree, &kernels, &format!("kernel {kver}"))?;
+    let initramfs_path = first_file(tree, &initramfses, &format!("initramfs for kernel {kver}"))?;
+    let os_release_path = first_file(
+        tree,
+        &["etc/os-release".into(), "usr/lib/os-release".into()],
+        "os-release",
+    )?;
     let mut words: Vec<String> = args
         .cmdline
         .split_ascii_whitespace()
