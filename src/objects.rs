@@ -143,6 +143,7 @@ impl ObjectStore {
             made_dirs: std::array::from_fn(|_| AtomicBool::new(false)),
             claimed: Mutex::new(HashSet::new()),
             staged: Mutex::new(Vec::new()),
+            public: Mutex::new(HashSet::new()),
             verity_unsupported: AtomicBool::new(false),
         })
     }
@@ -170,6 +171,21 @@ impl ObjectStore {
     }
 }
 
+/// An object's mode: readable by all, unless it came from a file others
+/// could not read.
+fn object_mode(private: bool) -> u32 {
+    if private {
+        0o600
+    } else {
+        0o644
+    }
+}
+
+/// Whether a file of `mode` is private: others may not read it.
+pub fn is_private(mode: u32) -> bool {
+    mode & 0o004 == 0
+}
+
 /// The contents of an object store directory.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -188,8 +204,12 @@ pub struct Staging<'s> {
     /// made on first use, as an unchanged tree needs none.
     made_dirs: [AtomicBool; 256],
     claimed: Mutex<HashSet<Digest>>,
-    /// Staged objects and whether the kernel enabled fs-verity on each.
-    staged: Mutex<Vec<(Digest, bool)>>,
+    /// Staged objects, whether the kernel enabled fs-verity on each, and
+    /// whether it was staged private.
+    staged: Mutex<Vec<(Digest, bool, bool)>>,
+    /// Content added again, from a file others may read, after it was
+    /// claimed: its object is not private, whichever file came first.
+    public: Mutex<HashSet<Digest>>,
     /// Set once the filesystem has said it has no fs-verity.
     verity_unsupported: AtomicBool,
 }
@@ -207,9 +227,15 @@ impl Staging<'_> {
     /// Copy `source` (already hashed to `digest`) into the staging area
     /// unless the store or this staging area has it. Returns whether it was
     /// copied. Where the filesystem has fs-verity, it is enabled on the
-    /// copy and the kernel's digest must equal `digest`.
-    pub fn add_copy(&self, source: &mut File, digest: &Digest) -> io::Result<bool> {
-        if self.store.contains(digest) || !self.claimed.lock().unwrap().insert(*digest) {
+    /// copy and the kernel's digest must equal `digest`. A `private`
+    /// object (from a file others may not read) is mode 0600, so the
+    /// store never makes readable what was not.
+    pub fn add_copy(&self, source: &mut File, digest: &Digest, private: bool) -> io::Result<bool> {
+        if self.store.contains(digest) {
+            return Ok(false);
+        }
+        if !self.claimed.lock().unwrap().insert(*digest) {
+            self.note_public(digest, private);
             return Ok(false);
         }
         let path = self.staged_path(digest)?;
@@ -217,24 +243,28 @@ impl Staging<'_> {
             let mut out = OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(0o600)
                 .open(&path)?;
             source.seek(SeekFrom::Start(0))?;
             io::copy(source, &mut out)?;
-            out.set_permissions(fs::Permissions::from_mode(0o644))?;
+            out.set_permissions(fs::Permissions::from_mode(object_mode(private)))?;
         }
         let verity = !self.verity_unsupported.load(Ordering::Relaxed)
             && self.enable_verity(&path, digest)?;
-        self.staged.lock().unwrap().push((*digest, verity));
+        self.staged.lock().unwrap().push((*digest, verity, private));
         Ok(true)
     }
 
     /// Write everything `reader` yields into the staging area, hashing it on
     /// the way; returns its digest and length. Content the store or this
     /// staging area already has is dropped again.
-    pub fn add_reader(&self, reader: &mut impl io::Read) -> io::Result<(Digest, u64)> {
+    pub fn add_reader(
+        &self,
+        reader: &mut impl io::Read,
+        private: bool,
+    ) -> io::Result<(Digest, u64)> {
         let (tmp, digest, len) = self.write_hashed(reader)?;
-        self.stage_file(tmp, digest)?;
+        self.stage_file(tmp, digest, private)?;
         Ok((digest, len))
     }
 
@@ -251,7 +281,7 @@ impl Staging<'_> {
         if &digest != expected {
             return Ok(Err(digest));
         }
-        self.stage_file(tmp, digest)?;
+        self.stage_file(tmp, digest, false)?;
         Ok(Ok(len))
     }
 
@@ -276,18 +306,35 @@ impl Staging<'_> {
 
     /// Stage a written temporary file under `digest` (its content's),
     /// unless the store or this staging area has it already.
-    fn stage_file(&self, tmp: tempfile::NamedTempFile, digest: Digest) -> io::Result<()> {
-        if self.store.contains(&digest) || !self.claimed.lock().unwrap().insert(digest) {
+    fn stage_file(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        digest: Digest,
+        private: bool,
+    ) -> io::Result<()> {
+        if self.store.contains(&digest) {
+            return Ok(());
+        }
+        if !self.claimed.lock().unwrap().insert(digest) {
+            self.note_public(&digest, private);
             return Ok(());
         }
         let path = self.staged_path(&digest)?;
         tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))?;
+            .set_permissions(fs::Permissions::from_mode(object_mode(private)))?;
         tmp.persist(&path).map_err(|e| e.error)?;
         let verity = !self.verity_unsupported.load(Ordering::Relaxed)
             && self.enable_verity(&path, &digest)?;
-        self.staged.lock().unwrap().push((digest, verity));
+        self.staged.lock().unwrap().push((digest, verity, private));
         Ok(())
+    }
+
+    /// Content claimed already, perhaps from a private file, now also
+    /// from one others may read: the object is not private.
+    fn note_public(&self, digest: &Digest, private: bool) {
+        if !private {
+            self.public.lock().unwrap().insert(*digest);
+        }
     }
 
     /// Where `digest` is staged; its directory is made if need be.
@@ -336,10 +383,17 @@ impl Staging<'_> {
         if staged.is_empty() {
             return Ok(stats);
         }
+        let public = std::mem::take(&mut *self.public.lock().unwrap());
+        for (digest, _, private) in &staged {
+            if *private && public.contains(digest) {
+                let path = self.dir.path().join(crate::tree::object_path(digest));
+                fs::set_permissions(&path, fs::Permissions::from_mode(object_mode(false)))?;
+            }
+        }
         let root = File::open(&self.store.root)?;
         nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;
         let mut made_dirs = HashSet::new();
-        for (digest, verity) in &staged {
+        for (digest, verity, _) in &staged {
             let from = self.dir.path().join(crate::tree::object_path(digest));
             let to = self.store.path(digest);
             let parent = to.parent().expect("object path has a parent");

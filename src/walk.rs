@@ -69,6 +69,8 @@ struct Pending {
     inode: InodeId,
     path: PathBuf,
     size: u64,
+    /// Others may not read it: its object is private too.
+    private: bool,
     mtime: Mtime,
     stamp: FileStamp,
 }
@@ -232,6 +234,7 @@ impl Builder {
             let is_dir = inode.is_dir();
             let regular_size = (inode.file_type() == Some(FileType::Regular)).then_some(inode.size);
             let mtime = inode.mtime;
+            let private = crate::objects::is_private(inode.mode);
             let id = self.tree.add_inode(inode);
             self.link(dir, &name, id, false);
             if !is_dir && meta.nlink() > 1 {
@@ -242,6 +245,7 @@ impl Builder {
                     inode: id,
                     path,
                     size,
+                    private,
                     mtime,
                     stamp: FileStamp::of(&meta),
                 }),
@@ -346,7 +350,7 @@ fn read_content(
         }
         if let Some(staging) = staging {
             staging
-                .add_copy(&mut file, &digest)
+                .add_copy(&mut file, &digest, p.private)
                 .map_err(err(path, "cannot store"))?;
         }
         (digest, None)

@@ -154,3 +154,76 @@ fn tar_extension_records_and_paths_are_bounded() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("path is 32001 bytes (at most 4096)"), "{err}");
 }
+
+/// A tar of `links` (path, target) under a directory d/.
+fn tar_of_links(links: &[(&str, &str)]) -> Vec<u8> {
+    let header = |kind, mode| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    };
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = header(tar::EntryType::Directory, 0o755);
+    b.append_data(&mut h, "d/", &[][..]).unwrap();
+    for (path, target) in links {
+        let mut h = header(tar::EntryType::Symlink, 0o777);
+        b.append_link(&mut h, path, target).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn chained_relative_links_cannot_climb_out_of_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    common::run_ok(&["init".as_ref(), "--repo".as_ref(), repo.as_os_str()]);
+    let commit = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        common::sealtree()
+            .args(["commit", "-b", "t", "--tar"])
+            .arg(&path)
+            .env("SEALTREE_REPO", &repo)
+            .output()
+            .unwrap()
+    };
+    // Each link alone stays inside; together d/esc is the host's
+    // /etc/hostname once checked out (p5 resolves to the root's parent).
+    let mut links = vec![("d/p0".to_string(), "..".to_string())];
+    for n in 1..=5 {
+        links.push((format!("d/p{n}"), format!("p{}/..", n - 1)));
+    }
+    links.push(("d/esc".into(), "p5/etc/hostname".into()));
+    let pairs: Vec<(&str, &str)> = links
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let out = commit("chain.tar", &tar_of_links(&pairs));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("chain.tar: d/esc: symlink target p5/etc/hostname points outside the tree"),
+        "{err}"
+    );
+    // Links that resolve inside, through other links, and loops (which
+    // the kernel stops), are kept.
+    let out = commit(
+        "fine.tar",
+        &tar_of_links(&[
+            ("d/up", ".."),
+            ("d/in", "up/d/up"),
+            ("d/loop", "loop/x"),
+            ("d/abs", "/etc/hostname"),
+        ]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

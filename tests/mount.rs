@@ -135,7 +135,19 @@ fn image_mounts_and_shows_the_tree() {
         hex::encode(sealtree::fsverity::digest_bytes(&image_bytes))
     );
 
-    // Objects: one per distinct external content, each named by its digest.
+    // Objects: one per distinct external content, each named by its
+    // digest; private (0600) when every file with it is unreadable to
+    // others.
+    let mut public = std::collections::HashMap::new();
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    for f in files {
+        let meta = f.symlink_metadata().unwrap();
+        if meta.is_file() && meta.len() > 64 {
+            let d = hex::encode(sealtree::fsverity::digest_bytes(&fs::read(&f).unwrap()));
+            *public.entry(d).or_insert(false) |= meta.mode() & 0o004 != 0;
+        }
+    }
     let mut objects = 0;
     for sub in fs::read_dir(&store).unwrap() {
         let sub = sub.unwrap().path();
@@ -148,7 +160,8 @@ fn image_mounts_and_shows_the_tree() {
                 obj.file_name().unwrap().to_str().unwrap()
             );
             assert_eq!(hex::encode(d), name, "object named by its digest");
-            assert_eq!(obj.metadata().unwrap().mode() & 0o777, 0o644);
+            let want = if public[&name] { 0o644 } else { 0o600 };
+            assert_eq!(obj.metadata().unwrap().mode() & 0o777, want, "{name}");
             objects += 1;
         }
     }

@@ -62,6 +62,23 @@ impl Setup {
         self.dir.path().join(rel)
     }
 
+    /// A systemd-boot variable in efivars/, as the firmware shows it:
+    /// attributes, then UTF-16 with a final NUL.
+    fn efivar(&self, name: &str, value: &str) {
+        let mut bytes = vec![7, 0, 0, 0];
+        for u in value.encode_utf16().chain([0]) {
+            bytes.extend(u.to_le_bytes());
+        }
+        fs::create_dir_all(self.p("efivars")).unwrap();
+        fs::write(
+            self.p(&format!(
+                "efivars/{name}-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+            )),
+            bytes,
+        )
+        .unwrap();
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = Command::new(&self.sealtree)
             .current_dir(self.dir.path())
@@ -79,6 +96,17 @@ impl Setup {
 
     /// Commit a small OS tree (with `version` in it) and deploy it.
     fn deployment(&self, branch: &str, version: &str, key: Option<&str>) -> String {
+        self.deployment_with(branch, version, key, &[])
+    }
+
+    /// The same, with more `commit` arguments.
+    fn deployment_with(
+        &self,
+        branch: &str,
+        version: &str,
+        key: Option<&str>,
+        extra: &[&str],
+    ) -> String {
         let tree = self.p(&format!("tree-{branch}"));
         for d in [
             "usr/lib/modules/6.12.0",
@@ -99,6 +127,7 @@ impl Setup {
         if let Some(k) = key {
             args.extend(["--sign-key", k]);
         }
+        args.extend(extra);
         self.ok(&args);
         let out = self.ok(&[
             "admin",
@@ -467,18 +496,7 @@ fn a_sealed_initramfs_takes_the_deployment_from_the_loader() {
     let Some(s) = Setup::new() else { return };
     let id = s.deployment("os", "1", Some("k.sec"));
     fs::write(s.p("seal"), "rw console=ttyS0\n").unwrap();
-    fs::create_dir_all(s.p("efivars")).unwrap();
-    let loader_entry = |name: &str| {
-        let mut bytes = vec![7, 0, 0, 0];
-        for u in name.encode_utf16().chain([0]) {
-            bytes.extend(u.to_le_bytes());
-        }
-        fs::write(
-            s.p("efivars/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"),
-            bytes,
-        )
-        .unwrap();
-    };
+    let loader_entry = |name: &str| s.efivar("LoaderEntrySelected", name);
     let sealed = "--sealed-cmdline $PWD/seal --efivars $PWD/efivars";
     let policy = "verity = off\n";
     // The loader reports the name it started, counter included.
@@ -521,5 +539,116 @@ fn a_sealed_initramfs_takes_the_deployment_from_the_loader() {
     refused(
         &s.prepare_with("rw console=ttyS0", sealed, policy, MOUNTS),
         &["FAILED: command line", "no LoaderEntrySelected"],
+    );
+}
+
+#[test]
+fn epochs_are_held_to_the_tpm_floor() {
+    let Some(s) = Setup::new() else { return };
+    let Some(mut swtpm) = common::swtpm::Swtpm::start() else {
+        return;
+    };
+    let old = s.deployment_with("os", "1", Some("k.sec"), &["--epoch", "1"]);
+    let new = s.deployment_with("os", "2", Some("k.sec"), &["--epoch", "2"]);
+    let entry = |name: &str| s.efivar("LoaderEntrySelected", name);
+    let policy = "verity = off\nepoch = require-tpm\n";
+    let floor = |swtpm: &common::swtpm::Swtpm| {
+        sealtree::boot::tpm::Tpm::new(swtpm.tcti())
+            .read_floor()
+            .unwrap()
+            .map(|f| (f.epoch, f.locked))
+    };
+    let boot = |id: &str, swtpm: &common::swtpm::Swtpm| {
+        let args = format!(
+            "--sealed-cmdline $PWD/no-seal --efivars $PWD/efivars --tpm {}",
+            swtpm.tcti()
+        );
+        s.prepare_with(&format!("rw sealtree={id}"), &args, policy, MOUNTS)
+    };
+    // First boot of epoch 2, its entry still counting: the index is
+    // defined, the floor stays 0 and is locked before the hand-over.
+    entry(&format!("sealtree-2-{new}+2-1.conf"));
+    let out = boot(&new, &swtpm);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("epoch 2 above the TPM floor 0, which stays: not blessed yet"),
+        "{all}"
+    );
+    assert_eq!(floor(&swtpm), Some((0, true)));
+    // Blessed, next boot: raised to 2.
+    swtpm.reboot();
+    entry(&format!("sealtree-2-{new}.conf"));
+    let all = text(&boot(&new, &swtpm));
+    assert!(
+        all.contains("epoch 2: the TPM floor is raised to 2"),
+        "{all}"
+    );
+    assert!(all.contains("TPM: floor write-locked"), "{all}");
+    assert_eq!(floor(&swtpm), Some((2, true)));
+    // The epoch-1 deployment, validly signed: refused, naming both; the
+    // floor is locked all the same.
+    swtpm.reboot();
+    entry(&format!("sealtree-1-{old}.conf"));
+    refused(
+        &boot(&old, &swtpm),
+        &[
+            "FAILED: epoch",
+            &format!("deployment {old}"),
+            "is of epoch 1, below the floor 2 kept in the TPM",
+        ],
+    );
+    assert_eq!(floor(&swtpm), Some((2, true)));
+    // Sealed in a UKI of epoch 1: its kernel and initramfs are held to
+    // the floor too, whatever the statement's epoch.
+    swtpm.reboot();
+    fs::write(s.p("seal"), "rw\n").unwrap();
+    fs::write(s.p("seal-epoch"), "1\n").unwrap();
+    entry(&format!("sealtree-2-{new}.efi"));
+    let sealed = format!(
+        "--sealed-cmdline $PWD/seal --sealed-epoch $PWD/seal-epoch --efivars $PWD/efivars --tpm {}",
+        swtpm.tcti()
+    );
+    refused(
+        &s.prepare_with("rw", &sealed, policy, MOUNTS),
+        &[
+            "FAILED: epoch",
+            "this UKI (kernel and initramfs) is of epoch 1, below the floor 2",
+        ],
+    );
+    // A blessed-looking name does not count while the loader reports a
+    // boot counter (LoaderBootCountPath): no raise from an epoch-3 UKI.
+    let newer = s.deployment_with("os", "3", Some("k.sec"), &["--epoch", "3"]);
+    fs::write(s.p("seal-epoch"), "3\n").unwrap();
+    entry(&format!("sealtree-3-{newer}.efi"));
+    s.efivar(
+        "LoaderBootCountPath",
+        &format!("\\EFI\\Linux\\sealtree-3-{newer}+2-1.efi"),
+    );
+    swtpm.reboot();
+    let out = s.prepare_with("rw", &sealed, policy, MOUNTS);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("which stays: not blessed yet"), "{all}");
+    assert_eq!(floor(&swtpm), Some((2, true)));
+    // No TPM: require-tpm refuses; best-effort boots and says so.
+    let none = |policy: &str| {
+        s.prepare_with(
+            &format!("rw sealtree={new}"),
+            "--sealed-cmdline $PWD/no-seal --efivars $PWD/efivars --tpm none",
+            policy,
+            MOUNTS,
+        )
+    };
+    refused(
+        &none(policy),
+        &["FAILED: epoch", "no TPM", "epoch = require-tpm"],
+    );
+    let out = none("verity = off\n");
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("WARNING: no TPM: the epoch floor is not kept"),
+        "{all}"
     );
 }

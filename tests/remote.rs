@@ -773,3 +773,42 @@ fn assert_checkout_equals(p: &Pair, src: &Path) {
     );
     assert_same_tree(src, &checkout);
 }
+
+#[test]
+fn no_remote_can_bring_a_branch_below_the_newest_seen() {
+    let p = Pair::offline();
+    let src = p.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("release"), "1").unwrap();
+    p.publish(&src);
+    // A mirror that stopped at release 1, signed by the same key.
+    copy_repo(&p.path("server"), &p.path("mirror"));
+    fs::write(src.join("release"), "2").unwrap();
+    let second = p.publish(&src);
+    p.add_remote(&p.file_url("server"), "key.pub");
+    p.ok("client", &["pull", "origin", "os"]);
+    p.ok(
+        "client",
+        &[
+            "remote",
+            "add",
+            "m2",
+            &p.file_url("mirror"),
+            "--trusted",
+            &p.s("key.pub"),
+        ],
+    );
+    let out = p.run("client", &["pull", "m2", "os"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "version 1 of 'os' is older than version 2, pulled from remote origin (commit {second})"
+        )),
+        "{err}"
+    );
+    // Nothing moved: m2 has no ref of the branch.
+    assert!(!p.run("client", &["log", "m2/os"]).status.success());
+    // Air-gapped recovery, said out loud.
+    p.ok("client", &["pull", "m2", "os", "--allow-downgrade"]);
+}

@@ -675,3 +675,55 @@ fn a_file_changing_while_read_is_reported() {
     assert!(repo.objects().is_empty(), "{:?}", repo.objects());
     repo.ok(&["fsck"]);
 }
+
+/// The permission bits of the object holding `file`'s content.
+fn object_mode(repo: &Path, file: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let digest = hex::encode(sealtree::fsverity::digest_bytes(&fs::read(file).unwrap()));
+    let path = repo.join("objects").join(&digest[..2]).join(&digest[2..]);
+    fs::metadata(&path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn objects_of_private_files_stay_private_until_published() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestRepo::new();
+    let src = t.scratch("src");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    write(&src.join("etc/shadow"), 1000, 1);
+    write(&src.join("etc/ssh_host_key"), 1000, 2);
+    write(&src.join("etc/motd"), 1000, 3);
+    fs::set_permissions(src.join("etc/shadow"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(
+        src.join("etc/ssh_host_key"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    t.commit_tree("os", &src);
+    let repo = t.path();
+    assert_eq!(object_mode(&repo, &src.join("etc/shadow")), 0o600);
+    assert_eq!(object_mode(&repo, &src.join("etc/ssh_host_key")), 0o600);
+    assert_eq!(object_mode(&repo, &src.join("etc/motd")), 0o644);
+    // The same from a tar archive.
+    let tar = t.scratch("src.tar");
+    let status = Command::new("tar")
+        .args([
+            "-C",
+            src.to_str().unwrap(),
+            "-cf",
+            tar.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t2 = TestRepo::new();
+    t2.ok(&["commit", "-b", "os", "--tar", tar.to_str().unwrap()]);
+    assert_eq!(object_mode(&t2.path(), &src.join("etc/shadow")), 0o600);
+    assert_eq!(object_mode(&t2.path(), &src.join("etc/motd")), 0o644);
+    // Publishing the branch publishes its content: readable for the
+    // web server.
+    t.ok(&["publish"]);
+    assert_eq!(object_mode(&repo, &src.join("etc/shadow")), 0o644);
+    assert_eq!(object_mode(&repo, &src.join("etc/ssh_host_key")), 0o644);
+}

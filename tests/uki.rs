@@ -267,6 +267,7 @@ fn a_built_uki_holds_the_tree_and_verifies() {
     assert!(seal.starts_with("070701"), "{seal}");
     for want in [
         "etc/sealtree/uki-cmdline\0",
+        "etc/sealtree/uki-epoch\0",
         "rw quiet rd.shell=0 rd.emergency=reboot\n",
         "sealtree-prepare-root.service.d/sealed.conf",
         "ConditionKernelCommandLine=\n",

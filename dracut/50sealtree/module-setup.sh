@@ -24,11 +24,19 @@ depends() {
 
 installkernel() {
     instmods erofs overlay loop
+    # The epoch floor's TPM (built into most distribution kernels).
+    hostonly='' instmods -o tpm_tis tpm_crb
 }
 
 install() {
     inst_binary "$(sealtree_binary)" /usr/bin/sealtree
     inst_multiple -o modprobe
+    # The epoch floor (boot/tpm.rs): tpm2-tools and the TCTI they load
+    # at run time. Without them prepare-root keeps no floor (or, with
+    # epoch = require-tpm, refuses to boot).
+    inst_multiple -o tpm2_nvreadpublic tpm2_nvread tpm2_nvdefine tpm2_nvincrement \
+        tpm2_nvwritelock
+    inst_libdir_file -o "libtss2-tcti-device.so*"
     inst_simple "$moddir/sealtree-prepare-root.service" \
         "$systemdsystemunitdir/sealtree-prepare-root.service"
     inst_simple "$moddir/sealtree-enable-verity.service" \

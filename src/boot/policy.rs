@@ -12,9 +12,13 @@
 //! # etc: persistent (the deployment's merged /etc) | transient (a tmpfs
 //! # over the image's /etc, empty at each boot)
 //! etc = persistent
+//! # epoch: require-tpm (no TPM, no boot) | best-effort (without a TPM
+//! # the floor is not kept; a warning on the console)
+//! epoch = best-effort
 //! ```
 //!
-//! Without the file the strictest policy holds, with any branch and a
+//! Without the file the strictest policy holds for signatures and verity,
+//! with any branch, epoch best-effort and a
 //! persistent /etc.
 
 use std::path::Path;
@@ -59,6 +63,16 @@ pub enum EtcPolicy {
     Transient,
 }
 
+/// What the epoch floor needs (see `boot::epoch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EpochPolicy {
+    /// A machine without a usable TPM does not boot.
+    RequireTpm,
+    /// Without a TPM the floor is not kept, and the console says so.
+    #[default]
+    BestEffort,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub signature: SignaturePolicy,
@@ -66,6 +80,7 @@ pub struct Policy {
     /// Patterns a statement's branch must match; empty: any branch.
     pub branches: Vec<String>,
     pub etc: EtcPolicy,
+    pub epoch: EpochPolicy,
 }
 
 impl Default for Policy {
@@ -75,6 +90,7 @@ impl Default for Policy {
             verity: VerityPolicy::Require,
             branches: Vec::new(),
             etc: EtcPolicy::Persistent,
+            epoch: EpochPolicy::BestEffort,
         }
     }
 }
@@ -110,6 +126,13 @@ impl Policy {
                 ("verity", "off") => policy.verity = VerityPolicy::Off,
                 ("etc", "persistent") => policy.etc = EtcPolicy::Persistent,
                 ("etc", "transient") => policy.etc = EtcPolicy::Transient,
+                ("epoch", "require-tpm") => policy.epoch = EpochPolicy::RequireTpm,
+                ("epoch", "best-effort") => policy.epoch = EpochPolicy::BestEffort,
+                ("epoch", v) => {
+                    return Err(format!(
+                        "{n}: epoch is 'require-tpm' or 'best-effort', not '{v}'"
+                    ))
+                }
                 ("branch", "") => return Err(format!("{n}: branch needs a pattern")),
                 ("branch", pattern) => policy.branches.push(pattern.to_string()),
                 ("signature", v) => {
@@ -184,6 +207,10 @@ mod tests {
         let p = Policy::parse("branch = os/stable\nbranch = os/lts-*\netc = transient").unwrap();
         assert_eq!(p.branches, ["os/stable", "os/lts-*"]);
         assert_eq!(p.etc, EtcPolicy::Transient);
+        assert_eq!(p.epoch, EpochPolicy::BestEffort);
+        let p = Policy::parse("epoch = require-tpm").unwrap();
+        assert_eq!(p.epoch, EpochPolicy::RequireTpm);
+        assert!(Policy::parse("epoch = 3").is_err());
         assert_eq!(
             Policy::parse("branch =").unwrap_err(),
             "1: branch needs a pattern"

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use super::epoch::{self, Booting, Outcome};
 use super::policy::{EtcPolicy, Policy, SignaturePolicy};
+use super::tpm::Tpm;
 use crate::fsverity;
 use crate::sign;
 
@@ -49,6 +51,13 @@ pub struct PrepareOptions {
     /// The entry the boot loader started (`LoaderEntrySelected`), if it
     /// said.
     pub loader_entry: Option<String>,
+    /// `LoaderBootCountPath`: systemd-boot sets it only when the entry it
+    /// started still counts its tries (not blessed yet).
+    pub boot_count_path: Option<String>,
+    /// In a sealed UKI: the epoch it was built with.
+    pub sealed_epoch: Option<u32>,
+    /// The TPM that keeps the epoch floor, if the machine has one.
+    pub tpm: Option<Tpm>,
 }
 
 /// A check that failed: boot must stop.
@@ -76,6 +85,11 @@ pub struct Prepared {
     /// Whether the image digest came from the kernel (fs-verity) rather
     /// than from hashing a private copy.
     pub image_verity: bool,
+    /// The statement's security epoch, and what became of the floor.
+    pub epoch: u32,
+    pub floor: Outcome,
+    /// For the console: what was not enforced, and why.
+    pub warnings: Vec<String>,
     pub steps: Vec<(&'static str, Duration)>,
 }
 
@@ -104,11 +118,34 @@ pub fn prepare_root(
     }
     step("deployment", &mut clock);
 
-    let (expected, signed_by) = check_signature(options, &id, &deploy)?;
+    let checked = check_signature(options, &id, &deploy)?;
+    let expected = checked.image_digest;
     step("signature", &mut clock);
 
     let (image, image_verity) = checked_image(&deploy.join("image.cfs"), &expected)?;
     step("image digest", &mut clock);
+
+    // Blessed: the loader started this deployment's entry, and neither
+    // its name nor the loader's own variable shows a boot counter.
+    let blessed = options.boot_count_path.is_none()
+        && options
+            .loader_entry
+            .as_deref()
+            .and_then(crate::sysroot::loader_entry)
+            .is_some_and(|(entry, counted)| entry == id && !counted);
+    let booting = Booting {
+        id: &id,
+        commit: &checked.commit,
+        epoch: checked.epoch,
+        uki_epoch: options.sealed_epoch,
+        blessed,
+    };
+    let mut warnings = Vec::new();
+    let floor = epoch::enforce(options.tpm.as_ref(), options.policy.epoch, &booting, |w| {
+        warnings.push(w.to_string())
+    })
+    .map_err(|e| fail("epoch", e))?;
+    step("epoch", &mut clock);
 
     mount_root(options, &deploy, &image, image_verity)?;
     step("mount", &mut clock);
@@ -121,8 +158,11 @@ pub fn prepare_root(
     Ok(Prepared {
         id,
         image_digest: expected,
-        signed_by,
+        signed_by: checked.signed_by,
         image_verity,
+        epoch: checked.epoch,
+        floor,
+        warnings,
         steps,
     })
 }
@@ -177,12 +217,21 @@ fn deployment_id(options: &PrepareOptions) -> Result<String, PrepareError> {
     Ok(id)
 }
 
+/// What the deployment's statement (or, unsigned, its record) says.
+struct Checked {
+    image_digest: String,
+    commit: String,
+    epoch: u32,
+    /// The key that vouches for it (base64), if signed.
+    signed_by: Option<String>,
+}
+
 /// The image digest the deployment must have, and who vouches for it.
 fn check_signature(
     options: &PrepareOptions,
     id: &str,
     deploy: &Path,
-) -> Result<(String, Option<String>), PrepareError> {
+) -> Result<Checked, PrepareError> {
     let text_path = deploy.join("statement.json");
     let sig_path = deploy.join("statement.sig");
     let signed = text_path.exists() || sig_path.exists();
@@ -199,7 +248,13 @@ fn check_signature(
         let branch = info.branch.unwrap_or_default();
         check_binding(id, &info.commit, &info.commit)?;
         check_branch(options, id, &info.commit, &branch)?;
-        return Ok((info.image_digest, None));
+        // Unsigned: epoch 0, which never raises the floor.
+        return Ok(Checked {
+            image_digest: info.image_digest,
+            commit: info.commit,
+            epoch: 0,
+            signed_by: None,
+        });
     }
     let read =
         |p: &Path| fs::read(p).map_err(|e| fail("signature", format!("{}: {e}", p.display())));
@@ -210,7 +265,12 @@ fn check_signature(
         .map_err(|e| fail("signature", e.to_string()))?;
     check_binding(id, &recorded(deploy)?.commit, &statement.commit)?;
     check_branch(options, id, &statement.commit, &statement.branch)?;
-    Ok((statement.image_digest, Some(key.encoded())))
+    Ok(Checked {
+        image_digest: statement.image_digest,
+        commit: statement.commit,
+        epoch: statement.epoch,
+        signed_by: Some(key.encoded()),
+    })
 }
 
 /// What prepare-root reads of deployment.json (duplicate keys refused,

@@ -53,7 +53,13 @@ enum AdminCommand {
         /// Prepare everything; switch the boot entry at shutdown.
         #[arg(long)]
         stage: bool,
+        /// Deploy a commit whose epoch is below the TPM's floor (it will
+        /// not boot here; for recovery media written from this machine).
+        #[arg(long)]
+        allow_below_floor: bool,
     },
+    /// Print the epoch floor the TPM keeps.
+    Epoch,
     /// Deployments in boot order, with their state.
     Status {
         #[arg(long)]
@@ -218,8 +224,22 @@ pub fn run(args: AdminArgs) -> Result<()> {
             commit,
             karg,
             stage,
+            allow_below_floor,
         } => {
-            let done = sysroot::deploy(&sysroot, &commit, &DeployOptions { kargs: karg, stage })?;
+            let floor = if allow_below_floor {
+                None
+            } else {
+                super::epoch::machine_floor().map(|f| f.epoch)
+            };
+            let done = sysroot::deploy(
+                &sysroot,
+                &commit,
+                &DeployOptions {
+                    kargs: karg,
+                    stage,
+                    floor,
+                },
+            )?;
             for path in &done.etc_kept_local {
                 println!("etc: kept local change {path}");
             }
@@ -233,14 +253,30 @@ pub fn run(args: AdminArgs) -> Result<()> {
             );
         }
         AdminCommand::Status { json } => {
-            let status = sysroot::status(&sysroot)?;
+            let floor = super::epoch::machine_floor().map(|f| f.epoch);
+            let status = sysroot::status(&sysroot)?.with_floor(floor);
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print_status(&status);
             }
         }
+        AdminCommand::Epoch => super::epoch::print_epoch()?,
         AdminCommand::Rollback => {
+            // prepare-root would refuse it, and the loader fall back.
+            if let Some(floor) = super::epoch::machine_floor() {
+                let status = sysroot::status(&sysroot)?.with_floor(Some(floor.epoch));
+                if let Some(d) = status.deployments.iter().find(|d| d.rollback) {
+                    if d.floor_allows == Some(false) {
+                        anyhow::bail!(
+                            "the rollback deployment {} is of epoch {}, below the floor {} this machine's TPM keeps: it would not boot",
+                            d.id,
+                            d.epoch,
+                            floor.epoch
+                        );
+                    }
+                }
+            }
             let id = sysroot::rollback(&sysroot)?;
             println!("default is now {id}");
         }
@@ -266,7 +302,8 @@ pub fn run(args: AdminArgs) -> Result<()> {
         },
         AdminCommand::Upgrade { remote, check } => {
             let bar = indicatif::ProgressBar::new(0);
-            let r = sysroot::upgrade(&sysroot, remote.as_deref(), check, Some(&bar));
+            let floor = super::epoch::machine_floor().map(|f| f.epoch);
+            let r = sysroot::upgrade(&sysroot, remote.as_deref(), check, floor, Some(&bar));
             bar.finish_and_clear();
             let r = r?;
             if r.from == r.to {
@@ -354,6 +391,14 @@ fn print_status(status: &sysroot::Status) {
             SignatureState::Valid { key } => println!("    signed  by {key}"),
             SignatureState::Unsigned => println!("    signed  no"),
             SignatureState::Invalid { error } => println!("    signed  INVALID: {error}"),
+        }
+        match (d.floor_allows, status.floor) {
+            (Some(false), Some(floor)) => println!(
+                "    epoch   {}: BELOW THE FLOOR {floor}, prepare-root refuses it",
+                d.epoch
+            ),
+            (Some(true), Some(floor)) => println!("    epoch   {} (floor {floor})", d.epoch),
+            _ => println!("    epoch   {}", d.epoch),
         }
         match (d.tries_left, d.tries_done) {
             (Some(0), Some(done)) => println!(

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
+use sealtree::boot::epoch::{self, Outcome};
+use sealtree::boot::tpm::Tpm;
 use sealtree::boot::{self, Policy, PrepareOptions};
 use sealtree::uki;
 
@@ -36,6 +38,14 @@ pub struct PrepareRootArgs {
     /// EFI variables, for the entry the boot loader started.
     #[arg(long, value_name = "DIR", default_value = "/sys/firmware/efi/efivars")]
     efivars: PathBuf,
+    /// Present when the initramfs is sealed in a UKI: its epoch.
+    #[arg(long, value_name = "FILE", default_value = uki::SEALED_EPOCH)]
+    sealed_epoch: PathBuf,
+    /// The TPM that keeps the epoch floor, as a tpm2-tools TCTI
+    /// (default: device:/dev/tpmrm0 when the machine has a TPM; `none`:
+    /// as if it had none).
+    #[arg(long, value_name = "TCTI")]
+    tpm: Option<String>,
 }
 
 /// systemd-boot's vendor GUID for its variables.
@@ -64,6 +74,11 @@ pub fn prepare_root(args: PrepareRootArgs) -> Result<()> {
             let _ = kmsg.write_all(format!("sealtree-prepare-root: {line}\n").as_bytes());
         }
     };
+    let tpm = match args.tpm.as_deref() {
+        Some("none") => None,
+        Some(tcti) => Some(Tpm::new(tcti)),
+        None => Tpm::at_boot(),
+    };
     let result = (|| {
         let cmdline = std::fs::read_to_string(&args.cmdline)
             .map_err(|e| format!("command line: {}: {e}", args.cmdline.display()))?;
@@ -73,6 +88,21 @@ pub fn prepare_root(args: PrepareRootArgs) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(format!("seal: {}: {e}", args.sealed_cmdline.display())),
         };
+        let sealed_epoch = match &sealed_cmdline {
+            None => None,
+            Some(_) => match std::fs::read_to_string(&args.sealed_epoch) {
+                Ok(text) => Some(text.trim().parse::<u32>().map_err(|e| {
+                    format!(
+                        "seal: {}: '{}': {e}",
+                        args.sealed_epoch.display(),
+                        text.trim()
+                    )
+                })?),
+                // A UKI built before epochs: epoch 0.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
+                Err(e) => return Err(format!("seal: {}: {e}", args.sealed_epoch.display())),
+            },
+        };
         let options = PrepareOptions {
             root: args.root,
             cmdline,
@@ -81,6 +111,9 @@ pub fn prepare_root(args: PrepareRootArgs) -> Result<()> {
             run_dir: args.run_dir,
             sealed_cmdline,
             loader_entry: efi_string(&args.efivars, "LoaderEntrySelected"),
+            boot_count_path: efi_string(&args.efivars, "LoaderBootCountPath"),
+            sealed_epoch,
+            tpm: tpm.clone(),
         };
         boot::prepare_root(&options, |step, took| {
             say(&format!("{step} ok ({:.1} ms)", took.as_secs_f64() * 1e3))
@@ -88,8 +121,38 @@ pub fn prepare_root(args: PrepareRootArgs) -> Result<()> {
         .map_err(|e| e.to_string())
         .map(|p| (p, policy, options.sealed_cmdline.is_some()))
     })();
+    // Refused or not, the booted system must not write the floor.
+    if let Some(tpm) = &tpm {
+        match epoch::lock_down(tpm) {
+            Ok(true) => say("TPM: floor write-locked until the next reboot"),
+            Ok(false) => {}
+            Err(e) => say(&format!("WARNING: TPM: {e}")),
+        }
+    }
     match result {
         Ok((p, policy, sealed)) => {
+            for w in &p.warnings {
+                say(w);
+            }
+            say(&match &p.floor {
+                Outcome::NoTpm => format!("epoch {}: no floor kept", p.epoch),
+                Outcome::Checked {
+                    floor,
+                    raised: Some(_),
+                    ..
+                } => format!("epoch {}: the TPM floor is raised to {floor}", p.epoch),
+                Outcome::Checked {
+                    floor,
+                    held: Some(why),
+                    ..
+                } => format!(
+                    "epoch {} above the TPM floor {floor}, which stays: {why}",
+                    p.epoch
+                ),
+                Outcome::Checked { floor, .. } => {
+                    format!("epoch {}: allowed by the TPM floor {floor}", p.epoch)
+                }
+            });
             let total: std::time::Duration = p.steps.iter().map(|s| s.1).sum();
             say(&format!(
                 "root is deployment {}{} image {} ({}), signed by {}, {}, etc {:?}; {:.1} ms in all",
@@ -157,6 +220,11 @@ pub struct UkiBuildArgs {
     /// Where to write it (default: TREE/usr/lib/modules/KVER/uki.efi).
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// The security epoch of this kernel and initramfs: a machine whose
+    /// floor is above it refuses to boot it. Give the epoch of the
+    /// releases it goes into.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    epoch: u32,
 }
 
 pub fn uki(command: UkiCommand) -> Result<()> {
@@ -294,6 +362,7 @@ fn uki_build(args: UkiBuildArgs) -> Result<()> {
             initramfs: &initramfs,
             os_release: &os_release,
             cmdline: &words,
+            epoch: args.epoch,
         },
         &args.stub,
     )?;

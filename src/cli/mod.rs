@@ -2,6 +2,7 @@
 
 mod admin;
 mod boot;
+mod epoch;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -88,6 +89,10 @@ enum Command {
         /// The branch the statement names (default: the one holding the commit).
         #[arg(long)]
         branch: Option<String>,
+        /// The security epoch (default: the commit's earlier statement's,
+        /// else its parent's).
+        #[arg(long, value_name = "N")]
+        epoch: Option<u32>,
     },
     /// Check a commit's signature; says which key signed.
     Verify {
@@ -112,6 +117,10 @@ enum Command {
         /// Requests in flight at once.
         #[arg(long, value_name = "N", default_value_t = 8)]
         jobs: usize,
+        /// Take a commit older than the newest this repository has seen
+        /// of the branch (from any remote, or deployed).
+        #[arg(long)]
+        allow_downgrade: bool,
     },
     /// In the initramfs: verify the deployment named by sealtree= on the
     /// kernel command line (or, sealed in a UKI, by the boot loader's
@@ -187,6 +196,10 @@ struct CommitArgs {
     /// Sign the new commit with this secret key.
     #[arg(long, value_name = "FILE")]
     sign_key: Option<PathBuf>,
+    /// The statement's security epoch (default: the parent's). Raise it
+    /// only when older releases must never boot again.
+    #[arg(long, value_name = "N", requires = "sign_key")]
+    epoch: Option<u32>,
 }
 
 #[derive(Args)]
@@ -359,6 +372,7 @@ impl Cli {
                 commit,
                 key,
                 branch,
+                epoch,
             } => {
                 let repo = open()?;
                 let id = repo.history()?.resolve(&commit)?;
@@ -368,8 +382,12 @@ impl Cli {
                 };
                 let key = sign::read_secret_key(&key)?;
                 let _lock = repo.lock()?;
-                repo::sign_commit(&repo, id, &branch, &key)?;
-                println!("signed {id} ({branch}) with {}", key.public().encoded());
+                let signed = repo::sign_commit(&repo, id, &branch, &key, epoch)?;
+                println!(
+                    "signed {id} ({branch}, epoch {}) with {}",
+                    signed.statement.epoch,
+                    key.public().encoded()
+                );
                 Ok(())
             }
             Command::Verify { commit, trusted } => {
@@ -430,6 +448,7 @@ impl Cli {
                 remote: name,
                 branch,
                 jobs,
+                allow_downgrade,
             } => {
                 let repo = open()?;
                 let remote = remote::open(&repo, &name)?;
@@ -446,6 +465,7 @@ impl Cli {
                     &remote::PullOptions {
                         jobs,
                         progress: Some(&bar),
+                        allow_downgrade,
                         ..Default::default()
                     },
                 );
@@ -505,6 +525,7 @@ fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
             threads: args.threads.unwrap_or(0) as usize,
             progress: Some(&bar),
             sign_key: sign_key.as_ref(),
+            epoch: args.epoch,
         },
     );
     bar.finish_and_clear();

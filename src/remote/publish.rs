@@ -4,6 +4,7 @@
 //! objects by digest.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,34 @@ pub fn publish(repo: &Repo) -> Result<PublishedRefs, RemoteError> {
             return Err(RemoteError::Invalid(format!(
                 "commit {id} is in a git pack; clients read loose objects only (git unpack-objects)"
             )));
+        }
+    }
+    // Objects of files others could not read are private (mode 0600);
+    // publishing a branch publishes its content, so the objects its
+    // commit needs are made readable.
+    for (_, id) in history.branches()? {
+        let tree = repo.tree(id)?;
+        for inode in &tree.inodes {
+            if inode.content.is_some() || inode.size == 0 {
+                continue;
+            }
+            let Some(digest) = &inode.digest else {
+                continue;
+            };
+            let path = repo.objects().path(digest);
+            let file = repo
+                .objects()
+                .open_object(digest)
+                .map_err(|e| RemoteError::Invalid(format!("{}: {e}", path.display())))?;
+            let mode = file
+                .metadata()
+                .map_err(|e| RemoteError::Invalid(format!("{}: {e}", path.display())))?
+                .permissions()
+                .mode();
+            if mode & 0o044 != 0o044 {
+                file.set_permissions(std::fs::Permissions::from_mode(0o644))
+                    .map_err(|e| RemoteError::Invalid(format!("{}: {e}", path.display())))?;
+            }
         }
     }
     let json = serde_json::to_vec_pretty(&refs).expect("refs serialize");

@@ -38,6 +38,8 @@ pub struct PullOptions<'a> {
     pub check_only: bool,
     /// Objects fetched; hidden unless on a terminal.
     pub progress: Option<&'a indicatif::ProgressBar>,
+    /// Take a commit older than one this repository has seen.
+    pub allow_downgrade: bool,
 }
 
 /// What a pull did.
@@ -52,6 +54,58 @@ pub struct PullReport {
     pub objects_present: u64,
     pub signed_by: String,
     pub image_digest: String,
+}
+
+/// A newer version of `branch` this repository has seen whose history
+/// holds `commit` (of version `version`), and where it was seen: any
+/// remote's ref of the branch, the local branch, any deployment. A pull
+/// from any remote may not go back to it (ostree refuses an upgrade older
+/// than the booted deployment), so a second remote, a mirror serving an
+/// old signed commit, cannot stage a downgrade. Histories that do not
+/// hold the commit are other lineages of the same name, not compared.
+/// The statements were verified when they came in.
+fn newer_seen(
+    repo: &Repo,
+    branch: &str,
+    commit: ObjectId,
+    version: u64,
+) -> Result<Option<(u64, String)>, RemoteError> {
+    let history = repo.history()?;
+    let mut seen: Vec<(ObjectId, String)> = Vec::new();
+    for (name, _) in super::list(repo)? {
+        if let Some(c) = history.remote_ref(&name, branch)? {
+            seen.push((c, format!("pulled from remote {name}")));
+        }
+    }
+    if let Ok(Some(c)) = history.branch(branch) {
+        seen.push((c, "the local branch".to_string()));
+    }
+    for (id, c) in history.deployment_refs()? {
+        seen.push((c, format!("deployed as {id}")));
+    }
+    let mut newest: Option<(u64, String)> = None;
+    for (seen_commit, place) in seen {
+        let Some(stored) = repo.stored_statement(seen_commit)? else {
+            continue;
+        };
+        let Ok(statement) = serde_json::from_slice::<sign::Statement>(
+            stored.text.strip_suffix(b"\n").unwrap_or(&stored.text),
+        ) else {
+            continue;
+        };
+        if statement.branch != branch
+            || statement.version <= version
+            || newest
+                .as_ref()
+                .is_some_and(|(v, _)| statement.version <= *v)
+        {
+            continue;
+        }
+        if history.log(seen_commit)?.iter().any(|c| c.id == commit) {
+            newest = Some((statement.version, format!("{place} (commit {seen_commit})")));
+        }
+    }
+    Ok(newest)
 }
 
 /// Pull `branch` of `remote` into `refs/remotes/REMOTE/BRANCH`.
@@ -105,17 +159,13 @@ pub fn pull(
             statement.branch
         )));
     }
-    if let Some(prev) = previous.filter(|p| *p != commit) {
-        if let Some(stored) = repo.stored_statement(prev)? {
-            let old: serde_json::Value = serde_json::from_slice(&stored.text).unwrap_or_default();
-            let old_version = old.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-            if statement.version < old_version {
-                return Err(RemoteError::Invalid(format!(
-                    "{}: version {} is older than the {old_version} already pulled: refusing a downgrade",
-                    fetcher.url(&text_path),
-                    statement.version
-                )));
-            }
+    if !options.allow_downgrade {
+        if let Some((version, seen)) = newer_seen(repo, branch, commit, statement.version)? {
+            return Err(RemoteError::Invalid(format!(
+                "{}: version {} of '{branch}' is older than version {version}, {seen}: refusing a downgrade (--allow-downgrade to take it)",
+                fetcher.url(&text_path),
+                statement.version
+            )));
         }
     }
     let signed_by = key.encoded();

@@ -45,6 +45,8 @@ pub struct CommitOptions<'a> {
     /// Sign the commit; the statement is stored before the branch moves,
     /// so the branch never names an unsigned commit meant to be signed.
     pub sign_key: Option<&'a crate::sign::SecretKey>,
+    /// The statement's security epoch (default: the parent's).
+    pub epoch: Option<u32>,
 }
 
 /// Commit `source` onto `branch`.
@@ -107,7 +109,7 @@ pub fn commit(
     let meta = CommitMeta::describe(&tree, &digest, IMAGE_FORMAT_VERSION);
     let id = history.write_commit(dump_blob, &meta, message, parent, now())?;
     if let Some(key) = options.sign_key {
-        super::sign_commit(repo, id, branch, key)?;
+        super::sign_commit(repo, id, branch, key, options.epoch)?;
     }
     // The commit's objects must be on disk before a ref can name it.
     repo.sync()?;

@@ -83,20 +83,40 @@ impl Repo {
     }
 }
 
-/// Sign `commit` of `branch` with `key` and store the statement. Each file
-/// is replaced atomically; a crash between the two leaves a pair that
-/// fails verification, never one that passes wrongly.
+/// Sign `commit` of `branch` with `key` and store the statement. The
+/// epoch is `epoch`, else the one the commit was signed with before, else
+/// its parent's. Each file is replaced atomically; a crash between the
+/// two leaves a pair that fails verification, never one that passes
+/// wrongly.
 pub fn sign_commit(
     repo: &Repo,
     commit: ObjectId,
     branch: &str,
     key: &SecretKey,
+    epoch: Option<u32>,
 ) -> Result<SignedStatement, RepoError> {
     let history = repo.history()?;
     let info = history.info(commit)?;
+    let epoch = match epoch {
+        Some(e) if e > sign::MAX_EPOCH => {
+            return Err(RepoError::Invalid(format!(
+                "epoch {e} is above {}, the highest sealtree takes",
+                sign::MAX_EPOCH
+            )))
+        }
+        Some(e) => e,
+        None => match stored_epoch(repo, commit, key)? {
+            Some(e) => e,
+            None => match info.parents.first() {
+                Some(&parent) => stored_epoch(repo, parent, key)?.unwrap_or(0),
+                None => 0,
+            },
+        },
+    };
     let statement = Statement {
         branch: branch.to_string(),
         commit: commit.to_string(),
+        epoch,
         format_version: info.meta.format_version,
         image_digest: info.meta.image_digest.clone(),
         key: key.public().encoded(),
@@ -114,6 +134,28 @@ pub fn sign_commit(
     write_file_atomic(&sig_path, &signed.signature)?;
     write_file_atomic(&text_path, &signed.text)?;
     Ok(signed)
+}
+
+/// The epoch of `commit`'s stored statement, if it has one. It becomes
+/// the default of a statement `key` signs, so it must be `key`'s own: a
+/// statement that does not verify with it (changed on disk, or signed
+/// by another key) is refused, and `--epoch` has to say.
+fn stored_epoch(repo: &Repo, commit: ObjectId, key: &SecretKey) -> Result<Option<u32>, RepoError> {
+    let Some(stored) = repo.stored_statement(commit)? else {
+        return Ok(None);
+    };
+    let (text_path, sig_path) = repo.statement_paths(commit);
+    let own = sign::TrustedKeys {
+        keys: vec![key.public()],
+        source: text_path.clone(),
+    };
+    sign::verify(&stored.text, &text_path, &stored.signature, &sig_path, &own)
+        .map(|(statement, _)| Some(statement.epoch))
+        .map_err(|e| {
+            RepoError::Invalid(format!(
+                "the epoch to sign with comes from commit {commit}'s statement, which does not verify with this key ({e}): give --epoch"
+            ))
+        })
 }
 
 /// The branch a commit belongs to: the branch named `spec`, else the first

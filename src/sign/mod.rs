@@ -8,7 +8,7 @@ pub use keys::{
     generate, parse_public_keys, read_public_keys, read_secret_key, PublicKey, SecretKey,
     TrustedKeys,
 };
-pub use statement::{sign, verify, SignedStatement, Statement, STATEMENT_TYPE};
+pub use statement::{sign, verify, SignedStatement, Statement, MAX_EPOCH, STATEMENT_TYPE};
 
 use std::path::PathBuf;
 

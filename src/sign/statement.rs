@@ -21,6 +21,12 @@ pub struct Statement {
     pub branch: String,
     /// Git commit id, hex.
     pub commit: String,
+    /// Security epoch: a machine that has booted (and blessed) a release
+    /// of epoch N refuses releases below N (see `boot::epoch`). Epoch 0
+    /// is left out of the text, so statements made before epochs existed
+    /// keep their canonical form.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u32,
     pub format_version: u32,
     /// fs-verity digest of the composefs image, hex.
     pub image_digest: String,
@@ -37,6 +43,14 @@ pub struct Statement {
     /// so a newer release always carries a larger number.
     pub version: u64,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Epochs a statement may carry: raising the floor in the TPM costs one
+/// command per epoch (`boot::tpm`), and epochs are rare events.
+pub const MAX_EPOCH: u32 = 1000;
 
 pub const STATEMENT_TYPE: &str = "sealtree-commit-v1";
 
@@ -106,6 +120,12 @@ pub fn verify<'k>(
         .map_err(|e| malformed(text_path, format!("not a statement: {e}")))?;
     if statement.canonical() != bytes {
         return Err(malformed(text_path, "statement is not in canonical form"));
+    }
+    if statement.epoch > MAX_EPOCH {
+        return Err(malformed(
+            text_path,
+            format!("epoch {} is above {MAX_EPOCH}", statement.epoch),
+        ));
     }
     if statement.kind != STATEMENT_TYPE {
         return Err(malformed(

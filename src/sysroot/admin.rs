@@ -42,6 +42,11 @@ pub struct DeploymentStatus {
     pub failed: bool,
     pub kargs: Vec<String>,
     pub signature: SignatureState,
+    /// The security epoch of its valid statement (0: unsigned or invalid).
+    pub epoch: u32,
+    /// Whether the machine's epoch floor lets it boot; None where no
+    /// floor is known.
+    pub floor_allows: Option<bool>,
     pub etc_conflicts: Vec<String>,
 }
 
@@ -49,6 +54,19 @@ pub struct DeploymentStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub deployments: Vec<DeploymentStatus>,
+    /// The epoch floor the machine's TPM keeps, if known.
+    pub floor: Option<u32>,
+}
+
+impl Status {
+    /// Judge every deployment against `floor`.
+    pub fn with_floor(mut self, floor: Option<u32>) -> Status {
+        self.floor = floor;
+        for d in &mut self.deployments {
+            d.floor_allows = floor.map(|f| d.epoch >= f);
+        }
+        self
+    }
 }
 
 pub fn status(sysroot: &Sysroot) -> Result<Status, SysrootError> {
@@ -84,6 +102,8 @@ pub fn status(sysroot: &Sysroot) -> Result<Status, SysrootError> {
             failed: entry.is_some_and(BootEntry::failed),
             kargs: entry.map(|e| e.options.clone()).unwrap_or_default(),
             signature: signature.clone(),
+            epoch: signed.as_ref().map_or(0, |s| s.epoch),
+            floor_allows: None,
             // What was signed, where there is a valid statement: that is
             // what prepare-root boots.
             commit: signed.as_ref().map_or(info.commit, |s| s.commit.clone()),
@@ -94,7 +114,10 @@ pub fn status(sysroot: &Sysroot) -> Result<Status, SysrootError> {
             id,
         });
     }
-    Ok(Status { deployments: out })
+    Ok(Status {
+        deployments: out,
+        floor: None,
+    })
 }
 
 /// The deployment's signature as checked now, and its statement when it

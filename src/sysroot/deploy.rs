@@ -30,6 +30,9 @@ pub struct DeployOptions {
     /// Write everything but leave the boot entries to
     /// `finalize_staged` (run at shutdown).
     pub stage: bool,
+    /// The epoch floor this machine keeps: a commit signed with a lower
+    /// epoch is refused, since prepare-root would refuse it at boot.
+    pub floor: Option<u32>,
 }
 
 /// What a deploy did.
@@ -71,6 +74,14 @@ pub fn deploy(
     let meta = history.info(commit)?.meta;
 
     let signed = check_signature(sysroot, commit)?;
+    if let Some(floor) = options.floor {
+        let epoch = signed.as_ref().map_or(0, |v| v.statement.epoch);
+        if epoch < floor {
+            return Err(SysrootError::Refused(format!(
+                "commit {commit} is of epoch {epoch}, below the floor {floor} this machine's TPM keeps: it would not boot (--allow-below-floor to deploy it anyway, for recovery media)"
+            )));
+        }
+    }
     let tree = repo.tree(commit)?;
     let image = erofs::write_image(
         &tree,

@@ -414,13 +414,28 @@ pub fn check_statement_binding(id: &str, recorded: &str, signed: &str) -> Result
 /// loader reports it (`sealtree-GEN-ID.efi`, with or without a boot
 /// counter).
 pub fn uki_entry_id(name: &str) -> Option<String> {
-    let stem = name.strip_prefix("sealtree-")?.strip_suffix(".efi")?;
-    let stem = stem.split_once('+').map_or(stem, |(s, _)| s);
+    name.ends_with(".efi")
+        .then(|| loader_entry(name))
+        .flatten()
+        .map(|(id, _)| id)
+}
+
+/// A sealtree entry's deployment, and whether the entry still carries a
+/// boot counter (a counter is dropped when the boot was blessed), from
+/// its name as the loader reports it: `sealtree-GEN-ID[+L[-D]].conf|.efi`.
+pub fn loader_entry(name: &str) -> Option<(String, bool)> {
+    let stem = name.strip_prefix("sealtree-")?;
+    let stem = stem
+        .strip_suffix(".efi")
+        .or_else(|| stem.strip_suffix(".conf"))?;
+    let (stem, counted) = stem
+        .split_once('+')
+        .map_or((stem, false), |(s, _)| (s, true));
     let (generation, id) = stem.split_once('-')?;
     (generation.bytes().all(|b| b.is_ascii_digit())
         && generation.parse::<u32>().is_ok()
         && is_deployment_id(id))
-    .then(|| id.to_string())
+    .then(|| (id.to_string(), counted))
 }
 
 /// The booted deployment, from `sealtree=ID` on a kernel command line.

@@ -28,6 +28,7 @@ pub fn upgrade(
     sysroot: &Sysroot,
     remote_name: Option<&str>,
     check: bool,
+    floor: Option<u32>,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<UpgradeReport, SysrootError> {
     let repo = sysroot.repo();
@@ -93,6 +94,7 @@ pub fn upgrade(
             &DeployOptions {
                 kargs: Vec::new(),
                 stage: true,
+                floor,
             },
         )?;
         report.staged = Some(done.info.id);

@@ -13,7 +13,9 @@
 //! The seal, appended to the initramfs: `/etc/sealtree/uki-cmdline`
 //! (the command line's words, which prepare-root then requires and which
 //! make it take the deployment from the boot loader's entry rather than
-//! `sealtree=`), and drop-ins that run prepare-root and enable-verity
+//! `sealtree=`), `/etc/sealtree/uki-epoch` (its security epoch, held to
+//! the TPM's floor as a statement's is), and drop-ins that run
+//! prepare-root and enable-verity
 //! whatever the command line says and turn a refusal into a reboot, so
 //! the loader counts the failed try and falls back.
 //!
@@ -44,6 +46,8 @@ pub enum UkiError {
 
 /// Where the seal puts the UKI's command line in the initramfs.
 pub const SEALED_CMDLINE: &str = "/etc/sealtree/uki-cmdline";
+/// Where the seal puts the UKI's security epoch.
+pub const SEALED_EPOCH: &str = "/etc/sealtree/uki-epoch";
 
 /// os-release keys the loader takes a version from.
 const VERSION_KEYS: [&str; 4] = ["IMAGE_VERSION", "VERSION", "VERSION_ID", "BUILD_ID"];
@@ -56,6 +60,8 @@ pub struct Parts<'a> {
     pub os_release: &'a str,
     /// The command line's words.
     pub cmdline: &'a [String],
+    /// The security epoch sealed with it.
+    pub epoch: u32,
 }
 
 /// What an initramfs holds for sealtree, read from the image itself.
@@ -122,7 +128,7 @@ pub fn assemble(parts: &Parts, stub: &Path) -> Result<Vec<u8>, UkiError> {
     let cmdline = parts.cmdline.join(" ");
     let mut initrd = parts.initramfs.to_vec();
     cpio::pad4(&mut initrd);
-    initrd.extend(seal(&cmdline));
+    initrd.extend(seal(&cmdline, parts.epoch));
     pe::add_sections(
         parts.stub,
         &[
@@ -139,7 +145,7 @@ pub fn assemble(parts: &Parts, stub: &Path) -> Result<Vec<u8>, UkiError> {
 }
 
 /// The seal cpio: see the module documentation.
-fn seal(cmdline: &str) -> Vec<u8> {
+fn seal(cmdline: &str, epoch: u32) -> Vec<u8> {
     const PREPARE_ROOT: &str = "\
 # sealtree uki build: this initramfs is sealed inside a signed UKI. Run
 # whatever the command line says (prepare-root checks it against
@@ -171,9 +177,11 @@ OnFailure=
 FailureAction=reboot
 ";
     let words = format!("{cmdline}\n");
+    let epoch = format!("{epoch}\n");
     let units = "usr/lib/systemd/system";
-    let files: [(String, &[u8]); 4] = [
+    let files: [(String, &[u8]); 5] = [
         (SEALED_CMDLINE[1..].to_string(), words.as_bytes()),
+        (SEALED_EPOCH[1..].to_string(), epoch.as_bytes()),
         (
             format!("{units}/sealtree-prepare-root.service.d/sealed.conf"),
             PREPARE_ROOT.as_bytes(),

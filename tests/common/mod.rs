@@ -3,6 +3,7 @@
 
 pub mod fixture;
 pub mod nginx;
+pub mod swtpm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -56,6 +56,22 @@ tree_initramfs() {
     echo "== initramfs: dracut in the tree, kernel $DKVER, sealtree module: $((SECONDS - start)) s"
 }
 
+# broken_release DIR: the tree gets a health check that fails, required
+# by boot-complete.target: its boots are never blessed.
+broken_release() {
+    cat > "$1/usr/lib/systemd/system/sealtree-test-health.service" <<'UNIT'
+[Unit]
+Description=A health check that fails (boot tests: a broken release)
+Before=boot-complete.target
+[Service]
+Type=oneshot
+ExecStart=/bin/false
+[Install]
+RequiredBy=boot-complete.target
+UNIT
+    systemctl --root="$1" enable sealtree-test-health.service 2>/dev/null
+}
+
 # usb_disk REPO IMAGE: the "USB stick", a published repository as repo/ on
 # an ext4 disk image.
 usb_disk() {
@@ -108,13 +124,25 @@ qboot() {
         -drive "file=$R/plan.img,format=raw,if=virtio,readonly=on")
     local d
     for d in "$@"; do drives+=(-drive "file=$d,format=raw,if=virtio"); done
+    # With $TPM_STATE: a TPM 2.0 (swtpm, its state in that directory, kept
+    # across boots as a real chip keeps it), started for this boot.
+    local tpm=() swtpm_pid=""
+    if [ -n "${TPM_STATE:-}" ]; then
+        mkdir -p "$TPM_STATE"
+        rm -f "$TPM_STATE/sock" "$TPM_STATE/pid"
+        swtpm socket --tpm2 --tpmstate "dir=$TPM_STATE" --ctrl "type=unixio,path=$TPM_STATE/sock" \
+            --pid "file=$TPM_STATE/pid" --log "file=$TPM_STATE/log,level=1" --terminate --daemon
+        swtpm_pid=$(cat "$TPM_STATE/pid")
+        tpm=(-chardev "socket,id=chrtpm,path=$TPM_STATE/sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
+            -device tpm-tis,tpmdev=tpm0)
+    fi
     local start=$SECONDS t0 t_loader="" t_kernel="" t_up=""
     t0=$(date +%s.%N)
     ENDED="qemu exited"
     qemu-system-x86_64 "${machine[@]}" -accel tcg -cpu max -m 2048 -smp 2 -display none -no-reboot \
         -drive "if=pflash,format=raw,unit=0,readonly=on,file=$code" \
         -drive "if=pflash,format=raw,unit=1,file=$R/vars.fd" \
-        "${drives[@]}" -serial "file:$log" -serial "file:$alog" &
+        "${drives[@]}" "${tpm[@]}" -serial "file:$log" -serial "file:$alog" &
     local qemu=$!
     while kill -0 "$qemu" 2>/dev/null; do
         local cut=""
@@ -146,6 +174,7 @@ qboot() {
         sleep 0.2
     done
     wait "$qemu" 2>/dev/null || true
+    [ -n "$swtpm_pid" ] && { kill "$swtpm_pid" 2>/dev/null || true; }
     BOOTED=$(tr -d '\r' < "$alog" | sed -n 's/^AGENT: booted \([^ ]*\) .*/\1/p' | tail -1)
     echo "== boot $name: $((SECONDS - start)) s, booted ${BOOTED:-nothing} ($ENDED)"
     if [ -n "$t_loader" ] && [ -n "$t_kernel" ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the boot tests and demo/run need on a Debian bookworm host:
-# qemu, OVMF, systemd-boot, sbsigntool, mmdebstrap, dracut, busybox, mtools, and a
+# qemu, OVMF, systemd-boot, sbsigntool, swtpm, mmdebstrap, dracut, busybox, mtools, and a
 # Debian 6.12 kernel (fs-verity, overlayfs verity=, data-only lower
 # layers) unpacked from its package into $VM_KERNEL_DIR (default
 # /var/cache/sealtree-vm/kernel), not installed.
@@ -20,7 +20,7 @@ SRC
 fi
 need=()
 for pkg in dracut-core busybox-static cpio e2fsprogs kmod systemd \
-    ovmf systemd-boot-efi mmdebstrap mtools dosfstools fdisk sbsigntool openssl; do
+    ovmf systemd-boot-efi mmdebstrap mtools dosfstools fdisk sbsigntool openssl swtpm tpm2-tools; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -32,17 +32,7 @@ D1=$(awk '/^install: deployed /{print $3}' "$R/install.log")
 say "install: $((SECONDS - start)) s, deployment $D1"
 
 C2=$(dcommit debian/stable 2)
-cat > "$T/usr/lib/systemd/system/sealtree-test-health.service" <<'UNIT'
-[Unit]
-Description=A health check that fails (boot tests: a broken release)
-Before=boot-complete.target
-[Service]
-Type=oneshot
-ExecStart=/bin/false
-[Install]
-RequiredBy=boot-complete.target
-UNIT
-systemctl --root="$T" enable sealtree-test-health.service 2>/dev/null
+broken_release "$T"
 C3=$(dcommit debian/broken 3)
 "$ST" publish >/dev/null
 usb_disk "$R/build-repo" "$R/usb.img"

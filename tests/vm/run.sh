@@ -13,8 +13,10 @@
 #   sealed.sh   the sealed chain: Secure Boot (OVMF with test keys), UKIs
 #               built and signed by `sealtree uki build`, statements bound
 #               to their deployment and branch, nosuid/nodev, etc=transient
+#   epoch.sh    anti-rollback: security epochs against a floor kept in the
+#               machine's TPM (swtpm), raised only after a blessed boot
 #
-#   VM_ONLY=busybox|real|sealed   run one part
+#   VM_ONLY=busybox|real|sealed|epoch   run one part
 #   VM_KEEP=1      keep the work directory (disk images, serial logs)
 #   VM_TIMEOUT=S   seconds one boot may take (default 900)
 set -euo pipefail
@@ -66,6 +68,7 @@ say "keys: k (trusted by the initramfs), u (trusted by the sysroot only)"
 case ${VM_ONLY:-all} in all | busybox) source tests/vm/busybox.sh ;; esac
 case ${VM_ONLY:-all} in all | real) source tests/vm/real.sh ;; esac
 case ${VM_ONLY:-all} in all | sealed) source tests/vm/sealed.sh ;; esac
+case ${VM_ONLY:-all} in all | epoch) source tests/vm/epoch.sh ;; esac
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
