@@ -9,8 +9,8 @@ use std::path::Path;
 use crate::fsverity;
 use crate::objects::Staging;
 use crate::tree::{
-    object_path, DirEntry, FileType, Inode, InodeId, Mtime, Tree, DEFAULT_INLINE_THRESHOLD,
-    MAX_NAME_LEN, ROOT, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG,
+    object_path, DirEntry, Inode, InodeId, Mtime, Tree, DEFAULT_INLINE_THRESHOLD, MAX_NAME_LEN,
+    MAX_PATH_LEN, ROOT, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG,
 };
 
 /// A tar archive that could not be imported.
@@ -131,99 +131,10 @@ pub fn read_tar_from(
         }
     }
     import.tree.canonicalize_hardlinks();
-    if let Some((name, message)) = link_climbing_out(&import.tree) {
+    if let Some((name, message)) = import.tree.link_climbing_out() {
         return Err(fail(Some(&name), message));
     }
     Ok(import.tree)
-}
-
-/// A relative symlink that, resolved in the finished tree through the
-/// links it meets (as the kernel would resolve it in a checkout), climbs
-/// above the tree's root: its path and why. Links checked one at a time
-/// can climb out together (`d/p0 -> ..`, `d/p1 -> p0/..`, `d/x ->
-/// p1/etc/hostname`).
-fn link_climbing_out(tree: &Tree) -> Option<(Vec<u8>, String)> {
-    let mut found = None;
-    tree.walk(|components, id, _| {
-        let inode = &tree.inodes[id];
-        if found.is_some() || inode.file_type() != Some(FileType::Symlink) {
-            return;
-        }
-        let target = inode.payload.as_deref().unwrap_or_default();
-        if target.starts_with(b"/") {
-            return;
-        }
-        // The directories from the root to the link's own.
-        let mut at = vec![ROOT];
-        for c in &components[..components.len() - 1] {
-            match tree.inodes[*at.last().unwrap()].entries.get(*c) {
-                Some(e) => at.push(e.inode),
-                None => return,
-            }
-        }
-        let mut hops = 0;
-        if resolve(tree, at, target, &mut hops).is_err() {
-            found = Some((
-                components.join(&b'/'),
-                format!(
-                    "symlink target {} points outside the tree (through the links it passes)",
-                    target.escape_ascii()
-                ),
-            ));
-        }
-    });
-    found
-}
-
-/// Where `target` leads from the directory at the end of `at` (the
-/// directories from the root): Some(directories) where it ends, None
-/// where the kernel's walk would stop (a missing name, a file with more
-/// to come, an absolute link, too many links), Err if it climbs above
-/// the root.
-fn resolve(
-    tree: &Tree,
-    mut at: Vec<InodeId>,
-    target: &[u8],
-    hops: &mut u32,
-) -> Result<Option<Vec<InodeId>>, ()> {
-    let parts: Vec<&[u8]> = target.split(|&b| b == b'/').collect();
-    for (i, part) in parts.iter().enumerate() {
-        let last = i + 1 == parts.len();
-        match *part {
-            b"" | b"." => {}
-            b".." => {
-                if at.len() == 1 {
-                    return Err(());
-                }
-                at.pop();
-            }
-            name => {
-                let dir = &tree.inodes[*at.last().unwrap()];
-                let Some(entry) = dir.entries.get(name) else {
-                    return Ok(None);
-                };
-                let inode = &tree.inodes[entry.inode];
-                match inode.file_type() {
-                    Some(FileType::Directory) => at.push(entry.inode),
-                    Some(FileType::Symlink) => {
-                        *hops += 1;
-                        let link = inode.payload.as_deref().unwrap_or_default();
-                        // 40: the kernel's limit; beyond it the walk fails.
-                        if *hops > 40 || link.starts_with(b"/") {
-                            return Ok(None);
-                        }
-                        match resolve(tree, at, link, hops)? {
-                            Some(next) => at = next,
-                            None => return Ok(None),
-                        }
-                    }
-                    _ if last => {}
-                    _ => return Ok(None),
-                }
-            }
-        }
-    }
-    Ok(Some(at))
 }
 
 /// One PAX record: key and value.
@@ -369,6 +280,12 @@ impl Import<'_, '_> {
                 let target = link_name.clone().ok_or("symlink without a target")?;
                 if target.is_empty() {
                     return Err("symlink without a target".into());
+                }
+                if target.len() > MAX_PATH_LEN {
+                    return Err(format!(
+                        "symlink target of {} bytes (at most {MAX_PATH_LEN})",
+                        target.len()
+                    ));
                 }
                 check_symlink(&components, &target)?;
                 inode.size = target.len() as u64;

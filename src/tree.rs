@@ -250,3 +250,117 @@ pub fn object_path(digest: &[u8; 32]) -> String {
     let hex = hex::encode(digest);
     format!("{}/{}", &hex[..2], &hex[2..])
 }
+
+/// Path components all symlink resolutions of one tree may take together
+/// (a tree of links to long links to long links could take hours).
+const LINK_STEPS: u64 = 20_000_000;
+
+/// Why a link was not resolved.
+enum Unresolved {
+    Climbs,
+    TooCostly,
+}
+
+impl Tree {
+    /// A relative symlink that, resolved in the tree through the links it
+    /// meets (as the kernel would resolve it in a checkout), climbs above
+    /// the tree's root: its path and why. Links checked one at a time can
+    /// climb out together (`d/p0 -> ..`, `d/p1 -> p0/..`, `d/x ->
+    /// p1/etc/hostname`). Absolute targets resolve inside the tree once
+    /// it is the root, and are not followed.
+    pub fn link_climbing_out(&self) -> Option<(Vec<u8>, String)> {
+        let mut found = None;
+        let mut budget = LINK_STEPS;
+        self.walk(|components, id, _| {
+            let inode = &self.inodes[id];
+            if found.is_some() || inode.file_type() != Some(FileType::Symlink) {
+                return;
+            }
+            let target = inode.payload.as_deref().unwrap_or_default();
+            if target.starts_with(b"/") {
+                return;
+            }
+            // The directories from the root to the link's own.
+            let mut at = vec![Some(ROOT)];
+            for c in &components[..components.len() - 1] {
+                let dir = at.last().copied().flatten();
+                at.push(
+                    dir.and_then(|d| self.inodes[d].entries.get(*c))
+                        .map(|e| e.inode),
+                );
+            }
+            let mut hops = 0;
+            let why = match self.resolve_within(at, target, &mut hops, &mut budget) {
+                Ok(_) => return,
+                Err(Unresolved::Climbs) => format!(
+                    "symlink target {} points outside the tree (through the links it passes)",
+                    target.escape_ascii()
+                ),
+                Err(Unresolved::TooCostly) => format!(
+                    "symlinks that take more than {LINK_STEPS} steps to resolve, all together"
+                ),
+            };
+            found = Some((components.join(&b'/'), why));
+        });
+        found
+    }
+
+    /// Where `target` leads from the directory at the end of `at` (the
+    /// directories from the root; None for one the tree does not have,
+    /// which a checkout's user could still create): Some(directories)
+    /// where it ends, None where no later change can make it lead
+    /// anywhere (an absolute link, too many links), Err if it climbs
+    /// above the root.
+    fn resolve_within(
+        &self,
+        mut at: Vec<Option<InodeId>>,
+        target: &[u8],
+        hops: &mut u32,
+        budget: &mut u64,
+    ) -> Result<Option<Vec<Option<InodeId>>>, Unresolved> {
+        for part in target.split(|&b| b == b'/') {
+            *budget = budget.checked_sub(1).ok_or(Unresolved::TooCostly)?;
+            match part {
+                b"" | b"." => {}
+                b".." => {
+                    if at.len() == 1 {
+                        return Err(Unresolved::Climbs);
+                    }
+                    at.pop();
+                }
+                name => {
+                    let entry = at
+                        .last()
+                        .copied()
+                        .flatten()
+                        .and_then(|d| self.inodes[d].entries.get(name));
+                    let Some(entry) = entry else {
+                        at.push(None);
+                        continue;
+                    };
+                    let inode = &self.inodes[entry.inode];
+                    match inode.file_type() {
+                        Some(FileType::Symlink) => {
+                            *hops += 1;
+                            let link = inode.payload.as_deref().unwrap_or_default();
+                            // 40: the kernel's limit; beyond it the walk
+                            // fails.
+                            if *hops > 40 || link.starts_with(b"/") {
+                                return Ok(None);
+                            }
+                            match self.resolve_within(at, link, hops, budget)? {
+                                Some(next) => at = next,
+                                None => return Ok(None),
+                            }
+                        }
+                        Some(FileType::Directory) => at.push(Some(entry.inode)),
+                        // Not a directory: a walk through it fails, unless
+                        // it is replaced by one later.
+                        _ => at.push(None),
+                    }
+                }
+            }
+        }
+        Ok(Some(at))
+    }
+}

@@ -182,19 +182,24 @@ fn kill_9_at_random_moments_never_corrupts() {
     let mut version = 1;
     os_tree(&src, version);
     os_tree(&server_src, version);
+    // Local commits on their own branch: the pulled `os` is another
+    // lineage, which a pull may not take below a version seen locally.
     w.ok(
         LOCAL,
         &[
             "commit",
             "-b",
-            "os",
+            "local",
             "--tree",
             &w.s("src"),
             "--sign-key",
             &w.s("k.sec"),
         ],
     );
-    w.ok(LOCAL, &["admin", "--cmdline", "/dev/null", "deploy", "os"]);
+    w.ok(
+        LOCAL,
+        &["admin", "--cmdline", "/dev/null", "deploy", "local"],
+    );
     w.ok(
         "server",
         &[
@@ -239,8 +244,16 @@ fn kill_9_at_random_moments_never_corrupts() {
         let src_s = w.s("src");
         let key_s = w.s("k.sec");
         let args: Vec<&str> = match op {
-            0 => vec!["commit", "-b", "os", "--tree", &src_s, "--sign-key", &key_s],
-            1 => vec!["admin", "--cmdline", "/dev/null", "deploy", "os"],
+            0 => vec![
+                "commit",
+                "-b",
+                "local",
+                "--tree",
+                &src_s,
+                "--sign-key",
+                &key_s,
+            ],
+            1 => vec!["admin", "--cmdline", "/dev/null", "deploy", "local"],
             2 => vec!["admin", "--cmdline", "/dev/null", "rollback"],
             3 => vec!["admin", "--cmdline", "/dev/null", "cleanup"],
             4 => vec!["prune"],

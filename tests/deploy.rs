@@ -1343,3 +1343,34 @@ fn links_planted_in_the_store_are_not_followed() {
     assert_ne!(out.status.code(), Some(124), "fsck hung on the link");
     assert!(text.contains(&format!("corrupt image {name}")), "{text}");
 }
+
+#[test]
+fn the_store_and_deployments_are_private_to_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestSysroot::new();
+    let mode = |rel: &str| {
+        fs::metadata(t.root().join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        (mode("sealtree/repo"), mode("sealtree/deploy")),
+        (0o700, 0o700)
+    );
+    // A sysroot made before: deploy makes them private.
+    for rel in ["sealtree/repo", "sealtree/deploy"] {
+        fs::set_permissions(t.root().join(rel), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let tree = t.dir.path().join("tree");
+    os_tree(&tree, "1", &[("shadow", "root:secret:1::::::\n")]);
+    t.commit("os", &tree, Some("key.sec"));
+    t.deploy("os");
+    // The merged /etc, images with small files inline, history: all
+    // under directories only root may enter.
+    assert_eq!(
+        (mode("sealtree/repo"), mode("sealtree/deploy")),
+        (0o700, 0o700)
+    );
+}

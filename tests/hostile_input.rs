@@ -227,3 +227,67 @@ fn chained_relative_links_cannot_climb_out_of_the_tree() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn links_through_names_a_checkout_could_gain_and_long_targets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    common::run_ok(&["init".as_ref(), "--repo".as_ref(), repo.as_os_str()]);
+    let commit = |name: &str, bytes: &[u8], how: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = common::sealtree()
+            .args(["commit", "-b", "t", how])
+            .arg(&path)
+            .env("SEALTREE_REPO", &repo)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // `later` does not exist, but anyone may create it in a checkout.
+    let (code, err) = commit(
+        "later.tar",
+        &tar_of_links(&[("d/p0", ".."), ("d/x", "p0/later/../../secret")]),
+        "--tar",
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("d/x: symlink target p0/later/../../secret points outside"),
+        "{err}"
+    );
+    // A target longer than a path may be is refused as it is read.
+    // (python's tarfile: it writes the GNU long link record.)
+    let py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import tarfile,sys\n\
+             t=tarfile.open(fileobj=sys.stdout.buffer,mode='w|',format=tarfile.GNU_FORMAT)\n\
+             l=tarfile.TarInfo('d/l'); l.type=tarfile.SYMTYPE; l.linkname='./'*3000\n\
+             t.addfile(l); t.close()",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let (code, err) = commit("long.tar", &py.stdout, "--tar");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("symlink target of 6000 bytes (at most 4095)"),
+        "{err}"
+    );
+    // A dumpfile gets the same check.
+    let dump =
+        b"/ 0 40755 2 0 0 0 0.0 - - -\n/x 25 120777 1 0 0 0 0.0 ../../../../../etc/passwd - -\n";
+    let (code, err) = commit("escape.dump", dump, "--dump");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("x: symlink target ../../../../../etc/passwd points outside"),
+        "{err}"
+    );
+}

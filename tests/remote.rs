@@ -812,3 +812,225 @@ fn no_remote_can_bring_a_branch_below_the_newest_seen() {
     // Air-gapped recovery, said out loud.
     p.ok("client", &["pull", "m2", "os", "--allow-downgrade"]);
 }
+
+#[test]
+fn an_older_release_on_another_line_is_a_downgrade_too() {
+    let p = Pair::offline();
+    let src = p.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for release in ["1", "2", "3"] {
+        fs::write(src.join("release"), release).unwrap();
+        p.publish(&src);
+    }
+    p.add_remote(&p.file_url("server"), "key.pub");
+    p.ok("client", &["pull", "origin", "os"]);
+    // The vendor's repository rebuilt: a new line whose head is version 2,
+    // validly signed. The same remote may not take it.
+    let q = Pair {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    q.ok("server", &["init"]);
+    for release in ["old-1", "old-2"] {
+        fs::write(src.join("release"), release).unwrap();
+        q.ok(
+            "server",
+            &[
+                "commit",
+                "-b",
+                "os",
+                "--tree",
+                src.to_str().unwrap(),
+                "--sign-key",
+                &p.s("key.sec"),
+            ],
+        );
+    }
+    q.ok("server", &["publish"]);
+    p.ok(
+        "client",
+        &[
+            "remote",
+            "add",
+            "m2",
+            &q.file_url("server"),
+            "--trusted",
+            &p.s("key.pub"),
+        ],
+    );
+    let out = p.run("client", &["pull", "m2", "os"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("version 2 of 'os' is older than version 3"),
+        "{err}"
+    );
+}
+
+/// openssl with `args` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA NAME.pem (key NAME.key) made in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+}
+
+/// A server certificate NAME.pem (key NAME.key) for `san`, signed by CA.
+fn make_cert(dir: &Path, name: &str, san: &str, ca: &str) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=server",
+        ],
+    );
+    fs::write(
+        dir.join(format!("{name}.ext")),
+        format!("subjectAltName={san}\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+#[test]
+fn https_remotes_check_the_server_certificate() {
+    let Some(p) = Pair::new() else { return };
+    if !have_command("openssl") {
+        return missing("openssl (apt-get install openssl)");
+    }
+    let pki = p.path("pki");
+    fs::create_dir_all(&pki).unwrap();
+    make_ca(&pki, "ca");
+    make_ca(&pki, "other-ca");
+    make_cert(&pki, "server", "IP:127.0.0.1", "ca");
+    make_cert(&pki, "misnamed", "DNS:wrong.example", "ca");
+    let src = p.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("big"), 100_000, 7);
+    let id = p.publish(&src);
+    let good = Nginx::start_tls(
+        &p.path("server"),
+        &pki.join("server.pem"),
+        &pki.join("server.key"),
+    );
+    let misnamed = Nginx::start_tls(
+        &p.path("server"),
+        &pki.join("misnamed.pem"),
+        &pki.join("misnamed.key"),
+    );
+    let add = |name: &str, url: &str, ca: Option<&str>| {
+        let mut args = vec!["remote", "add", name, url, "--trusted"];
+        let key = p.s("key.pub");
+        args.push(&key);
+        let ca = ca.map(|c| pki.join(c).to_str().unwrap().to_string());
+        if let Some(c) = &ca {
+            args.extend(["--ca", c]);
+        }
+        p.ok("client", &args);
+    };
+    add("good", &good.url(), Some("ca.pem"));
+    let out = p.ok("client", &["pull", "good", "os"]);
+    assert!(out.contains(&id), "{out}");
+    // Each refusal is one line naming the URL and why.
+    for (name, url, ca, why) in [
+        (
+            "wrong-ca",
+            good.url(),
+            Some("other-ca.pem"),
+            "UnknownIssuer",
+        ),
+        ("system-ca", good.url(), None, "UnknownIssuer"),
+        (
+            "wrong-name",
+            misnamed.url(),
+            Some("ca.pem"),
+            "not valid for name",
+        ),
+    ] {
+        add(name, &url, ca);
+        let out = p.run("client", &["pull", name, "os"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+        assert!(err.contains(&url) && err.contains(why), "{name}: {err}");
+    }
+    // --ca is a PEM certificate, and for https only.
+    let bad = p.run(
+        "client",
+        &[
+            "remote",
+            "add",
+            "x",
+            &good.url(),
+            "--trusted",
+            &p.s("key.pub"),
+            "--ca",
+            &p.s("key.pub"),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no PEM certificate"));
+}

@@ -151,6 +151,10 @@ enum RemoteCommand {
         /// Seconds one HTTP request may take.
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
+        /// For https://: trust only the CA certificates in this PEM file
+        /// (a private CA), not the system's.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// Remote names and their URLs.
     List,
@@ -436,7 +440,15 @@ impl Cli {
                 url,
                 trusted,
                 timeout,
-            }) => Ok(remote::add(&open()?, &name, &url, &trusted, timeout)?),
+                ca,
+            }) => Ok(remote::add(
+                &open()?,
+                &name,
+                &url,
+                &trusted,
+                timeout,
+                ca.as_deref(),
+            )?),
             Command::Remote(RemoteCommand::List) => {
                 for (name, url) in remote::list(&open()?)? {
                     println!("{name} {url}");

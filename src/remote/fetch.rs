@@ -4,6 +4,7 @@
 //! missing file is what HTTP 404 is, and every error names the URL.
 
 use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 
 use super::http::HttpFetcher;
@@ -27,10 +28,11 @@ pub enum Fetcher {
 }
 
 impl Fetcher {
-    /// A fetcher for `base`; `timeout` bounds one HTTP request.
-    pub fn new(base: &str, timeout: Duration) -> Result<Fetcher, FetchError> {
+    /// A fetcher for `base`; `timeout` bounds one HTTP request; `ca` is
+    /// the only CA HTTPS trusts (else the system's).
+    pub fn new(base: &str, timeout: Duration, ca: Option<&Path>) -> Result<Fetcher, FetchError> {
         if base.starts_with("http://") || base.starts_with("https://") {
-            Ok(Fetcher::Http(HttpFetcher::new(base, timeout)))
+            Ok(Fetcher::Http(HttpFetcher::new(base, timeout, ca)?))
         } else if base.starts_with("file:") {
             Ok(Fetcher::Local(LocalFetcher::new(base)?))
         } else {

@@ -53,6 +53,9 @@ pub struct Remote {
     pub name: String,
     pub config: RemoteConfig,
     pub trusted: TrustedKeys,
+    /// `remotes/NAME/ca.pem`, when it was added with `--ca`: the only CA
+    /// its HTTPS server's certificate may chain to.
+    pub ca: Option<PathBuf>,
 }
 
 fn remote_dir(repo: &Repo, name: &str) -> Result<PathBuf, RemoteError> {
@@ -106,6 +109,7 @@ pub fn add(
     url: &str,
     trusted: &Path,
     timeout_secs: Option<u64>,
+    ca: Option<&Path>,
 ) -> Result<(), RemoteError> {
     let dir = remote_dir(repo, name)?;
     if dir.exists() {
@@ -116,6 +120,14 @@ pub fn add(
     let url = normalize_url(url)?;
     // Refused before anything is written if they are not keys.
     crate::sign::read_public_keys(trusted)?;
+    if let Some(ca) = ca {
+        if !url.starts_with("https://") {
+            return Err(RemoteError::Invalid(format!(
+                "--ca is for https:// remotes, not {url}"
+            )));
+        }
+        http::read_ca_file(ca).map_err(RemoteError::Invalid)?;
+    }
     let tmp = dir.with_file_name(format!(".tmp-{name}"));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
@@ -140,6 +152,9 @@ pub fn add(
         let dest = keys.join(src.file_name().expect("a file has a name"));
         fs::copy(&src, &dest).map_err(io(&src))?;
     }
+    if let Some(ca) = ca {
+        fs::copy(ca, tmp.join("ca.pem")).map_err(io(ca))?;
+    }
     let config = RemoteConfig {
         url,
         timeout_secs: timeout_secs.unwrap_or_else(default_timeout),
@@ -158,10 +173,12 @@ pub fn open(repo: &Repo, name: &str) -> Result<Remote, RemoteError> {
         fs::read(&path).map_err(|_| RemoteError::Invalid(format!("no remote named '{name}'")))?;
     let config = serde_json::from_slice(&text)
         .map_err(|e| RemoteError::Invalid(format!("{}: {e}", path.display())))?;
+    let ca = dir.join("ca.pem");
     Ok(Remote {
         name: name.to_string(),
         config,
         trusted: crate::sign::read_public_keys(&dir.join("trusted.d"))?,
+        ca: ca.exists().then_some(ca),
     })
 }
 

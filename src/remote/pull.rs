@@ -56,18 +56,17 @@ pub struct PullReport {
     pub image_digest: String,
 }
 
-/// A newer version of `branch` this repository has seen whose history
-/// holds `commit` (of version `version`), and where it was seen: any
-/// remote's ref of the branch, the local branch, any deployment. A pull
-/// from any remote may not go back to it (ostree refuses an upgrade older
-/// than the booted deployment), so a second remote, a mirror serving an
-/// old signed commit, cannot stage a downgrade. Histories that do not
-/// hold the commit are other lineages of the same name, not compared.
-/// The statements were verified when they came in.
+/// A newer version of `branch` this repository has seen than `version`,
+/// and where: any remote's ref of the branch, the local branch, any
+/// deployment. A pull from any remote may not go below it (ostree
+/// refuses an upgrade older than the booted deployment), so a second
+/// remote, a mirror serving an old signed commit, cannot stage a
+/// downgrade, whatever line of history that commit is on: a vendor's
+/// abandoned line is old releases too. The statements were verified when
+/// they came in.
 fn newer_seen(
     repo: &Repo,
     branch: &str,
-    commit: ObjectId,
     version: u64,
 ) -> Result<Option<(u64, String)>, RemoteError> {
     let history = repo.history()?;
@@ -93,15 +92,10 @@ fn newer_seen(
         ) else {
             continue;
         };
-        if statement.branch != branch
-            || statement.version <= version
-            || newest
-                .as_ref()
-                .is_some_and(|(v, _)| statement.version <= *v)
+        if statement.branch == branch
+            && statement.version > version
+            && newest.as_ref().is_none_or(|(v, _)| statement.version > *v)
         {
-            continue;
-        }
-        if history.log(seen_commit)?.iter().any(|c| c.id == commit) {
             newest = Some((statement.version, format!("{place} (commit {seen_commit})")));
         }
     }
@@ -120,6 +114,7 @@ pub fn pull(
     let fetcher = Fetcher::new(
         &remote.config.url,
         Duration::from_secs(remote.config.timeout_secs),
+        remote.ca.as_deref(),
     )?;
     let previous = history.remote_ref(&remote.name, branch)?;
 
@@ -160,7 +155,7 @@ pub fn pull(
         )));
     }
     if !options.allow_downgrade {
-        if let Some((version, seen)) = newer_seen(repo, branch, commit, statement.version)? {
+        if let Some((version, seen)) = newer_seen(repo, branch, statement.version)? {
             return Err(RemoteError::Invalid(format!(
                 "{}: version {} of '{branch}' is older than version {version}, {seen}: refusing a downgrade (--allow-downgrade to take it)",
                 fetcher.url(&text_path),

@@ -94,6 +94,14 @@ pub fn commit(
         }
         CommitSource::Dump(path) => {
             let mut tree = read_dumpfile(path)?;
+            // As for tar archives: no link may lead out of a checkout.
+            if let Some((name, message)) = tree.link_climbing_out() {
+                return Err(RepoError::Invalid(format!(
+                    "{}: {}: {message}",
+                    path.display(),
+                    name.escape_ascii()
+                )));
+            }
             require_objects(repo, &mut tree)?;
             (tree, None)
         }

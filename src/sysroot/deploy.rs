@@ -65,6 +65,7 @@ pub fn deploy(
 ) -> Result<Deployed, SysrootError> {
     super::check_kargs(&options.kargs)?;
     let _lock = sysroot.lock()?;
+    sysroot.keep_private()?;
     let repo = sysroot.repo();
     // Also the store's: a prune must not remove what is being deployed
     // (local /etc files enter the store here). Always sysroot, then repo.

@@ -140,6 +140,7 @@ impl Sysroot {
         let boot = root.join("boot").join("sealtree");
         fs::create_dir_all(&boot).map_err(io_err(&boot))?;
         Repo::init(&base.join("repo"))?;
+        private_store(&base)?;
         for key in trusted {
             // Checked before it is trusted: a file of keys, nothing else.
             crate::sign::read_public_keys(key)?;
@@ -152,6 +153,13 @@ impl Sysroot {
         let json = serde_json::to_vec_pretty(config).expect("config serializes");
         write_atomic(&base.join("config.json"), &json)?;
         Sysroot::open(root)
+    }
+
+    /// The store and the deployments, private to root (see
+    /// [`private_store`]); deploy makes sure of it for sysroots made
+    /// before.
+    pub fn keep_private(&self) -> Result<(), SysrootError> {
+        private_store(&self.root.join("sealtree"))
     }
 
     pub fn open(root: &Path) -> Result<Sysroot, SysrootError> {
@@ -406,6 +414,20 @@ pub fn check_statement_binding(id: &str, recorded: &str, signed: &str) -> Result
         return Err(format!(
             "deployment {id}: deployment.json names commit {recorded}, its signed statement commit {signed}"
         ));
+    }
+    Ok(())
+}
+
+/// Make repo/ and deploy/ under `base` mode 0700. They hold the content
+/// of every file of every deployment, the merged /etc (shadow, host
+/// keys) included, small files inline in images and history: none of it
+/// may become readable by users who could not read the file itself. The
+/// booted system reads them through its mounts, made by root.
+fn private_store(base: &Path) -> Result<(), SysrootError> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in ["repo", "deploy"] {
+        let d = base.join(dir);
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).map_err(io_err(&d))?;
     }
     Ok(())
 }

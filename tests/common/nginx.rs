@@ -12,12 +12,23 @@ pub struct Nginx {
     pub port: u16,
     root: PathBuf,
     extra: String,
+    /// Certificate and key files: serve HTTPS.
+    tls: Option<(PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
 impl Nginx {
     /// Serve `root`; `extra` goes into its `location /` block.
     pub fn start(root: &Path, extra: &str) -> Nginx {
+        Nginx::start_with(root, extra, None)
+    }
+
+    /// Serve `root` over HTTPS with this certificate (chain) and key.
+    pub fn start_tls(root: &Path, cert: &Path, key: &Path) -> Nginx {
+        Nginx::start_with(root, "", Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(root: &Path, extra: &str, tls: Option<(PathBuf, PathBuf)>) -> Nginx {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -28,6 +39,7 @@ impl Nginx {
             port,
             root: root.to_path_buf(),
             extra: extra.to_string(),
+            tls,
             child: None,
         };
         n.run();
@@ -35,7 +47,8 @@ impl Nginx {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     fn run(&mut self) {
@@ -43,12 +56,20 @@ impl Nginx {
         for sub in ["tmp", "logs"] {
             fs::create_dir_all(d.join(sub)).unwrap();
         }
+        let tls = match &self.tls {
+            Some((cert, key)) => format!(
+                " ssl;\n    ssl_certificate {};\n    ssl_certificate_key {}",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let conf = format!(
             "daemon off;\nmaster_process off;\nuser root;\nerror_log {d}/logs/error.log;\npid {d}/nginx.pid;\n\
              events {{ worker_connections 512; }}\n\
              http {{\n  access_log {d}/logs/access.log;\n  default_type application/octet-stream;\n  sendfile on;\n  keepalive_requests 100000;\n\
              client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    location / {{ {extra} }}\n  }}\n}}\n",
+             server {{\n    listen 127.0.0.1:{port}{tls};\n    root {root};\n    location / {{ {extra} }}\n  }}\n}}\n",
             d = d.display(),
             port = self.port,
             root = self.root.display(),
