@@ -34,7 +34,7 @@ fn the_floor_only_rises_and_is_locked_until_reboot() {
     let floor = tpm.read_floor().unwrap().unwrap();
     assert_eq!((floor.epoch, floor.count), (2, 3));
 
-    assert!(sealtree::boot::epoch::lock_down(&tpm).unwrap());
+    assert!(tpm.lock().unwrap());
     assert!(tpm.read_floor().unwrap().unwrap().locked);
     // TPM_RC_NV_LOCKED
     let err = tpm.raise(&floor, 3).unwrap_err().to_string();
@@ -99,7 +99,7 @@ fn deleting_or_clearing_the_floor_never_lowers_it() {
     let clear = swtpm.tool(&["tpm2_clear", "-c", "l"]);
     assert!(!clear.status.success());
     // prepare-root needs no authorization but the index's own.
-    assert!(sealtree::boot::epoch::lock_down(&tpm).unwrap());
+    assert!(tpm.lock().unwrap());
     assert_eq!(tpm.read_floor().unwrap().unwrap().epoch, 4);
 }
 

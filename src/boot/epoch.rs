@@ -6,10 +6,11 @@
 //! was blessed on an earlier boot (the boot loader reports its entry
 //! without a boot counter), so a release that fails its boots cannot
 //! raise the floor and strand the machine. Whatever happened, the floor
-//! is write-locked before the initramfs hands over (`lock_down`).
+//! is write-locked before the initramfs hands over (`Tpm::lock`, called
+//! by the prepare-root command whatever the outcome).
 
 use super::policy::EpochPolicy;
-use super::tpm::{Tpm, TpmError};
+use super::tpm::Tpm;
 
 /// The deployment being booted, as far as the floor cares.
 #[derive(Debug, Clone)]
@@ -92,11 +93,4 @@ pub fn enforce(
         raised,
         held,
     })
-}
-
-/// Before the initramfs hands over, whatever prepare-root decided: lock
-/// the floor against writes until the next TPM reset (whatever reading
-/// it said). Returns whether there was an index to lock.
-pub fn lock_down(tpm: &Tpm) -> Result<bool, TpmError> {
-    tpm.lock()
 }

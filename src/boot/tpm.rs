@@ -18,7 +18,6 @@
 //! the machine's owner set one); deleting it raises the floor (a denial
 //! of service), never lowers it.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -103,38 +102,13 @@ impl Tpm {
         (announced || Path::new(DEVICE).exists()).then(|| Tpm::new(DEVICE_TCTI))
     }
 
-    pub fn tcti(&self) -> &str {
-        &self.tcti
-    }
-
-    fn run(
-        &self,
-        tool: &'static str,
-        args: &[&str],
-        input: Option<&[u8]>,
-        what: &str,
-    ) -> Result<Vec<u8>, TpmError> {
-        let mut child = Command::new(tool)
+    /// `tool` with `args` against this TPM; its standard output.
+    fn run(&self, tool: &'static str, args: &[&str], what: &str) -> Result<Vec<u8>, TpmError> {
+        let out = Command::new(tool)
             .args(args)
             .env("TPM2TOOLS_TCTI", &self.tcti)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| TpmError::Missing { tool, source })?;
-        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(bytes).map_err(|e| TpmError::Tool {
-                what: what.to_string(),
-                tool,
-                message: e.to_string(),
-            })?;
-        }
-        let out = child
-            .wait_with_output()
+            .stdin(Stdio::null())
+            .output()
             .map_err(|source| TpmError::Missing { tool, source })?;
         if !out.status.success() {
             // tpm2-tools print the TPM's answer among esys lines: the
@@ -170,11 +144,10 @@ impl Tpm {
     /// when the TPM has no such index (TPM_RC_HANDLE). Asked for by
     /// handle: a listing of all indexes is cut off at 254 entries.
     fn public(&self) -> Result<Option<String>, TpmError> {
-        let index = format!("{FLOOR_INDEX:#x}");
+        let index = index();
         match self.run(
             "tpm2_nvreadpublic",
             &[&index],
-            None,
             "reading the floor's attributes",
         ) {
             Ok(out) => Ok(Some(String::from_utf8_lossy(&out).into_owned())),
@@ -189,7 +162,7 @@ impl Tpm {
         let Some(public) = self.public()? else {
             return Ok(None);
         };
-        let index = format!("{FLOOR_INDEX:#x}");
+        let index = index();
         let attributes = yaml_value(&public, "attributes", "value")
             .and_then(|v| u32::from_str_radix(v.trim_start_matches("0x"), 16).ok())
             .ok_or_else(|| {
@@ -207,7 +180,6 @@ impl Tpm {
         let data = self.run(
             "tpm2_nvread",
             &["-C", &index, "-s", "8", &index],
-            None,
             "reading the floor",
         )?;
         let count: [u8; 8] = data
@@ -230,18 +202,17 @@ impl Tpm {
     /// count is one above the highest any counter of this TPM has held,
     /// so a floor deleted and defined again is not lower than before.
     pub fn provision(&self) -> Result<Floor, TpmError> {
+        if let Some(floor) = self.read_floor()? {
+            return Ok(floor);
+        }
+        // Absent, or defined and never counted.
         if self.public()?.is_none() {
-            let index = format!("{FLOOR_INDEX:#x}");
             let attributes = format!("{ATTRIBUTES:#x}");
             self.run(
                 "tpm2_nvdefine",
-                &[&index, "-C", "o", "-s", "8", "-a", &attributes],
-                None,
+                &[&index(), "-C", "o", "-s", "8", "-a", &attributes],
                 "defining the floor (owner hierarchy)",
             )?;
-        }
-        if let Some(floor) = self.read_floor()? {
-            return Ok(floor);
         }
         self.increment("counting the new floor")?;
         self.read_floor()?
@@ -249,8 +220,8 @@ impl Tpm {
     }
 
     fn increment(&self, what: &str) -> Result<(), TpmError> {
-        let index = format!("{FLOOR_INDEX:#x}");
-        self.run("tpm2_nvincrement", &["-C", &index, &index], None, what)?;
+        let index = index();
+        self.run("tpm2_nvincrement", &["-C", &index, &index], what)?;
         Ok(())
     }
 
@@ -265,11 +236,10 @@ impl Tpm {
     /// Lock writes to the floor until the next TPM reset. False when
     /// there is no index to lock.
     pub fn lock(&self) -> Result<bool, TpmError> {
-        let index = format!("{FLOOR_INDEX:#x}");
+        let index = index();
         match self.run(
             "tpm2_nvwritelock",
             &["-C", &index, &index],
-            None,
             "locking the floor",
         ) {
             Ok(_) => Ok(true),
@@ -277,6 +247,11 @@ impl Tpm {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The index as tpm2-tools take it.
+fn index() -> String {
+    format!("{FLOOR_INDEX:#x}")
 }
 
 /// tpm2-tools' words for TPM_RC_HANDLE on the index.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use sealtree::boot::epoch::{self, Outcome};
+use sealtree::boot::epoch::Outcome;
 use sealtree::boot::tpm::Tpm;
 use sealtree::boot::{self, Policy, PrepareOptions};
 use sealtree::uki;
@@ -123,7 +123,7 @@ pub fn prepare_root(args: PrepareRootArgs) -> Result<()> {
     })();
     // Refused or not, the booted system must not write the floor.
     if let Some(tpm) = &tpm {
-        match epoch::lock_down(tpm) {
+        match tpm.lock() {
             Ok(true) => say("TPM: floor write-locked until the next reboot"),
             Ok(false) => {}
             Err(e) => say(&format!("WARNING: TPM: {e}")),
