@@ -32,8 +32,8 @@ install() {
     inst_binary "$(sealtree_binary)" /usr/bin/sealtree
     inst_multiple -o modprobe
     # The epoch floor (boot/tpm.rs): tpm2-tools and the TCTI they load
-    # at run time. Without them prepare-root keeps no floor (or, with
-    # epoch = require-tpm, refuses to boot).
+    # at run time. Without them a machine with a TPM refuses to boot (the
+    # floor cannot be checked); one without a TPM boots as its policy says.
     inst_multiple -o tpm2_nvreadpublic tpm2_nvread tpm2_nvdefine tpm2_nvincrement \
         tpm2_nvwritelock
     inst_libdir_file -o "libtss2-tcti-device.so*"

@@ -5,8 +5,8 @@
 //! floor is its count minus one. A counter only ever goes up, and the TPM
 //! remembers the highest count any counter has held, deletion and
 //! TPM2_Clear included: a counter defined again starts above it. So no
-//! write, deletion or clear, from any boot or any tool, lowers the floor;
-//! deleting the index only raises it by one, at the next boot. Attributes:
+//! write, deletion or clear, from any boot or any tool, lowers the floor.
+//! Attributes:
 //!
 //! - authwrite with an empty authorization, and write_stclear: the
 //!   initramfs counts up, then write-locks the index until the next TPM
@@ -15,8 +15,10 @@
 //! - no_da: an empty authorization never counts towards lockout.
 //!
 //! Deleting an owner index needs the owner authorization (empty unless
-//! the machine's owner set one); deleting it raises the floor (a denial
-//! of service), never lowers it.
+//! the machine's owner set one). Whoever holds it can delete the index,
+//! define it again unlocked and count it up at will: the floor rises as
+//! far as they like (a denial of service that outlives a reinstall),
+//! never falls.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
