@@ -25,7 +25,7 @@ echo "preparing: a sealtree repository and an archive-mode ostree repository of 
 "$st" --repo "$work/srv/st" init
 "$st" key generate --secret "$work/k.sec" --public "$work/k.pub" > /dev/null
 "$st" --repo "$work/srv/st" commit -b bench --tree "$SRC" --sign-key "$work/k.sec" > /dev/null
-"$st" --repo "$work/srv/st" publish > /dev/null
+"$st" --repo "$work/srv/st" publish --sign-key "$work/k.sec" > /dev/null
 ostree init --repo="$work/srv/os" --mode=archive
 ostree commit --repo="$work/srv/os" --branch=bench --tree=dir="$SRC" > /dev/null
 

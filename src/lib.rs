@@ -2,6 +2,7 @@
 //! on composefs images.
 
 pub mod boot;
+pub mod clock;
 pub mod compose;
 pub mod dumpfile;
 pub mod erofs;

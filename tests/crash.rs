@@ -212,7 +212,7 @@ fn kill_9_at_random_moments_never_corrupts() {
             &w.s("k.sec"),
         ],
     );
-    w.ok("server", &["publish"]);
+    w.ok("server", &["publish", "--sign-key", &w.s("k.sec")]);
 
     let mut rng = Rng(seed);
     let mut finished = 0;
@@ -236,7 +236,7 @@ fn kill_9_at_random_moments_never_corrupts() {
                     &w.s("k.sec"),
                 ],
             );
-            w.ok("server", &["publish"]);
+            w.ok("server", &["publish", "--sign-key", &w.s("k.sec")]);
         }
         let before = check_deployments(&w).unwrap_or_else(|e| panic!("run {run}, before: {e}"));
         let op = rng.below(6);

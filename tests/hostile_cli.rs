@@ -378,8 +378,10 @@ fn malformed_inputs_fail_with_one_line_and_change_nothing() {
             .status()
             .unwrap();
         assert!(cp.success());
-        ok(&["publish"]);
-        fs::copy(repo.join("refs.json"), served.join("refs.json")).unwrap();
+        ok(&["publish", "--sign-key", &p("k.sec")]);
+        for f in ["refs.json", "index.json", "index.sig"] {
+            fs::copy(repo.join(f), served.join(f)).unwrap();
+        }
         let nginx = Nginx::start(&served, "");
         // A second repository pulls from it.
         let client = dir.path().join("client");
@@ -400,16 +402,22 @@ fn malformed_inputs_fail_with_one_line_and_change_nothing() {
         let commit_obj = served.join(format!("git/objects/{}/{}", &id[..2], &id[2..]));
         let responses: Vec<(&str, PathBuf, Option<Vec<u8>>, &str)> = vec![
             (
-                "remote: refs.json not JSON",
-                served.join("refs.json"),
+                "remote: index.json not JSON",
+                served.join("index.json"),
                 Some(b"<html>".to_vec()),
-                "refs.json",
+                "index.json",
             ),
             (
-                "remote: branch missing",
-                served.join("refs.json"),
+                "remote: index.json altered",
+                served.join("index.json"),
                 Some(b"{\"branches\":{}}".to_vec()),
-                "no branch 'os'",
+                "not from a trusted key",
+            ),
+            (
+                "remote: index.sig missing",
+                served.join("index.sig"),
+                None,
+                "no signed index",
             ),
             (
                 "remote: statement missing",

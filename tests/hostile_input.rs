@@ -130,12 +130,13 @@ impl Imports {
     fn commit(&self, name: &str, bytes: &[u8], how: &str) -> (Option<i32>, String) {
         let path = self.dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
-        let out = common::sealtree()
-            .args(["commit", "-b", "t", how])
-            .arg(&path)
-            .env("SEALTREE_REPO", self.dir.path().join("repo"))
-            .output()
-            .unwrap();
+        let out = common::output_within_memory_bound(
+            common::sealtree()
+                .args(["commit", "-b", "t", how])
+                .arg(&path)
+                .env("SEALTREE_REPO", self.dir.path().join("repo")),
+            name,
+        );
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),

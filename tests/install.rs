@@ -68,7 +68,7 @@ impl Source {
             "--sign-key",
             &s.p("k.sec"),
         ]);
-        s.ok(&["publish"]);
+        s.ok(&["publish", "--sign-key", &s.p("k.sec")]);
         s
     }
 

@@ -97,6 +97,9 @@ enum AdminCommand {
         /// Only say whether there is an update (and what it changes).
         #[arg(long)]
         check: bool,
+        /// Take an expired signed index (old media, air-gapped machines).
+        #[arg(long)]
+        allow_expired: bool,
     },
     /// Turn fs-verity on for every object and image (after moving the
     /// sysroot onto a filesystem that has it); each must measure to its
@@ -300,10 +303,23 @@ pub fn run(args: AdminArgs) -> Result<()> {
             Some(id) => println!("default is now {id}"),
             None => println!("nothing staged"),
         },
-        AdminCommand::Upgrade { remote, check } => {
+        AdminCommand::Upgrade {
+            remote,
+            check,
+            allow_expired,
+        } => {
             let bar = indicatif::ProgressBar::new(0);
             let floor = super::epoch::machine_floor().map(|f| f.epoch);
-            let r = sysroot::upgrade(&sysroot, remote.as_deref(), check, floor, Some(&bar));
+            let r = sysroot::upgrade(
+                &sysroot,
+                &sysroot::UpgradeOptions {
+                    remote: remote.as_deref(),
+                    check,
+                    floor,
+                    allow_expired,
+                },
+                Some(&bar),
+            );
             bar.finish_and_clear();
             let r = r?;
             if r.from == r.to {

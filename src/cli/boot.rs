@@ -121,11 +121,16 @@ pub fn prepare_root(args: PrepareRootArgs) -> Result<()> {
         .map_err(|e| e.to_string())
         .map(|p| (p, policy, options.sealed_cmdline.is_some()))
     })();
-    // Refused or not, the booted system must not write the floor.
+    // Refused or not, the booted system must not write the floor; a
+    // floor left writable is refused like any other TPM failure.
+    let mut result = result;
     if let Some(tpm) = &tpm {
         match tpm.lock() {
             Ok(true) => say("TPM: floor write-locked until the next reboot"),
             Ok(false) => {}
+            Err(e) if result.is_ok() => {
+                result = Err(format!("epoch: the floor could not be write-locked: {e}"))
+            }
             Err(e) => say(&format!("WARNING: TPM: {e}")),
         }
     }

@@ -103,9 +103,19 @@ enum Command {
     },
     /// Deployments: the sysroot, boot entries, upgrades and rollback.
     Admin(admin::AdminArgs),
-    /// Make the repository servable by any static HTTP server (writes
-    /// refs.json); serve the repository directory as the document root.
-    Publish,
+    /// Make the repository servable by any static HTTP server; serve the
+    /// repository directory as the document root. Writes refs.json, and
+    /// with --sign-key the signed index clients check for freshness.
+    Publish {
+        /// Sign the index (index.json, index.sig) with this secret key.
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
+        /// How long clients may believe the signed index: N and s, m, h
+        /// or d. Publish again before then, or clients refuse it.
+        #[arg(long, value_name = "SPAN", default_value = "7d", requires = "sign_key",
+              value_parser = sealtree::clock::parse_span)]
+        expires: i64,
+    },
     /// Remote repositories to pull from.
     #[command(subcommand)]
     Remote(RemoteCommand),
@@ -121,6 +131,9 @@ enum Command {
         /// of the branch (from any remote, or deployed).
         #[arg(long)]
         allow_downgrade: bool,
+        /// Take an expired signed index (old media, air-gapped machines).
+        #[arg(long)]
+        allow_expired: bool,
     },
     /// In the initramfs: verify the deployment named by sealtree= on the
     /// kernel command line (or, sealed in a UKI, by the boot loader's
@@ -155,6 +168,10 @@ enum RemoteCommand {
         /// (a private CA), not the system's.
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
+        /// The publisher signs no index: read branches from refs.json,
+        /// with no protection against a mirror serving an old one.
+        #[arg(long)]
+        unsigned_index: bool,
     },
     /// Remote names and their URLs.
     List,
@@ -428,10 +445,18 @@ impl Cli {
                 Ok(())
             }
             Command::Admin(args) => admin::run(args),
-            Command::Publish => {
-                let refs = remote::publish(&open()?)?;
-                for (name, id) in &refs.branches {
+            Command::Publish { sign_key, expires } => {
+                let key = sign_key.as_deref().map(sign::read_secret_key).transpose()?;
+                let published = remote::publish(&open()?, key.as_ref().map(|k| (k, expires)))?;
+                for (name, id) in &published.refs.branches {
                     println!("{name} {id}");
+                }
+                if let Some(index) = &published.index {
+                    println!(
+                        "index signed, published {}, expires {}",
+                        sealtree::clock::format_utc(index.published),
+                        sealtree::clock::format_utc(index.expires)
+                    );
                 }
                 Ok(())
             }
@@ -441,13 +466,17 @@ impl Cli {
                 trusted,
                 timeout,
                 ca,
+                unsigned_index,
             }) => Ok(remote::add(
                 &open()?,
                 &name,
                 &url,
                 &trusted,
-                timeout,
-                ca.as_deref(),
+                &remote::AddOptions {
+                    timeout_secs: timeout,
+                    ca: ca.as_deref(),
+                    unsigned_index,
+                },
             )?),
             Command::Remote(RemoteCommand::List) => {
                 for (name, url) in remote::list(&open()?)? {
@@ -461,6 +490,7 @@ impl Cli {
                 branch,
                 jobs,
                 allow_downgrade,
+                allow_expired,
             } => {
                 let repo = open()?;
                 let remote = remote::open(&repo, &name)?;
@@ -478,6 +508,7 @@ impl Cli {
                         jobs,
                         progress: Some(&bar),
                         allow_downgrade,
+                        allow_expired,
                         ..Default::default()
                     },
                 );
@@ -491,6 +522,13 @@ impl Cli {
                     report.objects_present,
                     report.signed_by
                 );
+                if let Some((published, expires)) = report.index {
+                    println!(
+                        "signed index published {}, expires {}",
+                        sealtree::clock::format_utc(published),
+                        sealtree::clock::format_utc(expires)
+                    );
+                }
                 Ok(())
             }
             Command::PrepareRoot(args) => boot::prepare_root(args),
@@ -592,7 +630,7 @@ fn print_commit(out: &mut impl Write, info: &CommitInfo, full: bool) -> Result<(
             writeln!(out, "Parent: {p}")?;
         }
     }
-    writeln!(out, "Date:   {}", format_time(info.time))?;
+    writeln!(out, "Date:   {}", sealtree::clock::format_utc(info.time))?;
     writeln!(out, "Image:  {}", info.meta.image_digest)?;
     if full {
         writeln!(out, "Kernels: {}", info.meta.kernels.join(" "))?;
@@ -653,28 +691,6 @@ fn print_change(out: &mut impl Write, change: &Change) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch.
-fn format_time(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn mkcomposefs(args: MkcomposefsArgs) -> Result<()> {

@@ -29,8 +29,13 @@ const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The certificates in the PEM file `path`; at least one.
 pub fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_ca(&pem, path)
+}
+
+/// The certificates in `pem` (read from `path`); at least one.
+pub fn parse_ca(pem: &[u8], path: &Path) -> Result<Vec<Certificate<'static>>, String> {
     let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
+    for item in ureq::tls::parse_pem(pem) {
         if let PemItem::Certificate(c) = item.map_err(|e| format!("{}: {e}", path.display()))? {
             certs.push(c);
         }

@@ -4,6 +4,7 @@
 
 mod fetch;
 mod http;
+mod index;
 mod local;
 mod publish;
 mod pull;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use fetch::{FetchError, Fetcher};
-pub use publish::publish;
+pub use publish::{publish, Published};
 pub use pull::{pull, PullOptions, PullReport};
 
 use crate::repo::{Repo, RepoError};
@@ -42,6 +43,29 @@ pub struct RemoteConfig {
     /// Seconds one HTTP request may take.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// HTTPS trusts only `ca.pem` beside the config (`remote add --ca`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ca: bool,
+    /// The publisher signs no index: the branch's commit is read from
+    /// `refs.json`, and nothing detects a mirror serving an old one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unsigned_index: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// How `remote add` sets a remote up.
+#[derive(Debug, Default)]
+pub struct AddOptions<'a> {
+    /// Seconds one HTTP request may take (default 60).
+    pub timeout_secs: Option<u64>,
+    /// For https://, the only CA certificates to trust (a PEM file).
+    pub ca: Option<&'a Path>,
+    /// Take the branches from `refs.json`, for a publisher that signs no
+    /// index.
+    pub unsigned_index: bool,
 }
 
 fn default_timeout() -> u64 {
@@ -108,8 +132,7 @@ pub fn add(
     name: &str,
     url: &str,
     trusted: &Path,
-    timeout_secs: Option<u64>,
-    ca: Option<&Path>,
+    options: &AddOptions,
 ) -> Result<(), RemoteError> {
     let dir = remote_dir(repo, name)?;
     if dir.exists() {
@@ -120,14 +143,20 @@ pub fn add(
     let url = normalize_url(url)?;
     // Refused before anything is written if they are not keys.
     crate::sign::read_public_keys(trusted)?;
-    if let Some(ca) = ca {
-        if !url.starts_with("https://") {
+    // The bytes checked are the bytes kept: the file is read once.
+    let ca_pem = match options.ca {
+        Some(_) if !url.starts_with("https://") => {
             return Err(RemoteError::Invalid(format!(
                 "--ca is for https:// remotes, not {url}"
-            )));
+            )))
         }
-        http::read_ca_file(ca).map_err(RemoteError::Invalid)?;
-    }
+        Some(ca) => {
+            let pem = fs::read(ca).map_err(io(ca))?;
+            http::parse_ca(&pem, ca).map_err(RemoteError::Invalid)?;
+            Some(pem)
+        }
+        None => None,
+    };
     let tmp = dir.with_file_name(format!(".tmp-{name}"));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
@@ -152,12 +181,15 @@ pub fn add(
         let dest = keys.join(src.file_name().expect("a file has a name"));
         fs::copy(&src, &dest).map_err(io(&src))?;
     }
-    if let Some(ca) = ca {
-        fs::copy(ca, tmp.join("ca.pem")).map_err(io(ca))?;
+    if let Some(pem) = &ca_pem {
+        let dest = tmp.join("ca.pem");
+        fs::write(&dest, pem).map_err(io(&dest))?;
     }
     let config = RemoteConfig {
         url,
-        timeout_secs: timeout_secs.unwrap_or_else(default_timeout),
+        timeout_secs: options.timeout_secs.unwrap_or_else(default_timeout),
+        ca: ca_pem.is_some(),
+        unsigned_index: options.unsigned_index,
     };
     let json = serde_json::to_vec_pretty(&config).expect("config serializes");
     fs::write(tmp.join("config.json"), json).map_err(io(&tmp))?;
@@ -173,12 +205,21 @@ pub fn open(repo: &Repo, name: &str) -> Result<Remote, RemoteError> {
         fs::read(&path).map_err(|_| RemoteError::Invalid(format!("no remote named '{name}'")))?;
     let config = serde_json::from_slice(&text)
         .map_err(|e| RemoteError::Invalid(format!("{}: {e}", path.display())))?;
+    let config: RemoteConfig = config;
+    // A remote added with --ca trusts that CA only: without its file it
+    // has no CA at all, rather than the system's.
     let ca = dir.join("ca.pem");
+    if config.ca && !ca.is_file() {
+        return Err(RemoteError::Invalid(format!(
+            "{}: missing; remote '{name}' trusts only the CA it was added with",
+            ca.display()
+        )));
+    }
     Ok(Remote {
         name: name.to_string(),
-        config,
         trusted: crate::sign::read_public_keys(&dir.join("trusted.d"))?,
-        ca: ca.exists().then_some(ca),
+        ca: (config.ca || ca.is_file()).then_some(ca),
+        config,
     })
 }
 

@@ -4,8 +4,8 @@
 //! before it enters the store. Objects are published in batches, so an
 //! interrupted pull keeps what arrived; the branch moves last.
 
-use std::collections::HashSet;
-use std::io::Read;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,16 +13,21 @@ use gix::ObjectId;
 use rayon::prelude::*;
 
 use super::fetch::Fetcher;
-use super::publish::PublishedRefs;
 use super::{Remote, RemoteError};
 use crate::erofs::{self, ImageOptions};
 use crate::fsverity::{self, Digest};
-use crate::repo::{Repo, RepoError};
+use crate::repo::{CommitMeta, Repo, RepoError};
 use crate::sign;
 use crate::tree::{FileType, Tree};
 
-/// Metadata files are small; anything larger is refused.
-const METADATA_LIMIT: u64 = 1 << 30;
+/// Bounds on git objects, checked as they are inflated: a commit is a
+/// header and a message, a tree names two blobs, meta.json is a few
+/// lines. A dumpfile is bounded by the size its commit's meta.json
+/// records, or for commits made before it was recorded by the fallback.
+const COMMIT_LIMIT: u64 = 1 << 20;
+const TREE_LIMIT: u64 = 4096;
+const META_LIMIT: u64 = 1 << 20;
+const DUMP_FALLBACK_LIMIT: u64 = 256 << 20;
 /// Objects fetched at once (a barrier between chunks).
 const CHUNK: usize = 64;
 /// Objects are published (two syncfs) after this many, or this long.
@@ -40,6 +45,8 @@ pub struct PullOptions<'a> {
     pub progress: Option<&'a indicatif::ProgressBar>,
     /// Take a commit older than one this repository has seen.
     pub allow_downgrade: bool,
+    /// Take an expired index (air-gapped machines, old media).
+    pub allow_expired: bool,
 }
 
 /// What a pull did.
@@ -54,21 +61,26 @@ pub struct PullReport {
     pub objects_present: u64,
     pub signed_by: String,
     pub image_digest: String,
+    /// The signed index the commit was named by: published, expires.
+    pub index: Option<(i64, i64)>,
 }
 
-/// A newer version of `branch` this repository has seen than `version`,
-/// and where: any remote's ref of the branch, the local branch, any
-/// deployment. A pull from any remote may not go below it (ostree
-/// refuses an upgrade older than the booted deployment), so a second
-/// remote, a mirror serving an old signed commit, cannot stage a
-/// downgrade, whatever line of history that commit is on: a vendor's
-/// abandoned line is old releases too. The statements were verified when
-/// they came in.
-fn newer_seen(
+/// A version of `branch` this repository has seen that `version` (of
+/// `commit`) may not replace, and where: any remote's ref of the branch,
+/// the local branch, any deployment. A pull from any remote may not go
+/// below it (ostree refuses an upgrade older than the booted deployment),
+/// so a second remote, a mirror serving an old signed commit, cannot
+/// stage a downgrade, whatever line of history that commit is on: a
+/// vendor's abandoned line is old releases too. Nor may it name another
+/// commit for a version seen already. Only statements by keys this remote
+/// trusts count: another vendor's branch of the same name is no floor.
+fn conflicting_seen(
     repo: &Repo,
+    remote: &Remote,
     branch: &str,
     version: u64,
-) -> Result<Option<(u64, String)>, RemoteError> {
+    commit: ObjectId,
+) -> Result<Option<String>, RemoteError> {
     let history = repo.history()?;
     let mut seen: Vec<(ObjectId, String)> = Vec::new();
     for (name, _) in super::list(repo)? {
@@ -82,24 +94,40 @@ fn newer_seen(
     for (id, c) in history.deployment_refs()? {
         seen.push((c, format!("deployed as {id}")));
     }
-    let mut newest: Option<(u64, String)> = None;
+    let trusted: Vec<String> = remote.trusted.keys.iter().map(|k| k.encoded()).collect();
+    let mut worst: Option<(u64, String)> = None;
     for (seen_commit, place) in seen {
         let Some(stored) = repo.stored_statement(seen_commit)? else {
             continue;
         };
-        let Ok(statement) = serde_json::from_slice::<sign::Statement>(
-            stored.text.strip_suffix(b"\n").unwrap_or(&stored.text),
-        ) else {
+        let statement: sign::Statement =
+            serde_json::from_slice(stored.text.strip_suffix(b"\n").unwrap_or(&stored.text))
+                .map_err(|e| {
+                    RemoteError::Invalid(format!(
+                        "{}: {e}",
+                        repo.statement_paths(seen_commit).0.display()
+                    ))
+                })?;
+        if statement.branch != branch || !trusted.contains(&statement.key) {
+            continue;
+        }
+        let conflict = if statement.version > version {
+            format!(
+                "older than version {}, {place} (commit {seen_commit}): a downgrade",
+                statement.version
+            )
+        } else if statement.version == version && seen_commit != commit {
+            format!(
+                "not the commit of version {version} {place} (commit {seen_commit}): two commits for one version"
+            )
+        } else {
             continue;
         };
-        if statement.branch == branch
-            && statement.version > version
-            && newest.as_ref().is_none_or(|(v, _)| statement.version > *v)
-        {
-            newest = Some((statement.version, format!("{place} (commit {seen_commit})")));
+        if worst.as_ref().is_none_or(|(v, _)| statement.version > *v) {
+            worst = Some((statement.version, conflict));
         }
     }
-    Ok(newest)
+    Ok(worst.map(|(_, c)| c))
 }
 
 /// Pull `branch` of `remote` into `refs/remotes/REMOTE/BRANCH`.
@@ -118,20 +146,9 @@ pub fn pull(
     )?;
     let previous = history.remote_ref(&remote.name, branch)?;
 
-    // 1. Refs.
-    let refs: PublishedRefs = serde_json::from_slice(&fetcher.get("refs.json", 16 << 20)?)
-        .map_err(|e| RemoteError::Invalid(format!("{}: {e}", fetcher.url("refs.json"))))?;
-    let commit: ObjectId = refs
-        .branches
-        .get(branch)
-        .ok_or_else(|| {
-            RemoteError::Invalid(format!(
-                "{}: no branch '{branch}'",
-                fetcher.url("refs.json")
-            ))
-        })?
-        .parse()
-        .map_err(|e| RemoteError::Invalid(format!("{}: {e}", fetcher.url("refs.json"))))?;
+    // 1. The branch's commit, from the signed index.
+    let tip = super::index::branch_tip(repo, remote, &fetcher, branch, options.allow_expired)?;
+    let commit = tip.commit;
 
     // 2. The signed statement, before any content: it must name this
     // commit on this branch, signed by a key trusted for this remote.
@@ -154,10 +171,18 @@ pub fn pull(
             statement.branch
         )));
     }
+    if tip.version.is_some_and(|v| v != statement.version) {
+        return Err(RemoteError::Invalid(format!(
+            "{}: the statement is of version {}, the signed index names version {}",
+            fetcher.url(&text_path),
+            statement.version,
+            tip.version.unwrap_or_default()
+        )));
+    }
     if !options.allow_downgrade {
-        if let Some((version, seen)) = newer_seen(repo, branch, statement.version)? {
+        if let Some(conflict) = conflicting_seen(repo, remote, branch, statement.version, commit)? {
             return Err(RemoteError::Invalid(format!(
-                "{}: version {} of '{branch}' is older than version {version}, {seen}: refusing a downgrade (--allow-downgrade to take it)",
+                "{}: version {} of '{branch}' (commit {commit}) is {conflict}; refused (--allow-downgrade to take it)",
                 fetcher.url(&text_path),
                 statement.version
             )));
@@ -175,8 +200,10 @@ pub fn pull(
         objects_present: 0,
         signed_by,
         image_digest: statement.image_digest.clone(),
+        index: tip.index,
     };
     if options.check_only {
+        tip.record(repo, remote)?;
         return Ok(report);
     }
 
@@ -203,10 +230,10 @@ pub fn pull(
         .objects()
         .digests()
         .map_err(|e| RemoteError::Invalid(format!("{}: {e}", repo.objects().root().display())))?;
-    let mut needed: Vec<Digest> = needed_objects(&tree).into_iter().collect();
+    let mut needed: Vec<(Digest, u64)> = needed_objects(&tree).into_iter().collect();
     needed.sort();
     let total = needed.len();
-    needed.retain(|d| !present.contains(d));
+    needed.retain(|(d, _)| !present.contains(d));
     report.objects_present = (total - needed.len()) as u64;
     fetch_objects(repo, &fetcher, &needed, options, &mut report)?;
 
@@ -225,6 +252,7 @@ pub fn pull(
     // named could lose its objects to prune, then come back as an
     // ancestor of a later pull, unchecked.
     repo.set_partial(commit, false)?;
+    tip.record(repo, remote)?;
     Ok(report)
 }
 
@@ -244,7 +272,7 @@ fn fetch_history(repo: &Repo, fetcher: &Fetcher, tip: ObjectId) -> Result<Tree, 
             }
             break;
         }
-        let commit = fetch_git(fetcher, id, gix::objs::Kind::Commit)?;
+        let commit = fetch_git(fetcher, id, gix::objs::Kind::Commit, COMMIT_LIMIT)?;
         let decoded = gix::objs::CommitRef::from_bytes(&commit, gix::hash::Kind::Sha1)
             .map_err(|e| RemoteError::Invalid(format!("{}: {e}", git_url(fetcher, id))))?;
         let tree_id = decoded.tree();
@@ -253,15 +281,49 @@ fn fetch_history(repo: &Repo, fetcher: &Fetcher, tip: ObjectId) -> Result<Tree, 
         missing.push((id, tree_id, commit));
     }
     for (id, tree_id, commit) in missing.into_iter().rev() {
-        let tree = fetch_git(fetcher, tree_id, gix::objs::Kind::Tree)?;
+        let tree = fetch_git(fetcher, tree_id, gix::objs::Kind::Tree, TREE_LIMIT)?;
         let entries = gix::objs::TreeRef::from_bytes(&tree, gix::hash::Kind::Sha1)
             .map_err(|e| RemoteError::Invalid(format!("{}: {e}", git_url(fetcher, tree_id))))?;
-        for entry in &entries.entries {
-            let blob_id = entry.oid.to_owned();
-            if !history.has_object(blob_id) {
-                let blob = fetch_git(fetcher, blob_id, gix::objs::Kind::Blob)?;
-                history.write_raw(gix::objs::Kind::Blob, &blob)?;
-            }
+        let blob_id = |name: &str| {
+            entries
+                .entries
+                .iter()
+                .find(|e| e.filename == name)
+                .map(|e| e.oid.to_owned())
+                .ok_or_else(|| {
+                    RemoteError::Invalid(format!(
+                        "{}: commit {id} has no {name}",
+                        git_url(fetcher, tree_id)
+                    ))
+                })
+        };
+        if entries.entries.len() != 2 {
+            return Err(RemoteError::Invalid(format!(
+                "{}: a commit's tree holds dump and meta.json, not {} entries",
+                git_url(fetcher, tree_id),
+                entries.entries.len()
+            )));
+        }
+        // meta.json first: it bounds the dumpfile.
+        let (meta_id, dump_id) = (blob_id("meta.json")?, blob_id("dump")?);
+        let meta = match history.has_object(meta_id) {
+            true => history.blob(meta_id)?,
+            false => fetch_git(fetcher, meta_id, gix::objs::Kind::Blob, META_LIMIT)?,
+        };
+        let dump_limit = serde_json::from_slice::<CommitMeta>(&meta)
+            .map_err(|e| RemoteError::Invalid(format!("{}: {e}", git_url(fetcher, meta_id))))?
+            .dump_size;
+        let dump_limit = if dump_limit == 0 {
+            DUMP_FALLBACK_LIMIT
+        } else {
+            dump_limit
+        };
+        if !history.has_object(dump_id) {
+            let dump = fetch_git(fetcher, dump_id, gix::objs::Kind::Blob, dump_limit)?;
+            history.write_raw(gix::objs::Kind::Blob, &dump)?;
+        }
+        if !history.has_object(meta_id) {
+            history.write_raw(gix::objs::Kind::Blob, &meta)?;
         }
         history.write_raw(gix::objs::Kind::Tree, &tree)?;
         // Until its content is complete, a commit is partial.
@@ -288,7 +350,7 @@ fn mark_incomplete_history(repo: &Repo, start: ObjectId) -> Result<(), RemoteErr
             break;
         }
         let complete = needed_objects(&repo.tree(id)?)
-            .iter()
+            .keys()
             .all(|d| present.contains(d));
         if complete && protected.contains(&id) {
             break;
@@ -306,32 +368,49 @@ fn git_url(fetcher: &Fetcher, id: ObjectId) -> String {
     fetcher.url(&format!("git/objects/{}/{}", &hex[..2], &hex[2..]))
 }
 
-/// A loose git object, inflated and checked: its kind and its id.
+/// A loose git object, inflated and checked: its kind, a size of at most
+/// `limit` (checked before the body is read, and the body read no
+/// further), and its id.
 fn fetch_git(
     fetcher: &Fetcher,
     id: ObjectId,
     kind: gix::objs::Kind,
+    limit: u64,
 ) -> Result<Vec<u8>, RemoteError> {
     let hex = id.to_string();
     let path = format!("git/objects/{}/{}", &hex[..2], &hex[2..]);
     let url = fetcher.url(&path);
     let bad = |what: String| RemoteError::Invalid(format!("{url}: {what}"));
-    let compressed = fetcher.get(&path, METADATA_LIMIT)?;
-    let mut raw = Vec::new();
-    flate2::read::ZlibDecoder::new(&compressed[..])
-        .take(METADATA_LIMIT)
-        .read_to_end(&mut raw)
+    let mut inflated = BufReader::new(flate2::read::ZlibDecoder::new(fetcher.open(&path)?));
+    let mut header = Vec::new();
+    (&mut inflated)
+        .take(32)
+        .read_until(0, &mut header)
         .map_err(|e| bad(format!("not a zlib stream: {e}")))?;
-    let nul = raw
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or_else(|| bad("no object header".into()))?;
-    let header = std::str::from_utf8(&raw[..nul]).map_err(|_| bad("bad object header".into()))?;
-    let want = format!("{kind} {}", raw.len() - nul - 1);
-    if header != want {
-        return Err(bad(format!("header '{header}', expected '{want}'")));
+    let header = header
+        .strip_suffix(b"\0")
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| bad("no git object header".into()))?;
+    let size = header
+        .strip_prefix(&format!("{kind} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| bad(format!("header '{header}', expected a {kind}")))?;
+    if size > limit {
+        return Err(bad(format!(
+            "a {kind} of {size} bytes, more than the {limit} it may have here"
+        )));
     }
-    let body = raw.split_off(nul + 1);
+    let mut body = Vec::with_capacity(size.min(1 << 20) as usize);
+    inflated
+        .take(size + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| bad(format!("not a zlib stream: {e}")))?;
+    if body.len() as u64 != size {
+        return Err(bad(format!(
+            "{} bytes after a header of {size}",
+            body.len()
+        )));
+    }
     let actual = gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, &body)
         .map_err(|e| bad(e.to_string()))?;
     if actual != id {
@@ -340,19 +419,20 @@ fn fetch_git(
     Ok(body)
 }
 
-/// Digests of the contents a tree keeps outside its image.
-fn needed_objects(tree: &Tree) -> HashSet<Digest> {
+/// Digests of the contents a tree keeps outside its image, and their
+/// sizes.
+fn needed_objects(tree: &Tree) -> HashMap<Digest, u64> {
     tree.inodes
         .iter()
         .filter(|i| i.file_type() == Some(FileType::Regular) && i.size > 0 && i.content.is_none())
-        .filter_map(|i| i.digest)
+        .filter_map(|i| Some((i.digest?, i.size)))
         .collect()
 }
 
 fn fetch_objects(
     repo: &Repo,
     fetcher: &Fetcher,
-    needed: &[Digest],
+    needed: &[(Digest, u64)],
     options: &PullOptions,
     report: &mut PullReport,
 ) -> Result<(), RemoteError> {
@@ -373,14 +453,22 @@ fn fetch_objects(
     let mut published = Instant::now();
     for chunk in needed.chunks(CHUNK) {
         let fetched = pool.install(|| {
-            chunk.par_iter().try_for_each(|digest| {
+            chunk.par_iter().try_for_each(|(digest, size)| {
                 let hex = hex::encode(digest);
                 let path = format!("objects/{}/{}", &hex[..2], &hex[2..]);
                 let url = fetcher.url(&path);
-                let mut body = fetcher.open(&path)?;
+                // Read no further than the size the signed tree names: a
+                // longer body is refused, not written out in full.
+                let mut body = fetcher.open(&path)?.take(size + 1);
                 let len = staging
                     .add_expected(&mut body, digest)
-                    .map_err(|e| RemoteError::Invalid(format!("{url}: {e}")))?
+                    .map_err(|e| RemoteError::Invalid(format!("{url}: {e}")))?;
+                if body.limit() == 0 {
+                    return Err(RemoteError::Invalid(format!(
+                        "{url}: object {hex} is longer than the {size} bytes the signed tree names; not stored"
+                    )));
+                }
+                let len = len
                     .map_err(|actual| {
                         RemoteError::Invalid(format!(
                             "{url}: object {hex} has digest {}; not stored",

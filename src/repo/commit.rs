@@ -114,8 +114,8 @@ pub fn commit(
         Some((blob, digest)) => (DumpBlob::Stored(blob), digest),
         None => (DumpBlob::New(&dump), write_image(repo, &tree)?),
     };
-    let meta = CommitMeta::describe(&tree, &digest, IMAGE_FORMAT_VERSION);
-    let id = history.write_commit(dump_blob, &meta, message, parent, now())?;
+    let meta = CommitMeta::describe(&tree, dump.len() as u64, &digest, IMAGE_FORMAT_VERSION);
+    let id = history.write_commit(dump_blob, &meta, message, parent, crate::clock::now())?;
     if let Some(key) = options.sign_key {
         super::sign_commit(repo, id, branch, key, options.epoch)?;
     }
@@ -213,11 +213,4 @@ fn require_objects(repo: &Repo, tree: &mut Tree) -> Result<(), RepoError> {
             n - 1
         ))),
     }
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

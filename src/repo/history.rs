@@ -228,11 +228,12 @@ impl History {
     }
 
     fn file(&self, id: ObjectId, name: &str) -> Result<Vec<u8>, RepoError> {
-        let blob = self
-            .repo
-            .find_blob(self.entry_id(id, name)?)
-            .map_err(git_err)?;
-        Ok(blob.data.clone())
+        self.blob(self.entry_id(id, name)?)
+    }
+
+    /// The bytes of blob `id`.
+    pub fn blob(&self, id: ObjectId) -> Result<Vec<u8>, RepoError> {
+        Ok(self.repo.find_blob(id).map_err(git_err)?.data.clone())
     }
 
     /// Branches and the commits they point to, by name.

@@ -17,10 +17,19 @@ pub struct CommitMeta {
     pub entries: u64,
     /// Total bytes of regular file content.
     pub total_size: u64,
+    /// Bytes of the commit's dumpfile, so a pull can bound it before it
+    /// is inflated (0 in commits made before it was recorded).
+    #[serde(default)]
+    pub dump_size: u64,
 }
 
 impl CommitMeta {
-    pub fn describe(tree: &Tree, image_digest: &[u8; 32], format_version: u32) -> CommitMeta {
+    pub fn describe(
+        tree: &Tree,
+        dump_size: u64,
+        image_digest: &[u8; 32],
+        format_version: u32,
+    ) -> CommitMeta {
         let mut entries = 0;
         let mut total_size = 0;
         tree.walk(|_, id, hardlink| {
@@ -37,6 +46,7 @@ impl CommitMeta {
             kernels: kernels(tree),
             entries,
             total_size,
+            dump_size,
         }
     }
 }

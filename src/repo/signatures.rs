@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use gix::ObjectId;
 
@@ -120,10 +119,7 @@ pub fn sign_commit(
         format_version: info.meta.format_version,
         image_digest: info.meta.image_digest.clone(),
         key: key.public().encoded(),
-        timestamp: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        timestamp: crate::clock::now(),
         kind: sign::STATEMENT_TYPE.to_string(),
         version: history.log(commit)?.len() as u64,
     };

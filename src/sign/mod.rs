@@ -1,9 +1,12 @@
 //! ed25519 keys and signed statements: what ties a commit to the image
 //! digest that the initramfs checks before it mounts the root.
 
+mod detached;
+mod index;
 mod keys;
 mod statement;
 
+pub use index::{sign_index, verify_index, Index, IndexedBranch, INDEX_TYPE};
 pub use keys::{
     generate, parse_public_keys, read_public_keys, read_secret_key, PublicKey, SecretKey,
     TrustedKeys,

@@ -6,11 +6,9 @@
 
 use std::path::Path;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use ed25519_dalek::{Signature, Signer};
 use serde::{Deserialize, Serialize};
 
+use super::detached::{sign_text, verify_text};
 use super::{malformed, PublicKey, SecretKey, SignError, TrustedKeys};
 
 /// What a signature vouches for. Fields are declared in sorted order,
@@ -71,14 +69,11 @@ impl Statement {
 
 /// Sign `statement` with `key`.
 pub fn sign(statement: &Statement, key: &SecretKey) -> SignedStatement {
-    let bytes = statement.canonical();
-    let signature = key.0.sign(&bytes);
-    let mut text = bytes;
-    text.push(b'\n');
+    let (text, signature) = sign_text(statement.canonical(), key);
     SignedStatement {
         statement: statement.clone(),
         text,
-        signature: format!("{}\n", STANDARD.encode(signature.to_bytes())).into_bytes(),
+        signature,
     }
 }
 
@@ -93,29 +88,7 @@ pub fn verify<'k>(
     sig_path: &Path,
     trusted: &'k TrustedKeys,
 ) -> Result<(Statement, &'k PublicKey), SignError> {
-    let bytes = text.strip_suffix(b"\n").unwrap_or(text);
-    let sig = STANDARD
-        .decode(signature.trim_ascii())
-        .map_err(|e| malformed(sig_path, format!("not base64: {e}")))?;
-    let sig: [u8; 64] = sig.try_into().map_err(|s: Vec<u8>| {
-        malformed(
-            sig_path,
-            format!("an ed25519 signature is 64 bytes, not {}", s.len()),
-        )
-    })?;
-    let sig = Signature::from_bytes(&sig);
-    let signer = trusted
-        .keys
-        .iter()
-        .find(|k| k.key.verify_strict(bytes, &sig).is_ok())
-        .ok_or_else(|| SignError::Untrusted {
-            what: text_path.display().to_string(),
-            claimed: serde_json::from_slice::<serde_json::Value>(bytes)
-                .ok()
-                .and_then(|v| v.get("key")?.as_str().map(str::to_string)),
-            checked: trusted.keys.len(),
-            keys: trusted.source.clone(),
-        })?;
+    let (bytes, signer) = verify_text(text, text_path, signature, sig_path, trusted)?;
     let statement: Statement = serde_json::from_slice(bytes)
         .map_err(|e| malformed(text_path, format!("not a statement: {e}")))?;
     if statement.canonical() != bytes {

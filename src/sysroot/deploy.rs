@@ -7,7 +7,6 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
@@ -157,10 +156,7 @@ pub fn deploy(
         image_digest: digest,
         format_version: meta.format_version,
         kernel: kernel_version,
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        created: crate::clock::now(),
         signed_by: signed.as_ref().map(|v| v.key.clone()),
         etc_conflicts: merge.conflicts.clone(),
     };

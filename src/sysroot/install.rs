@@ -292,8 +292,14 @@ fn populate(
     let url = source_url(&options.source)?;
     report(&format!("pulling {} from {url}", options.branch));
     let repo = sysroot.repo();
-    remote::add(repo, "origin", &url, &sysroot.trusted_dir(), None, None)
-        .map_err(|e| SysrootError::Refused(e.to_string()))?;
+    remote::add(
+        repo,
+        "origin",
+        &url,
+        &sysroot.trusted_dir(),
+        &remote::AddOptions::default(),
+    )
+    .map_err(|e| SysrootError::Refused(e.to_string()))?;
     let origin = remote::open(repo, "origin").map_err(|e| SysrootError::Refused(e.to_string()))?;
     let pulled = remote::pull(repo, &origin, &options.branch, &PullOptions::default())
         .map_err(|e| SysrootError::Refused(e.to_string()))?;

@@ -42,7 +42,7 @@ pub use deploy::{deploy, finalize_staged, kernel_candidates, DeployOptions, Depl
 pub use entries::BootEntry;
 pub use etc_merge::EtcMerge;
 pub use install::{install, InstallOptions, InstallTarget, DEFAULT_LOADER, VERITY_PENDING};
-pub use upgrade::{upgrade, UpgradeReport};
+pub use upgrade::{upgrade, UpgradeOptions, UpgradeReport};
 pub use verity::{enable_verity, VerityReport};
 
 use crate::repo::{Repo, RepoError};

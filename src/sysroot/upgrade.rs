@@ -22,15 +22,27 @@ pub struct UpgradeReport {
     pub bytes_fetched: u64,
 }
 
-/// Pull the branch of the booted (else default) deployment from
-/// `remote` (else the only remote) and stage it, unless `check`.
+/// How to upgrade.
+#[derive(Debug, Default)]
+pub struct UpgradeOptions<'a> {
+    /// The remote to pull from (else the only one).
+    pub remote: Option<&'a str>,
+    /// Only find out whether there is an update.
+    pub check: bool,
+    /// The machine's epoch floor: a commit below it is refused.
+    pub floor: Option<u32>,
+    /// Take an expired signed index.
+    pub allow_expired: bool,
+}
+
+/// Pull the branch of the booted (else default) deployment and stage it,
+/// unless `check`.
 pub fn upgrade(
     sysroot: &Sysroot,
-    remote_name: Option<&str>,
-    check: bool,
-    floor: Option<u32>,
+    options: &UpgradeOptions,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<UpgradeReport, SysrootError> {
+    let (remote_name, check, floor) = (options.remote, options.check, options.floor);
     let repo = sysroot.repo();
     let current = super::entries::read(&sysroot.boot_dir())?;
     let base = sysroot
@@ -66,6 +78,7 @@ pub fn upgrade(
         &PullOptions {
             check_only: check,
             progress,
+            allow_expired: options.allow_expired,
             ..PullOptions::default()
         },
     )

@@ -3,6 +3,7 @@
 
 pub mod fixture;
 pub mod nginx;
+pub mod pair;
 pub mod swtpm;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,59 @@ pub fn run_ok(args: &[&std::ffi::OsStr]) -> Output {
         args,
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Hostile inputs may cost a process at most this much memory.
+pub const HOSTILE_RSS_LIMIT_KIB: u64 = 100 * 1024;
+
+/// Run `command` to the end: its output and its peak resident set size
+/// in KiB, measured by the kernel (wait4's rusage of that one child).
+pub fn output_with_peak_rss(command: &mut Command) -> (Output, u64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    // Reaped below by wait4, which std's wait cannot do with rusage.
+    #[allow(clippy::zombie_processes)]
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap();
+            v
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the child is ours and not yet reaped; the pointers are to
+    // live locals.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    (output, usage.ru_maxrss as u64)
+}
+
+/// As [`output_with_peak_rss`], asserting the peak stayed under
+/// [`HOSTILE_RSS_LIMIT_KIB`]; `what` names the input in the failure.
+pub fn output_within_memory_bound(command: &mut Command, what: &str) -> Output {
+    let (out, peak) = output_with_peak_rss(command);
+    assert!(
+        peak < HOSTILE_RSS_LIMIT_KIB,
+        "{what}: peak RSS {peak} KiB, more than {HOSTILE_RSS_LIMIT_KIB} KiB"
+    );
+    eprintln!("{what}: peak RSS {peak} KiB");
     out
 }
 

@@ -25,7 +25,7 @@ ecommit() { # BRANCH VERSION EPOCH: prints the commit id
     "$ST" commit -b "$1" --tree "$T" -m "epoch test $2" --sign-key "$work/k.sec" --epoch "$3"
 }
 C1=$(ecommit debian/stable 1 1)
-"$ST" publish >/dev/null
+"$ST" publish --sign-key "$work/k.sec" >/dev/null
 "$ST" admin install --disk "$R/disk.img" --size 4G --source "$R/build-repo" \
     --branch debian/stable --trusted "$work/k.pub" --karg console=ttyS0 | tee "$R/install.log"
 D1=$(awk '/^install: deployed /{print $3}' "$R/install.log")
@@ -34,7 +34,7 @@ C2=$(ecommit debian/e2 2 2)
 C2B=$(ecommit debian/e2b 3 2)
 broken_release "$T"
 C3=$(ecommit debian/e3 4 3)
-"$ST" publish >/dev/null
+"$ST" publish --sign-key "$work/k.sec" >/dev/null
 for c in "$C1" "$C2" "$C2B" "$C3"; do
     echo "== $c: $(tr -d '\n' < "$R/build-repo/signatures/$c.json" | grep -o '"epoch":[0-9]*')"
 done

@@ -22,7 +22,7 @@ dcommit() { # BRANCH VERSION: prints the commit id
     say "commit $1 $2: $((SECONDS - start)) s" >&2
 }
 C1=$(dcommit debian/stable 1)
-"$ST" publish >/dev/null
+"$ST" publish --sign-key "$work/k.sec" >/dev/null
 
 say "admin install --disk (an image file; nothing mounted)"
 start=$SECONDS
@@ -34,7 +34,7 @@ say "install: $((SECONDS - start)) s, deployment $D1"
 C2=$(dcommit debian/stable 2)
 broken_release "$T"
 C3=$(dcommit debian/broken 3)
-"$ST" publish >/dev/null
+"$ST" publish --sign-key "$work/k.sec" >/dev/null
 usb_disk "$R/build-repo" "$R/usb.img"
 unset SEALTREE_REPO
 rm -rf "$T"

@@ -33,7 +33,7 @@ scommit() { # BRANCH VERSION: prints the commit id
     "$ST" commit -b "$1" --tree "$T" -m "sealed $2" --sign-key "$work/k.sec"
 }
 C1=$(scommit os/stable 1)
-"$ST" publish >/dev/null
+"$ST" publish --sign-key "$work/k.sec" >/dev/null
 say "admin install --disk, systemd-boot signed with the snakeoil key"
 "$ST" admin install --disk "$R/disk.img" --size 4G --source "$R/build-repo" \
     --branch os/stable --trusted "$work/k.pub" --loader "$R/systemd-bootx64.efi" | tee "$R/install.log"
@@ -53,7 +53,7 @@ echo sealtree-transient > "$T/etc/hostname"
 tree_initramfs "$T"
 suki
 C4=$(scommit os/transient 4)
-"$ST" publish >/dev/null
+"$ST" publish --sign-key "$work/k.sec" >/dev/null
 usb_disk "$R/build-repo" "$R/usb.img"
 unset SEALTREE_REPO
 rm -rf "$T"
