@@ -398,6 +398,13 @@ fn malformed_inputs_fail_with_one_line_and_change_nothing() {
         ] {
             assert!(run_in(&client, &a).status.success());
         }
+        // The client has seen this index (an earlier pull): a verified
+        // index newer than that is recorded even by a pull that fails.
+        fs::copy(
+            served.join("index.json"),
+            client.join("remotes/origin/index.json"),
+        )
+        .unwrap();
         let pull = args(&["pull", "origin", "os"]);
         let commit_obj = served.join(format!("git/objects/{}/{}", &id[..2], &id[2..]));
         let responses: Vec<(&str, PathBuf, Option<Vec<u8>>, &str)> = vec![

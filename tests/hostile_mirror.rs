@@ -8,6 +8,7 @@ mod common;
 
 use std::fs;
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use common::nginx::Nginx;
@@ -57,7 +58,7 @@ fn a_replayed_dropped_or_expired_index_is_refused() {
     restore(&first);
     let err = p.fail("client", &["pull", "origin", "os"]);
     assert!(
-        err.contains("before the index already seen from this remote")
+        err.contains("not after the index already seen from this remote")
             && err.matches(" UTC").count() == 2,
         "{err}"
     );
@@ -346,4 +347,146 @@ fn compression_bombs_and_long_objects_are_cut_at_what_is_signed() {
     fs::write(&path, original).unwrap();
     p.ok("client", &["pull", "origin", "os"]);
     assert_eq!(p.client_objects(), vec![object]);
+}
+
+/// Rewrite the signed JSON at `json` (signature at `sig`) with `edit`,
+/// canonical again and signed by the secret key file `secret`: what a
+/// holder of that key can serve.
+fn resign(json: &Path, sig: &Path, secret: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    use base64::Engine;
+    use ed25519_dalek::Signer;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut value: serde_json::Value = serde_json::from_slice(&fs::read(json).unwrap()).unwrap();
+    edit(&mut value);
+    // serde_json's map is sorted: compact output is canonical.
+    let bytes = serde_json::to_vec(&value).unwrap();
+    let raw = b64
+        .decode(fs::read_to_string(secret).unwrap().trim())
+        .unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&raw[..32].try_into().unwrap());
+    let mut text = bytes.clone();
+    text.push(b'\n');
+    fs::write(json, &text).unwrap();
+    fs::write(
+        sig,
+        format!("{}\n", b64.encode(key.sign(&bytes).to_bytes())),
+    )
+    .unwrap();
+}
+
+/// The server's index, after `edit`, signed by `secret`.
+fn resign_index(p: &Pair, secret: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    resign(
+        &p.path("server/index.json"),
+        &p.path("server/index.sig"),
+        &p.path(secret),
+        edit,
+    );
+}
+
+#[test]
+fn a_statement_or_index_is_bound_to_its_signer_its_index_and_the_clock() {
+    let p = Pair::offline();
+    let commit = release(&p, "1");
+    p.add_remote(&p.file_url("server"), "key.pub");
+    let statement = p.path(&format!("server/signatures/{commit}.json"));
+    let statement_sig = p.path(&format!("server/signatures/{commit}.sig"));
+    let (text, sig) = (
+        fs::read(&statement).unwrap(),
+        fs::read(&statement_sig).unwrap(),
+    );
+    let sha = |b: &[u8]| common::sha256_hex(b);
+    let honest_index = fs::read(p.path("server/index.json")).unwrap();
+    let honest_sig = fs::read(p.path("server/index.sig")).unwrap();
+
+    // A statement re-signed (epoch 7, valid signature) that the index
+    // does not name.
+    resign(&statement, &statement_sig, &p.path("key.sec"), |v| {
+        v["epoch"] = 7.into();
+    });
+    let err = p.fail("client", &["pull", "origin", "os"]);
+    assert!(
+        err.contains(&format!(
+            "not the statement the signed index names (version 1, sha256 {})",
+            sha(&text)
+        )),
+        "{err}"
+    );
+
+    // Another trusted key speaking for this one: the statement names
+    // key.pub's key but other.sec signs it, and the index too.
+    let keys = p.path("keys");
+    fs::create_dir_all(&keys).unwrap();
+    fs::copy(p.path("key.pub"), keys.join("key.pub")).unwrap();
+    fs::copy(p.path("other.pub"), keys.join("other.pub")).unwrap();
+    p.ok(
+        "client",
+        &[
+            "remote",
+            "add",
+            "both",
+            &p.file_url("server"),
+            "--trusted",
+            keys.to_str().unwrap(),
+        ],
+    );
+    fs::write(&statement, &text).unwrap();
+    resign(&statement, &statement_sig, &p.path("other.sec"), |_| {});
+    let forged = fs::read(&statement).unwrap();
+    let other_key = fs::read_to_string(p.path("other.pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    resign_index(&p, "other.sec", |v| {
+        v["key"] = other_key.clone().into();
+        v["branches"]["os"]["statement"] = sha(&forged).into();
+    });
+    let err = p.fail("client", &["pull", "both", "os"]);
+    assert!(
+        err.contains("statement names key ") && err.contains("but key "),
+        "{err}"
+    );
+
+    // An index dated five years ahead would make every honest index
+    // after it look like a replay.
+    fs::write(&statement, &text).unwrap();
+    fs::write(&statement_sig, &sig).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let key = fs::read_to_string(p.path("key.pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    resign_index(&p, "key.sec", |v| {
+        v["key"] = key.into();
+        v["branches"]["os"]["statement"] = sha(&text).into();
+        v["published"] = (now + 5 * 366 * 86_400).into();
+        v["expires"] = (now + 6 * 366 * 86_400).into();
+    });
+    let err = p.fail("client", &["pull", "origin", "os"]);
+    assert!(err.contains("later than now"), "{err}");
+    // The honest index seen before is still the newest seen.
+    assert_eq!(
+        fs::read(p.path("client/remotes/origin/index.json")).unwrap(),
+        honest_index
+    );
+
+    fs::write(p.path("server/index.json"), &honest_index).unwrap();
+    fs::write(p.path("server/index.sig"), &honest_sig).unwrap();
+
+    // Two publishes within a second still date their indexes apart.
+    let published = |p: &Pair| -> i64 {
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(p.path("server/index.json")).unwrap()).unwrap();
+        v["published"].as_i64().unwrap()
+    };
+    let a = {
+        p.ok("server", &["publish", "--sign-key", &p.s("key.sec")]);
+        published(&p)
+    };
+    p.ok("server", &["publish", "--sign-key", &p.s("key.sec")]);
+    assert!(published(&p) > a);
+    p.ok("client", &["pull", "origin", "os"]);
 }

@@ -883,3 +883,53 @@ fn https_remotes_check_the_server_certificate() {
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no PEM certificate"));
 }
+
+#[test]
+fn redirects_are_followed_only_on_the_same_scheme_host_and_port() {
+    let Some(p) = Pair::new() else { return };
+    let src = p.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("f"), 10_000, 3);
+    let id = p.publish(&src);
+    // The repository moved from /old/ to / on the same server.
+    let moved = Nginx::start(&p.path("server"), "rewrite ^/old/(.*)$ /$1 redirect;");
+    p.add_remote(&format!("{}/old", moved.url()), "key.pub");
+    let out = p.ok("client", &["pull", "origin", "os"]);
+    assert!(out.contains(&id), "{out}");
+    assert!(
+        moved
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("/old/objects/")),
+        "{:?}",
+        moved.requests()
+    );
+    // A server that sends every request to another host (by name).
+    let away = Nginx::start(
+        &p.path("server"),
+        &format!(
+            "rewrite ^/(.*)$ http://localhost:{}/$1 redirect;",
+            moved.port
+        ),
+    );
+    p.ok(
+        "client",
+        &[
+            "remote",
+            "add",
+            "away",
+            &away.url(),
+            "--trusted",
+            &p.s("key.pub"),
+        ],
+    );
+    let err = p.fail("client", &["pull", "away", "os"]);
+    assert!(
+        err.contains(&format!(
+            "{}/index.json: HTTP 302: a redirect to http://localhost:{}/index.json, another scheme, host or port: refused",
+            away.url(),
+            moved.port
+        )),
+        "{err}"
+    );
+}

@@ -134,6 +134,12 @@ struct InstallArgs {
     /// Accept unsigned commits later (default: signatures required).
     #[arg(long)]
     allow_unsigned: bool,
+    /// Take the source's expired signed index (old install media).
+    #[arg(long)]
+    allow_expired: bool,
+    /// The source signs no index: read its branches from refs.json.
+    #[arg(long)]
+    unsigned_index: bool,
     /// A kernel argument (repeatable); a disk install puts root=PARTUUID=… rw first.
     #[arg(long, value_name = "ARG")]
     karg: Vec<String>,
@@ -182,6 +188,8 @@ fn install(args: InstallArgs) -> Result<()> {
         branch: args.branch,
         trusted: args.trusted,
         require_signatures: !args.allow_unsigned,
+        allow_expired: args.allow_expired,
+        unsigned_index: args.unsigned_index,
         kargs: args.karg,
         loader: args.loader,
         esp_size: args.esp_size,

@@ -451,6 +451,9 @@ impl Cli {
                 for (name, id) in &published.refs.branches {
                     println!("{name} {id}");
                 }
+                for (branch, why) in &published.unindexed {
+                    eprintln!("sealtree: {branch}: not in the signed index: {why}");
+                }
                 if let Some(index) = &published.index {
                     println!(
                         "index signed, published {}, expires {}",

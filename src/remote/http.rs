@@ -4,9 +4,9 @@
 //! HTTPS is rustls. The roots are the system's CA store
 //! (`$SSL_CERT_FILE`, else /etc/ssl/certs/ca-certificates.crt, else
 //! the Mozilla roots built in), or only the CA file a remote was added
-//! with (`remote add --ca`), for a private CA. Redirects are refused: a
-//! published repository is static files, and a redirect could lead a
-//! pull to another host or scheme.
+//! with (`remote add --ca`), for a private CA. Redirects are followed
+//! only within the remote's scheme, host and port: one elsewhere could
+//! lead a pull to another host, or from HTTPS to plain HTTP.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +22,9 @@ pub struct HttpFetcher {
     agent: ureq::Agent,
     base: String,
 }
+
+/// Redirects followed for one request.
+const MAX_REDIRECTS: usize = 5;
 
 /// The system's CA bundle, where Debian and most distributions keep it.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -94,31 +97,66 @@ impl HttpFetcher {
 
     /// A reader of the body of `path`; 404 is `not_found`.
     pub fn open(&self, path: &str) -> Result<ureq::BodyReader<'static>, FetchError> {
-        let url = self.url(path);
-        let response = self.agent.get(&url).call().map_err(|e| FetchError {
-            url: url.clone(),
-            not_found: matches!(e, ureq::Error::StatusCode(404)),
-            what: match e {
-                ureq::Error::StatusCode(code) => format!("HTTP {code}"),
-                other => other.to_string(),
-            },
-        })?;
-        if response.status().is_redirection() {
+        let mut url = self.url(path);
+        let fail = |url: &str, what: String| FetchError {
+            url: url.to_string(),
+            what,
+            not_found: false,
+        };
+        for _ in 0..=MAX_REDIRECTS {
+            let response = self.agent.get(&url).call().map_err(|e| FetchError {
+                url: url.clone(),
+                not_found: matches!(e, ureq::Error::StatusCode(404)),
+                what: match e {
+                    ureq::Error::StatusCode(code) => format!("HTTP {code}"),
+                    other => other.to_string(),
+                },
+            })?;
+            if !response.status().is_redirection() {
+                return Ok(response.into_body().into_reader());
+            }
+            let status = response.status().as_u16();
             let to = response
                 .headers()
                 .get("location")
                 .and_then(|l| l.to_str().ok())
-                .unwrap_or("nowhere")
-                .to_string();
-            return Err(FetchError {
-                url,
-                not_found: false,
-                what: format!(
-                    "HTTP {}: a redirect to {to}, refused",
-                    response.status().as_u16()
-                ),
-            });
+                .ok_or_else(|| fail(&url, format!("HTTP {status} without a location")))?;
+            url = self.same_origin(&url, to).ok_or_else(|| {
+                fail(
+                    &url,
+                    format!(
+                        "HTTP {status}: a redirect to {to}, another scheme, host or port: refused"
+                    ),
+                )
+            })?;
         }
-        Ok(response.into_body().into_reader())
+        Err(fail(&url, format!("more than {MAX_REDIRECTS} redirects")))
     }
+
+    /// `location`, resolved against `from`, if it stays on the remote's
+    /// scheme, host and port.
+    fn same_origin(&self, from: &str, location: &str) -> Option<String> {
+        let home = origin(&self.base)?;
+        let url = if location.contains("://") {
+            location.to_string()
+        } else if location.starts_with("//") {
+            return None;
+        } else if location.starts_with('/') {
+            format!("{home}{location}")
+        } else {
+            let dir = &from[..from.rfind('/')? + 1];
+            format!("{dir}{location}")
+        };
+        (origin(&url)? == home).then_some(url)
+    }
+}
+
+/// `scheme://host[:port]` of an absolute URL, lowercased.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(format!("{scheme}://{authority}").to_ascii_lowercase())
 }

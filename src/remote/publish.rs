@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::RemoteError;
 use crate::repo::Repo;
@@ -25,6 +26,8 @@ pub struct Published {
     pub refs: PublishedRefs,
     /// The signed index, when a key was given.
     pub index: Option<Index>,
+    /// Branches left out of the index, and why (no statement to pull).
+    pub unindexed: Vec<(String, String)>,
 }
 
 /// Write `refs.json` (atomically) for the current branches, and with
@@ -49,16 +52,8 @@ pub fn publish(repo: &Repo, signing: Option<(&SecretKey, i64)>) -> Result<Publis
             )));
         }
     }
-    // Tips published before had their objects opened then.
-    let before: Vec<String> = std::fs::read(repo.root().join("refs.json"))
-        .ok()
-        .and_then(|t| serde_json::from_slice::<PublishedRefs>(&t).ok())
-        .map(|r| r.branches.into_values().collect())
-        .unwrap_or_default();
     for (_, id) in &branches {
-        if !before.contains(&id.to_string()) {
-            make_readable(repo, *id)?;
-        }
+        make_readable(repo, *id)?;
     }
     let refs = PublishedRefs {
         branches: branches
@@ -66,19 +61,25 @@ pub fn publish(repo: &Repo, signing: Option<(&SecretKey, i64)>) -> Result<Publis
             .map(|(name, id)| (name.clone(), id.to_string()))
             .collect(),
     };
+    let mut unindexed = Vec::new();
     let index = match signing {
         Some((key, valid_for)) => {
-            let published = crate::clock::now();
+            // Strictly later than the index before, even within one
+            // second: clients refuse an index not newer than one seen
+            // with other contents.
+            let before = std::fs::read(&index_path)
+                .ok()
+                .and_then(|t| serde_json::from_slice::<Index>(&t).ok())
+                .map_or(i64::MIN, |i| i.published);
+            let published = crate::clock::now().max(before.saturating_add(1));
             let mut indexed = BTreeMap::new();
             for (name, id) in &branches {
-                let version = history.log(*id)?.len() as u64;
-                indexed.insert(
-                    name.clone(),
-                    IndexedBranch {
-                        commit: id.to_string(),
-                        version,
-                    },
-                );
+                match indexed_branch(repo, name, *id)? {
+                    Ok(entry) => {
+                        indexed.insert(name.clone(), entry);
+                    }
+                    Err(why) => unindexed.push((name.clone(), why)),
+                }
             }
             let index = Index {
                 branches: indexed,
@@ -98,7 +99,38 @@ pub fn publish(repo: &Repo, signing: Option<(&SecretKey, i64)>) -> Result<Publis
     };
     let json = serde_json::to_vec_pretty(&refs).expect("refs serialize");
     write(repo, "refs.json", &json)?;
-    Ok(Published { refs, index })
+    Ok(Published {
+        refs,
+        index,
+        unindexed,
+    })
+}
+
+/// The index entry of branch `name` at `commit`, or why it has none: a
+/// client pulls a commit only with its statement, for that branch.
+fn indexed_branch(
+    repo: &Repo,
+    name: &str,
+    commit: ObjectId,
+) -> Result<Result<IndexedBranch, String>, RemoteError> {
+    let Some(stored) = repo.stored_statement(commit)? else {
+        return Ok(Err(format!("commit {commit} is not signed")));
+    };
+    let path = repo.statement_paths(commit).0;
+    let statement: sign::Statement =
+        serde_json::from_slice(stored.text.strip_suffix(b"\n").unwrap_or(&stored.text))
+            .map_err(|e| RemoteError::Invalid(format!("{}: {e}", path.display())))?;
+    if statement.branch != name {
+        return Ok(Err(format!(
+            "commit {commit} is signed for branch '{}'",
+            statement.branch
+        )));
+    }
+    Ok(Ok(IndexedBranch {
+        commit: commit.to_string(),
+        statement: hex::encode(Sha256::digest(&stored.text)),
+        version: statement.version,
+    }))
 }
 
 fn write(repo: &Repo, name: &str, bytes: &[u8]) -> Result<(), RemoteError> {
@@ -120,12 +152,15 @@ fn make_readable(repo: &Repo, commit: ObjectId) -> Result<(), RemoteError> {
         };
         let path = repo.objects().path(digest);
         let fail = |e: std::io::Error| RemoteError::Invalid(format!("{}: {e}", path.display()));
-        let file = repo.objects().open_object(digest).map_err(fail)?;
-        let mode = file.metadata().map_err(fail)?.permissions().mode();
-        if mode & 0o044 != 0o044 {
-            file.set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(fail)?;
+        // A look without opening for most; the few to change are opened
+        // (no link followed, regular only) and changed through the file.
+        let meta = std::fs::symlink_metadata(&path).map_err(fail)?;
+        if meta.is_file() && meta.permissions().mode() & 0o044 == 0o044 {
+            continue;
         }
+        let file = repo.objects().open_object(digest).map_err(fail)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(fail)?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use gix::ObjectId;
 use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
 
 use super::fetch::Fetcher;
 use super::{Remote, RemoteError};
@@ -72,8 +73,10 @@ pub struct PullReport {
 /// so a second remote, a mirror serving an old signed commit, cannot
 /// stage a downgrade, whatever line of history that commit is on: a
 /// vendor's abandoned line is old releases too. Nor may it name another
-/// commit for a version seen already. Only statements by keys this remote
-/// trusts count: another vendor's branch of the same name is no floor.
+/// commit for a version seen already. What this remote pulled before
+/// counts whatever key signed it (keys rotate); anything else counts
+/// only if its statement verifies against this remote's keys: another
+/// vendor's branch of the same name is no floor.
 fn conflicting_seen(
     repo: &Repo,
     remote: &Remote,
@@ -82,33 +85,40 @@ fn conflicting_seen(
     commit: ObjectId,
 ) -> Result<Option<String>, RemoteError> {
     let history = repo.history()?;
-    let mut seen: Vec<(ObjectId, String)> = Vec::new();
+    let mut seen: Vec<(ObjectId, String, bool)> = Vec::new();
     for (name, _) in super::list(repo)? {
         if let Some(c) = history.remote_ref(&name, branch)? {
-            seen.push((c, format!("pulled from remote {name}")));
+            seen.push((c, format!("pulled from remote {name}"), name == remote.name));
         }
     }
     if let Ok(Some(c)) = history.branch(branch) {
-        seen.push((c, "the local branch".to_string()));
+        seen.push((c, "the local branch".to_string(), false));
     }
     for (id, c) in history.deployment_refs()? {
-        seen.push((c, format!("deployed as {id}")));
+        seen.push((c, format!("deployed as {id}"), false));
     }
-    let trusted: Vec<String> = remote.trusted.keys.iter().map(|k| k.encoded()).collect();
     let mut worst: Option<(u64, String)> = None;
-    for (seen_commit, place) in seen {
+    for (seen_commit, place, own) in seen {
         let Some(stored) = repo.stored_statement(seen_commit)? else {
             continue;
         };
+        let (text_path, sig_path) = repo.statement_paths(seen_commit);
         let statement: sign::Statement =
             serde_json::from_slice(stored.text.strip_suffix(b"\n").unwrap_or(&stored.text))
-                .map_err(|e| {
-                    RemoteError::Invalid(format!(
-                        "{}: {e}",
-                        repo.statement_paths(seen_commit).0.display()
-                    ))
-                })?;
-        if statement.branch != branch || !trusted.contains(&statement.key) {
+                .map_err(|e| RemoteError::Invalid(format!("{}: {e}", text_path.display())))?;
+        if statement.branch != branch {
+            continue;
+        }
+        let ours = own
+            || sign::verify(
+                &stored.text,
+                &text_path,
+                &stored.signature,
+                &sig_path,
+                &remote.trusted,
+            )
+            .is_ok();
+        if !ours {
             continue;
         }
         let conflict = if statement.version > version {
@@ -171,13 +181,17 @@ pub fn pull(
             statement.branch
         )));
     }
-    if tip.version.is_some_and(|v| v != statement.version) {
-        return Err(RemoteError::Invalid(format!(
-            "{}: the statement is of version {}, the signed index names version {}",
-            fetcher.url(&text_path),
-            statement.version,
-            tip.version.unwrap_or_default()
-        )));
+    if let Some(indexed) = &tip.indexed {
+        let digest = hex::encode(Sha256::digest(&text));
+        if digest != indexed.statement || statement.version != indexed.version {
+            return Err(RemoteError::Invalid(format!(
+                "{}: not the statement the signed index names (version {}, sha256 {}), but version {}, sha256 {digest}",
+                fetcher.url(&text_path),
+                indexed.version,
+                indexed.statement,
+                statement.version
+            )));
+        }
     }
     if !options.allow_downgrade {
         if let Some(conflict) = conflicting_seen(repo, remote, branch, statement.version, commit)? {
@@ -200,10 +214,9 @@ pub fn pull(
         objects_present: 0,
         signed_by,
         image_digest: statement.image_digest.clone(),
-        index: tip.index,
+        index: tip.indexed.as_ref().map(|i| (i.published, i.expires)),
     };
     if options.check_only {
-        tip.record(repo, remote)?;
         return Ok(report);
     }
 
@@ -242,6 +255,22 @@ pub fn pull(
     if !image_path.exists() {
         crate::compose::write_file_atomic(&image_path, &image.bytes).map_err(RepoError::from)?;
     }
+    // A statement of a lower epoch would let older releases boot again
+    // on machines that take their epoch from it.
+    if let Some(stored) = repo.stored_statement(commit)? {
+        if let Ok(before) = serde_json::from_slice::<sign::Statement>(
+            stored.text.strip_suffix(b"\n").unwrap_or(&stored.text),
+        ) {
+            if before.epoch > statement.epoch {
+                return Err(RemoteError::Invalid(format!(
+                    "{}: commit {commit} is signed here with epoch {}; a statement of epoch {} does not replace it",
+                    fetcher.url(&text_path),
+                    before.epoch,
+                    statement.epoch
+                )));
+            }
+        }
+    }
     repo.store_statement(commit, &text, &sig)?;
     repo.sync()?;
     if previous != Some(commit) {
@@ -252,7 +281,6 @@ pub fn pull(
     // named could lose its objects to prune, then come back as an
     // ancestor of a later pull, unchecked.
     repo.set_partial(commit, false)?;
-    tip.record(repo, remote)?;
     Ok(report)
 }
 

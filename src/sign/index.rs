@@ -35,6 +35,10 @@ pub struct Index {
 pub struct IndexedBranch {
     /// Git commit id, hex.
     pub commit: String,
+    /// SHA-256 of the commit's statement text, hex: the index vouches for
+    /// that statement, so a mirror cannot pair the commit with another
+    /// one (of a lower epoch, say).
+    pub statement: String,
     /// The version of the commit's signed statement.
     pub version: u64,
 }
@@ -72,6 +76,16 @@ pub fn verify_index<'k>(
         return Err(malformed(
             text_path,
             format!("index type is '{}', not '{INDEX_TYPE}'", index.kind),
+        ));
+    }
+    if index.key != signer.encoded() {
+        return Err(malformed(
+            text_path,
+            format!(
+                "index names key {}, but key {} signed it",
+                index.key,
+                signer.encoded()
+            ),
         ));
     }
     if index.expires <= index.published {

@@ -100,6 +100,18 @@ pub fn verify<'k>(
             format!("epoch {} is above {MAX_EPOCH}", statement.epoch),
         ));
     }
+    // The key it names is the key that signed: a statement may not
+    // speak for another signer.
+    if statement.key != signer.encoded() {
+        return Err(malformed(
+            text_path,
+            format!(
+                "statement names key {}, but key {} signed it",
+                statement.key,
+                signer.encoded()
+            ),
+        ));
+    }
     if statement.kind != STATEMENT_TYPE {
         return Err(malformed(
             text_path,

@@ -61,6 +61,10 @@ pub struct InstallOptions {
     /// Keys the first commit (and every later one) must be signed by.
     pub trusted: Vec<PathBuf>,
     pub require_signatures: bool,
+    /// Take an expired signed index from the source (old media).
+    pub allow_expired: bool,
+    /// The source signs no index (its origin remote is added so).
+    pub unsigned_index: bool,
     /// Kernel arguments; for a disk, `root=PARTUUID=… rw` comes first.
     pub kargs: Vec<String>,
     /// systemd-boot's EFI binary.
@@ -297,11 +301,18 @@ fn populate(
         "origin",
         &url,
         &sysroot.trusted_dir(),
-        &remote::AddOptions::default(),
+        &remote::AddOptions {
+            unsigned_index: options.unsigned_index,
+            ..Default::default()
+        },
     )
     .map_err(|e| SysrootError::Refused(e.to_string()))?;
     let origin = remote::open(repo, "origin").map_err(|e| SysrootError::Refused(e.to_string()))?;
-    let pulled = remote::pull(repo, &origin, &options.branch, &PullOptions::default())
+    let pull = PullOptions {
+        allow_expired: options.allow_expired,
+        ..Default::default()
+    };
+    let pulled = remote::pull(repo, &origin, &options.branch, &pull)
         .map_err(|e| SysrootError::Refused(e.to_string()))?;
     report(&format!(
         "pulled {} ({} objects, {} bytes)",
