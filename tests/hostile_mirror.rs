@@ -102,18 +102,7 @@ fn an_unsigned_index_is_taken_only_from_a_remote_added_for_it() {
     let src = p.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("release"), "1").unwrap();
-    p.ok(
-        "server",
-        &[
-            "commit",
-            "-b",
-            "os",
-            "--tree",
-            src.to_str().unwrap(),
-            "--sign-key",
-            &p.s("key.sec"),
-        ],
-    );
+    p.commit("server", &src, "key.sec");
     p.ok("server", &["publish"]);
     p.add_remote(&p.file_url("server"), "key.pub");
     let err = p.fail("client", &["pull", "origin", "os"]);
@@ -155,18 +144,7 @@ fn other_server(p: &Pair, dir: &str, key: &str, releases: &[&str]) {
     fs::create_dir_all(&src).unwrap();
     for r in releases {
         fs::write(src.join("release"), r).unwrap();
-        p.ok(
-            dir,
-            &[
-                "commit",
-                "-b",
-                "os",
-                "--tree",
-                src.to_str().unwrap(),
-                "--sign-key",
-                &p.s(key),
-            ],
-        );
+        p.commit(dir, &src, key);
     }
     p.ok(dir, &["publish", "--sign-key", &p.s(key)]);
 }
@@ -177,17 +155,7 @@ fn another_vendors_branch_of_the_same_name_sets_no_floor() {
     release(&p, "1");
     // Another vendor, another key, a branch also called os at version 3.
     other_server(&p, "vendor2", "other.sec", &["a", "b", "c"]);
-    p.ok(
-        "client",
-        &[
-            "remote",
-            "add",
-            "vendor2",
-            &p.file_url("vendor2"),
-            "--trusted",
-            &p.s("other.pub"),
-        ],
-    );
+    p.add_named_remote("vendor2", &p.file_url("vendor2"), "other.pub");
     p.ok("client", &["pull", "vendor2", "os"]);
     p.add_remote(&p.file_url("server"), "key.pub");
     p.ok("client", &["pull", "origin", "os"]);
@@ -201,17 +169,7 @@ fn two_commits_for_one_version_are_refused() {
     p.ok("client", &["pull", "origin", "os"]);
     // The same key, the same version, other content.
     other_server(&p, "mirror", "key.sec", &["1 with a backdoor"]);
-    p.ok(
-        "client",
-        &[
-            "remote",
-            "add",
-            "m2",
-            &p.file_url("mirror"),
-            "--trusted",
-            &p.s("key.pub"),
-        ],
-    );
+    p.add_named_remote("m2", &p.file_url("mirror"), "key.pub");
     let err = p.fail("client", &["pull", "m2", "os"]);
     assert!(
         err.contains(&format!(
@@ -419,17 +377,7 @@ fn a_statement_or_index_is_bound_to_its_signer_its_index_and_the_clock() {
     fs::create_dir_all(&keys).unwrap();
     fs::copy(p.path("key.pub"), keys.join("key.pub")).unwrap();
     fs::copy(p.path("other.pub"), keys.join("other.pub")).unwrap();
-    p.ok(
-        "client",
-        &[
-            "remote",
-            "add",
-            "both",
-            &p.file_url("server"),
-            "--trusted",
-            keys.to_str().unwrap(),
-        ],
-    );
+    p.add_named_remote("both", &p.file_url("server"), "keys");
     fs::write(&statement, &text).unwrap();
     resign(&statement, &statement_sig, &p.path("other.sec"), |_| {});
     let forged = fs::read(&statement).unwrap();

@@ -635,17 +635,7 @@ fn no_remote_can_bring_a_branch_below_the_newest_seen() {
     let second = p.publish(&src);
     p.add_remote(&p.file_url("server"), "key.pub");
     p.ok("client", &["pull", "origin", "os"]);
-    p.ok(
-        "client",
-        &[
-            "remote",
-            "add",
-            "m2",
-            &p.file_url("mirror"),
-            "--trusted",
-            &p.s("key.pub"),
-        ],
-    );
+    p.add_named_remote("m2", &p.file_url("mirror"), "key.pub");
     let out = p.run("client", &["pull", "m2", "os"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -695,17 +685,7 @@ fn an_older_release_on_another_line_is_a_downgrade_too() {
         );
     }
     q.ok("server", &["publish", "--sign-key", &p.s("key.sec")]);
-    p.ok(
-        "client",
-        &[
-            "remote",
-            "add",
-            "m2",
-            &q.file_url("server"),
-            "--trusted",
-            &p.s("key.pub"),
-        ],
-    );
+    p.add_named_remote("m2", &q.file_url("server"), "key.pub");
     let out = p.run("client", &["pull", "m2", "os"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

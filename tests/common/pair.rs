@@ -96,10 +96,11 @@ impl Pair {
         err
     }
 
-    /// Commit `tree` on the server, signed, and publish.
-    pub fn publish(&self, tree: &Path) -> String {
+    /// Commit `tree` to branch os of repository `repo`, signed by the
+    /// secret key file `key`: the commit id.
+    pub fn commit(&self, repo: &str, tree: &Path, key: &str) -> String {
         let id = self.ok(
-            "server",
+            repo,
             &[
                 "commit",
                 "-b",
@@ -107,13 +108,20 @@ impl Pair {
                 "--tree",
                 tree.to_str().unwrap(),
                 "--sign-key",
-                &self.s("key.sec"),
+                &self.s(key),
             ],
         );
-        self.ok("server", &["publish", "--sign-key", &self.s("key.sec")]);
         id.trim().to_string()
     }
 
+    /// Commit `tree` on the server, signed, and publish.
+    pub fn publish(&self, tree: &Path) -> String {
+        let id = self.commit("server", tree, "key.sec");
+        self.ok("server", &["publish", "--sign-key", &self.s("key.sec")]);
+        id
+    }
+
+    /// Remote origin of the client at `url`, trusting the key file `key`.
     pub fn add_remote(&self, url: &str, key: &str) {
         self.ok(
             "client",
@@ -127,6 +135,14 @@ impl Pair {
                 "--timeout",
                 "5",
             ],
+        );
+    }
+
+    /// Remote `name` of the client at `url`, trusting the key file `key`.
+    pub fn add_named_remote(&self, name: &str, url: &str, key: &str) {
+        self.ok(
+            "client",
+            &["remote", "add", name, url, "--trusted", &self.s(key)],
         );
     }
 
