@@ -9,6 +9,7 @@ pub mod erofs;
 pub mod fsverity;
 pub mod lockfile;
 pub mod objects;
+pub mod oci;
 pub mod remote;
 pub mod repo;
 pub mod sign;

@@ -2,6 +2,7 @@
 //! file contents hashed on the fly and optionally staged into an object
 //! store. Entries that would escape the tree are refused.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -36,105 +37,151 @@ pub fn read_tar(path: &Path, staging: Option<&Staging>) -> Result<Tree, TarError
 
 /// [`read_tar`] of an archive read from `input`; `path` names it in errors.
 pub fn read_tar_from(
-    mut input: impl BufRead,
+    input: impl BufRead,
     path: &Path,
     staging: Option<&Staging>,
 ) -> Result<Tree, TarError> {
-    let fail = |entry: Option<&[u8]>, message: String| TarError {
-        archive: path.to_path_buf(),
-        entry: entry.map(|e| e.escape_ascii().to_string()),
-        message,
-    };
-    let magic = input.fill_buf().map_err(|e| fail(None, e.to_string()))?;
-    let reader: Box<dyn Read + '_> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(input))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(
-            zstd::stream::read::Decoder::with_buffer(input)
-                .map_err(|e| fail(None, e.to_string()))?,
-        )
-    } else {
-        Box::new(input)
-    };
-    let mut archive = tar::Archive::new(reader);
-    let mut root = Inode::new(S_IFDIR | 0o755);
-    root.nlink = 1;
-    let mut import = Import {
-        tree: Tree::new(root),
-        staging,
-    };
-    // Raw mode: PAX and GNU long-name records are read here, by their
-    // length prefixes, so names and values may hold any byte.
-    let entries = archive
-        .entries()
-        .map_err(|e| fail(None, e.to_string()))?
-        .raw(true);
-    let mut pending = Extensions::default();
-    // Bytes of extension records read for the next entry.
-    let mut pending_bytes = 0u64;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| fail(None, format!("unreadable entry: {e}")))?;
-        let mut data = Vec::new();
-        // What the header says; a bad field reads as too large.
-        let declared = entry.header().entry_size().unwrap_or(u64::MAX);
-        match entry.header().entry_type() {
-            tar::EntryType::XHeader => {
-                read_record(&mut entry, declared, &mut data, &mut pending_bytes, "PAX")
-                    .map_err(|m| fail(None, m))?;
-                let records = parse_pax(&data).map_err(|m| fail(None, m))?;
-                pending.pax.extend(records);
-            }
-            tar::EntryType::XGlobalHeader => {}
-            tar::EntryType::GNULongName => {
-                read_record(
-                    &mut entry,
-                    declared,
-                    &mut data,
-                    &mut pending_bytes,
-                    "GNU long name",
-                )
-                .map_err(|m| fail(None, m))?;
-                pending.long_name = Some(trim_nul(data));
-            }
-            tar::EntryType::GNULongLink => {
-                read_record(
-                    &mut entry,
-                    declared,
-                    &mut data,
-                    &mut pending_bytes,
-                    "GNU long link",
-                )
-                .map_err(|m| fail(None, m))?;
-                pending.long_link = Some(trim_nul(data));
-            }
-            _ => {
-                let ext = std::mem::take(&mut pending);
-                pending_bytes = 0;
-                let name = ext
-                    .pax_value(b"path")
-                    .map(<[u8]>::to_vec)
-                    .or(ext.long_name.clone())
-                    .unwrap_or_else(|| entry.header().path_bytes().into_owned());
-                if name.len() > MAX_PATH {
-                    return Err(fail(
-                        None,
-                        format!(
-                            "an entry's path is {} bytes (at most {MAX_PATH})",
-                            name.len()
-                        ),
-                    ));
-                }
-                import
-                    .entry(&mut entry, &name, &ext)
-                    .map_err(|m| fail(Some(&name), m))?;
-            }
+    let mut import = TarImport::new(staging);
+    import.apply(input, path, false)?;
+    import.finish(path)
+}
+
+/// A tree built from tar archives applied in order: one archive, or the
+/// layers of a container image, where later layers replace and delete
+/// (whiteouts) what earlier ones made.
+pub struct TarImport<'s, 'o> {
+    import: Import<'s, 'o>,
+}
+
+impl<'s, 'o> TarImport<'s, 'o> {
+    /// An empty tree; contents larger than the inline threshold are
+    /// staged into `staging` when given.
+    pub fn new(staging: Option<&'s Staging<'o>>) -> TarImport<'s, 'o> {
+        let mut root = Inode::new(S_IFDIR | 0o755);
+        root.nlink = 1;
+        TarImport {
+            import: Import {
+                tree: Tree::new(root),
+                staging,
+                layer: None,
+            },
         }
     }
-    import.tree.canonicalize_hardlinks();
-    if let Some((name, message)) = import.tree.link_climbing_out() {
-        return Err(fail(Some(&name), message));
+
+    /// Apply the archive (plain, gzip or zstd) read from `input`; `path`
+    /// names it in errors. As a `layer`, whiteout entries (`.wh.NAME`,
+    /// `.wh..wh..opq`) delete what earlier layers made, as the OCI image
+    /// specification says.
+    pub fn apply(
+        &mut self,
+        mut input: impl BufRead,
+        path: &Path,
+        layer: bool,
+    ) -> Result<(), TarError> {
+        let fail = |entry: Option<&[u8]>, message: String| TarError {
+            archive: path.to_path_buf(),
+            entry: entry.map(|e| e.escape_ascii().to_string()),
+            message,
+        };
+        let magic = input.fill_buf().map_err(|e| fail(None, e.to_string()))?;
+        let reader: Box<dyn Read + '_> = if magic.starts_with(&[0x1f, 0x8b]) {
+            Box::new(flate2::bufread::MultiGzDecoder::new(input))
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Box::new(
+                zstd::stream::read::Decoder::with_buffer(input)
+                    .map_err(|e| fail(None, e.to_string()))?,
+            )
+        } else {
+            Box::new(input)
+        };
+        let mut archive = tar::Archive::new(reader);
+        let import = &mut self.import;
+        import.layer = layer.then(HashSet::new);
+        // Raw mode: PAX and GNU long-name records are read here, by their
+        // length prefixes, so names and values may hold any byte.
+        let entries = archive
+            .entries()
+            .map_err(|e| fail(None, e.to_string()))?
+            .raw(true);
+        let mut pending = Extensions::default();
+        // Bytes of extension records read for the next entry.
+        let mut pending_bytes = 0u64;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| fail(None, format!("unreadable entry: {e}")))?;
+            let mut data = Vec::new();
+            // What the header says; a bad field reads as too large.
+            let declared = entry.header().entry_size().unwrap_or(u64::MAX);
+            match entry.header().entry_type() {
+                tar::EntryType::XHeader => {
+                    read_record(&mut entry, declared, &mut data, &mut pending_bytes, "PAX")
+                        .map_err(|m| fail(None, m))?;
+                    let records = parse_pax(&data).map_err(|m| fail(None, m))?;
+                    pending.pax.extend(records);
+                }
+                tar::EntryType::XGlobalHeader => {}
+                tar::EntryType::GNULongName => {
+                    read_record(
+                        &mut entry,
+                        declared,
+                        &mut data,
+                        &mut pending_bytes,
+                        "GNU long name",
+                    )
+                    .map_err(|m| fail(None, m))?;
+                    pending.long_name = Some(trim_nul(data));
+                }
+                tar::EntryType::GNULongLink => {
+                    read_record(
+                        &mut entry,
+                        declared,
+                        &mut data,
+                        &mut pending_bytes,
+                        "GNU long link",
+                    )
+                    .map_err(|m| fail(None, m))?;
+                    pending.long_link = Some(trim_nul(data));
+                }
+                _ => {
+                    let ext = std::mem::take(&mut pending);
+                    pending_bytes = 0;
+                    let name = ext
+                        .pax_value(b"path")
+                        .map(<[u8]>::to_vec)
+                        .or(ext.long_name.clone())
+                        .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+                    if name.len() > MAX_PATH {
+                        return Err(fail(
+                            None,
+                            format!(
+                                "an entry's path is {} bytes (at most {MAX_PATH})",
+                                name.len()
+                            ),
+                        ));
+                    }
+                    import
+                        .entry(&mut entry, &name, &ext)
+                        .map_err(|m| fail(Some(&name), m))?;
+                }
+            }
+        }
+        import.layer = None;
+        Ok(())
     }
-    Ok(import.tree)
+
+    /// The tree; `path` names the source in errors.
+    pub fn finish(mut self, path: &Path) -> Result<Tree, TarError> {
+        let tree = &mut self.import.tree;
+        tree.count_links();
+        tree.canonicalize_hardlinks();
+        if let Some((name, message)) = tree.link_climbing_out() {
+            return Err(TarError {
+                archive: path.to_path_buf(),
+                entry: Some(name.escape_ascii().to_string()),
+                message,
+            });
+        }
+        Ok(self.import.tree)
+    }
 }
 
 /// One PAX record: key and value.
@@ -212,7 +259,14 @@ fn percent_decode(s: &[u8]) -> Vec<u8> {
 struct Import<'s, 'o> {
     tree: Tree,
     staging: Option<&'s Staging<'o>>,
+    /// Applying a layer: the names (directory, name) this layer made,
+    /// which its opaque whiteouts keep.
+    layer: Option<HashSet<(InodeId, Vec<u8>)>>,
 }
+
+/// A whiteout's prefix; `.wh..wh..opq` hides a directory's lower contents.
+const WHITEOUT: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
 
 impl Import<'_, '_> {
     fn entry(
@@ -224,6 +278,16 @@ impl Import<'_, '_> {
         use tar::EntryType as T;
         let kind = entry.header().entry_type();
         let components = clean_path(name)?;
+        if self.layer.is_some() {
+            if let Some((last, parents)) = components.split_last() {
+                if parents.iter().any(|p| p.starts_with(WHITEOUT)) {
+                    return Err("a whiteout name as a directory".into());
+                }
+                if let Some(hidden) = last.strip_prefix(WHITEOUT) {
+                    return self.whiteout(parents, (last != OPAQUE).then_some(hidden));
+                }
+            }
+        }
         let header = entry.header();
         let perms = header.mode().map_err(|e| e.to_string())? & 0o7777;
         let mut inode = Inode::new(0);
@@ -376,6 +440,7 @@ impl Import<'_, '_> {
                 let old = std::mem::take(&mut self.tree.inodes[id].entries);
                 inode.entries = old;
                 self.tree.inodes[id] = inode;
+                self.note_made(components);
                 Ok(())
             }
             None => {
@@ -415,6 +480,7 @@ impl Import<'_, '_> {
                 }
             };
         }
+        self.note_made(components);
         // A later entry replaces an earlier one of the same name, as
         // extraction would.
         self.tree.inodes[dir].entries.insert(
@@ -424,6 +490,66 @@ impl Import<'_, '_> {
                 hardlink,
             },
         );
+        Ok(())
+    }
+
+    /// In a layer, note each name along `components` as made by it: its
+    /// opaque whiteouts keep them (the name itself may not exist yet).
+    fn note_made(&mut self, components: &[Vec<u8>]) {
+        let Some(made) = &mut self.layer else {
+            return;
+        };
+        let mut dir = ROOT;
+        for part in components {
+            made.insert((dir, part.clone()));
+            match self.tree.inodes[dir].entries.get(part.as_slice()) {
+                Some(e) if self.tree.inodes[e.inode].is_dir() && !e.hardlink => dir = e.inode,
+                _ => return,
+            }
+        }
+    }
+
+    /// A whiteout in directory `parents`: of `name`, or (None) an opaque
+    /// one. Whiteouts apply to lower layers only: what this layer made
+    /// stays, with whatever lower layers had put beneath it hidden. A
+    /// whiteout of something no layer made deletes nothing.
+    fn whiteout(&mut self, parents: &[Vec<u8>], name: Option<&[u8]>) -> Result<(), String> {
+        let Some(dir) = self
+            .lookup(parents)
+            .filter(|&d| self.tree.inodes[d].is_dir())
+        else {
+            return Ok(());
+        };
+        let made = self.layer.as_ref().expect("whiteouts are for layers");
+        let hide_from = match name {
+            None => dir,
+            Some(name) if name.is_empty() || name == b"." || name == b".." => {
+                return Err("a whiteout of no name".into())
+            }
+            Some(name) => {
+                if !made.contains(&(dir, name.to_vec())) {
+                    self.tree.inodes[dir].entries.remove(name);
+                    return Ok(());
+                }
+                match self.tree.inodes[dir].entries.get(name) {
+                    Some(e) if self.tree.inodes[e.inode].is_dir() && !e.hardlink => e.inode,
+                    _ => return Ok(()),
+                }
+            }
+        };
+        // Hide lower entries under `hide_from`, all the way down.
+        let tree = &mut self.tree;
+        let mut stack = vec![hide_from];
+        while let Some(d) = stack.pop() {
+            let mut entries = std::mem::take(&mut tree.inodes[d].entries);
+            entries.retain(|n, _| made.contains(&(d, n.clone())));
+            for e in entries.values() {
+                if !e.hardlink && tree.inodes[e.inode].is_dir() {
+                    stack.push(e.inode);
+                }
+            }
+            tree.inodes[d].entries = entries;
+        }
         Ok(())
     }
 
@@ -520,4 +646,110 @@ fn parse_pax_time(value: &[u8]) -> Option<Mtime> {
         nsec = digits.parse().ok()?;
     }
     Some(Mtime { sec, nsec })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layer of (path, kind, content or link target).
+    fn layer(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            match kind {
+                tar::EntryType::Link => {
+                    h.set_size(0);
+                    b.append_link(&mut h, path, data).unwrap();
+                }
+                _ => {
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, path, data.as_bytes()).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn apply_layers(layers: &[Vec<u8>]) -> Tree {
+        let mut import = TarImport::new(None);
+        for l in layers {
+            import.apply(&l[..], Path::new("layer"), true).unwrap();
+        }
+        import.finish(Path::new("image")).unwrap()
+    }
+
+    #[test]
+    fn whiteouts_apply_to_lower_layers_only() {
+        use tar::EntryType::{Directory as D, Link as L, Regular as F};
+        let lower = layer(&[
+            ("a/b/c/bar", F, "bar"),
+            ("a/other", F, "other"),
+            ("x", F, "lower x"),
+            ("gone", F, "gone"),
+            ("keep/f", F, "f"),
+            ("tool", F, "tool"),
+        ]);
+        let upper = layer(&[
+            ("a/", D, ""),
+            ("a/b/", D, ""),
+            ("a/b/c/", D, ""),
+            ("a/b/c/foo", F, "foo"),
+            ("a/.wh..wh..opq", F, ""),
+            ("x", F, "upper x"),
+            (".wh.x", F, ""),
+            (".wh.gone", F, ""),
+            (".wh.never-there", F, ""),
+            ("tool-link", L, "tool"),
+        ]);
+        let tree = apply_layers(&[lower, upper]);
+        let present = |p: &str| tree.lookup(p.as_bytes()).is_some();
+        assert!(present("a/b/c/foo"));
+        assert!(!present("a/b/c/bar"), "the opaque whiteout hides lower a/…");
+        assert!(!present("a/other"));
+        assert!(
+            present("x"),
+            "a whiteout does not delete its own layer's file"
+        );
+        assert_eq!(
+            tree.inodes[tree.lookup(b"x").unwrap()].content.as_deref(),
+            Some(&b"upper x"[..])
+        );
+        assert!(!present("gone") && present("keep/f"));
+        let tool = tree.lookup(b"tool").unwrap();
+        assert_eq!(tree.lookup(b"tool-link"), Some(tool));
+        assert_eq!(tree.inodes[tool].nlink, 2);
+        // Deleting one name of a hard-linked pair leaves one link.
+        let tree2 = apply_layers(&[
+            layer(&[("t", F, "t"), ("u", L, "t")]),
+            layer(&[(".wh.t", F, "")]),
+        ]);
+        assert_eq!(tree2.inodes[tree2.lookup(b"u").unwrap()].nlink, 1);
+    }
+
+    #[test]
+    fn whiteout_names_are_files_outside_layers() {
+        let mut import = TarImport::new(None);
+        let archive = layer(&[(".wh.x", tar::EntryType::Regular, "")]);
+        import
+            .apply(&archive[..], Path::new("t.tar"), false)
+            .unwrap();
+        let tree = import.finish(Path::new("t.tar")).unwrap();
+        assert!(tree.lookup(b".wh.x").is_some());
+        // In a layer, a whiteout name cannot be a directory.
+        let mut import = TarImport::new(None);
+        let bad = layer(&[(".wh.x/y", tar::EntryType::Regular, "")]);
+        let err = import
+            .apply(&bad[..], Path::new("l.tar"), true)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("whiteout name as a directory"),
+            "{err}"
+        );
+    }
 }

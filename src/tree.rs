@@ -172,6 +172,18 @@ impl Tree {
         }
     }
 
+    /// Set each non-directory's link count to the names it has in the
+    /// tree, after names were replaced or deleted.
+    pub fn count_links(&mut self) {
+        let mut links = vec![0u32; self.inodes.len()];
+        self.walk(|_, id, _| links[id] += 1);
+        for (inode, n) in self.inodes.iter_mut().zip(links) {
+            if !inode.is_dir() && n > 0 {
+                inode.nlink = n;
+            }
+        }
+    }
+
     /// Make the first entry of each multiply-linked inode, in breadth-first
     /// order with names sorted, its primary: a choice that depends on the
     /// tree alone, not on the order a source listed it in.

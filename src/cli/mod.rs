@@ -194,7 +194,7 @@ enum KeyCommand {
 }
 
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["tree", "tar", "dump"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["tree", "tar", "dump", "oci"])))]
 struct CommitArgs {
     /// The branch to commit to.
     #[arg(short, long)]
@@ -208,6 +208,10 @@ struct CommitArgs {
     /// Commit the tree a dumpfile describes (contents already stored).
     #[arg(long, value_name = "FILE")]
     dump: Option<PathBuf>,
+    /// Commit an OCI image: oci:DIR[:TAG] (an image layout), its layers
+    /// applied in order, whiteouts included.
+    #[arg(long, value_name = "REF")]
+    oci: Option<String>,
     /// The commit message.
     #[arg(short, long, default_value = "")]
     message: String,
@@ -550,11 +554,12 @@ impl Cli {
 }
 
 fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
-    let source = match (&args.tree, &args.tar, &args.dump) {
-        (Some(dir), _, _) => CommitSource::Directory(dir),
-        (_, Some(tar), _) => CommitSource::Tar(tar),
-        (_, _, Some(dump)) => CommitSource::Dump(dump),
-        _ => bail!("give --tree, --tar or --dump"),
+    let source = match (&args.tree, &args.tar, &args.dump, &args.oci) {
+        (Some(dir), ..) => CommitSource::Directory(dir),
+        (_, Some(tar), ..) => CommitSource::Tar(tar),
+        (_, _, Some(dump), _) => CommitSource::Dump(dump),
+        (.., Some(reference)) => CommitSource::Oci(reference),
+        _ => bail!("give --tree, --tar, --dump or --oci"),
     };
     // A bad key is refused before any work is done.
     let sign_key = args
@@ -642,6 +647,23 @@ fn print_commit(out: &mut impl Write, info: &CommitInfo, full: bool) -> Result<(
             "Entries: {}  Content: {} bytes",
             info.meta.entries, info.meta.total_size
         )?;
+    }
+    if let Some(source) = &info.meta.image_source {
+        // Labels come from the image: escaped, they cannot forge lines.
+        writeln!(
+            out,
+            "Source: {} ({})",
+            source.reference.escape_debug(),
+            source.manifest.escape_debug()
+        )?;
+        for (key, value) in &source.labels {
+            writeln!(
+                out,
+                "Label:  {}={}",
+                key.escape_debug(),
+                value.escape_debug()
+            )?;
+        }
     }
     writeln!(out)?;
     for line in info.message.lines() {

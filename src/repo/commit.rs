@@ -25,6 +25,8 @@ pub enum CommitSource<'a> {
     Tar(&'a Path),
     /// A composefs dumpfile whose contents are already in the store.
     Dump(&'a Path),
+    /// An OCI image (`oci:DIR[:TAG]`): its layers applied in order.
+    Oci(&'a str),
 }
 
 /// The result of a commit.
@@ -67,6 +69,7 @@ pub fn commit(
         .unwrap_or(0);
 
     let statcache_path = repo.root().join("statcache");
+    let mut image_source = None;
     let (tree, walk) = match source {
         CommitSource::Directory(dir) => {
             let cache = StatCache::load(&statcache_path);
@@ -92,6 +95,17 @@ pub fn commit(
             staging.commit().map_err(io_err(repo.objects().root()))?;
             (tree, None)
         }
+        CommitSource::Oci(reference) => {
+            let staging = repo
+                .objects()
+                .staging()
+                .map_err(io_err(repo.objects().root()))?;
+            let image = crate::oci::read(reference, Some(&staging))
+                .map_err(|e| RepoError::Invalid(e.to_string()))?;
+            staging.commit().map_err(io_err(repo.objects().root()))?;
+            image_source = Some(image.source);
+            (image.tree, None)
+        }
         CommitSource::Dump(path) => {
             let mut tree = read_dumpfile(path)?;
             // As for tar archives: no link may lead out of a checkout.
@@ -114,7 +128,8 @@ pub fn commit(
         Some((blob, digest)) => (DumpBlob::Stored(blob), digest),
         None => (DumpBlob::New(&dump), write_image(repo, &tree)?),
     };
-    let meta = CommitMeta::describe(&tree, dump.len() as u64, &digest, IMAGE_FORMAT_VERSION);
+    let mut meta = CommitMeta::describe(&tree, dump.len() as u64, &digest, IMAGE_FORMAT_VERSION);
+    meta.image_source = image_source;
     let id = history.write_commit(dump_blob, &meta, message, parent, crate::clock::now())?;
     if let Some(key) = options.sign_key {
         super::sign_commit(repo, id, branch, key, options.epoch)?;

@@ -21,6 +21,9 @@ pub struct CommitMeta {
     /// is inflated (0 in commits made before it was recorded).
     #[serde(default)]
     pub dump_size: u64,
+    /// The OCI image the tree was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_source: Option<crate::oci::ImageSource>,
 }
 
 impl CommitMeta {
@@ -47,6 +50,7 @@ impl CommitMeta {
             entries,
             total_size,
             dump_size,
+            image_source: None,
         }
     }
 }

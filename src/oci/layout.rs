@@ -1,0 +1,198 @@
+//! An OCI image layout on disk (`oci:DIR[:TAG]`): `oci-layout`,
+//! `index.json` naming manifests by tag (`org.opencontainers.image.ref.name`),
+//! and blobs under `blobs/ALG/HEX`.
+
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use super::blob::Verifying;
+use super::{
+    this_architecture, Descriptor, Image, ImageConfig, ImageIndex, ImageSource, Manifest, OciError,
+    INDEX_TYPE, LAYER_TYPES, MANIFEST_TYPES,
+};
+use crate::objects::{open_regular, Staging};
+use crate::tar_import::TarImport;
+
+/// Index, manifest and config blobs are small JSON documents.
+const JSON_LIMIT: u64 = 4 << 20;
+/// Where a tag is kept in a layout's index.
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+fn invalid(what: String) -> OciError {
+    OciError::Invalid(what)
+}
+
+pub fn read(
+    reference: &str,
+    dir: &Path,
+    tag: Option<&str>,
+    staging: Option<&Staging>,
+) -> Result<Image, OciError> {
+    let layout = Layout { dir };
+    let marker = dir.join("oci-layout");
+    let version: serde_json::Value = read_json_file(&marker)?;
+    if version.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+        return Err(invalid(format!(
+            "{}: not an OCI image layout 1.0.0",
+            marker.display()
+        )));
+    }
+    let index_path = dir.join("index.json");
+    let index: ImageIndex = read_json_file(&index_path)?;
+    let chosen = choose_tag(&index.manifests, tag)
+        .map_err(|e| invalid(format!("{}: {e}", index_path.display())))?;
+    let manifest_desc = layout.resolve(chosen)?;
+    let manifest: Manifest = layout.json(&manifest_desc)?;
+    let config: ImageConfig = layout.json(&manifest.config)?;
+    let mut import = TarImport::new(staging);
+    for layer in &manifest.layers {
+        if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
+            return Err(invalid(format!(
+                "{}: layer {} is of type {}, not a tar layer",
+                dir.display(),
+                layer.digest,
+                layer.media_type
+            )));
+        }
+        let path = layout.blob_path(layer)?;
+        let file = open_regular(&path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let mut reader = BufReader::with_capacity(1 << 20, Verifying::new(file, layer.size));
+        let applied = import.apply(&mut reader, &path, true);
+        // Nothing built from a layer counts until all of it matched; a
+        // blob that does not match is the cause of whatever else failed.
+        reader
+            .into_inner()
+            .finish(&layer.digest)
+            .map_err(|e| invalid(format!("{}: layer {}: {e}", path.display(), layer.digest)))?;
+        applied?;
+    }
+    let tree = import.finish(dir)?;
+    Ok(Image {
+        tree,
+        source: ImageSource {
+            reference: reference.to_string(),
+            manifest: manifest_desc.digest.clone(),
+            labels: config.config.and_then(|c| c.labels).unwrap_or_default(),
+        },
+    })
+}
+
+/// The descriptor of `tag` (else of the only image) in a layout's index.
+fn choose_tag<'d>(
+    manifests: &'d [Descriptor],
+    tag: Option<&str>,
+) -> Result<&'d Descriptor, String> {
+    let tags = || {
+        manifests
+            .iter()
+            .filter_map(|m| m.annotations.get(REF_NAME).map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match tag {
+        Some(tag) => manifests
+            .iter()
+            .find(|m| m.annotations.get(REF_NAME).map(String::as_str) == Some(tag))
+            .ok_or_else(|| format!("no image tagged '{tag}' (tags: {})", tags())),
+        None => match manifests {
+            [only] => Ok(only),
+            [] => Err("no image in it".into()),
+            _ => Err(format!("several images: give a tag (tags: {})", tags())),
+        },
+    }
+}
+
+struct Layout<'a> {
+    dir: &'a Path,
+}
+
+impl Layout<'_> {
+    /// Where a blob is kept; only sha256 digests of 64 hex digits.
+    fn blob_path(&self, desc: &Descriptor) -> Result<PathBuf, OciError> {
+        let hex = desc
+            .digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{}: digest '{}' is not sha256:<64 hex digits>",
+                    self.dir.display(),
+                    desc.digest
+                ))
+            })?;
+        Ok(self.dir.join("blobs/sha256").join(hex))
+    }
+
+    /// A JSON blob, checked against its descriptor, then parsed.
+    fn json<T: DeserializeOwned>(&self, desc: &Descriptor) -> Result<T, OciError> {
+        let path = self.blob_path(desc)?;
+        if desc.size > JSON_LIMIT {
+            return Err(invalid(format!(
+                "{}: a JSON blob of {} bytes (at most {JSON_LIMIT})",
+                path.display(),
+                desc.size
+            )));
+        }
+        let file = open_regular(&path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let mut reader = Verifying::new(file, desc.size);
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        reader
+            .finish(&desc.digest)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// The image manifest `desc` leads to: itself, or in an image index
+    /// the one for Linux on this machine's architecture.
+    fn resolve(&self, desc: &Descriptor) -> Result<Descriptor, OciError> {
+        if MANIFEST_TYPES.contains(&desc.media_type.as_str()) {
+            return Ok(desc.clone());
+        }
+        if desc.media_type != INDEX_TYPE {
+            return Err(invalid(format!(
+                "{}: {} is of type {}, not an image manifest",
+                self.dir.display(),
+                desc.digest,
+                desc.media_type
+            )));
+        }
+        let index: ImageIndex = self.json(desc)?;
+        let arch = this_architecture();
+        index
+            .manifests
+            .into_iter()
+            .find(|m| {
+                MANIFEST_TYPES.contains(&m.media_type.as_str())
+                    && m.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+            })
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{}: the index {} has no image for linux/{arch}",
+                    self.dir.display(),
+                    desc.digest
+                ))
+            })
+    }
+}
+
+fn read_json_file<T: DeserializeOwned>(path: &Path) -> Result<T, OciError> {
+    let file = open_regular(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(JSON_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    if bytes.len() as u64 > JSON_LIMIT {
+        return Err(invalid(format!(
+            "{}: larger than {JSON_LIMIT} bytes",
+            path.display()
+        )));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))
+}
