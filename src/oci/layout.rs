@@ -196,3 +196,102 @@ fn read_json_file<T: DeserializeOwned>(path: &Path) -> Result<T, OciError> {
     }
     serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest as _, Sha256};
+    use std::io::Write;
+
+    fn put_blob(dir: &Path, bytes: &[u8]) -> String {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        format!("sha256:{hex}")
+    }
+
+    /// A layout with one image tagged v1 of one gzip layer holding
+    /// `etc/hello`; the layer's digest.
+    fn make_layout(dir: &Path) -> String {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(6);
+        b.append_data(&mut h, "etc/hello", &b"hello\n"[..]).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&b.into_inner().unwrap()).unwrap();
+        let layer = gz.finish().unwrap();
+        let layer_digest = put_blob(dir, &layer);
+        let config = br#"{"config":{"Labels":{"version":"1"}}}"#;
+        let config_digest = put_blob(dir, config);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
+            config.len(),
+            layer.len()
+        );
+        let manifest_digest = put_blob(dir, manifest.as_bytes());
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        std::fs::write(
+            dir.join("index.json"),
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}]}}"#,
+                manifest.len()
+            ),
+        )
+        .unwrap();
+        layer_digest
+    }
+
+    fn refusal(dir: &Path, tag: &str) -> String {
+        match read("oci:x", dir, Some(tag), None) {
+            Ok(_) => panic!("tag {tag} was read"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_layout_is_read_and_bad_blobs_are_refused_naming_them() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        let layer = make_layout(dir);
+        let Ok(image) = read("oci:x", dir, Some("v1"), None) else {
+            panic!("{}", refusal(dir, "v1"));
+        };
+        assert!(image.tree.lookup(b"etc/hello").is_some());
+        assert_eq!(
+            image.source.labels.get("version").map(String::as_str),
+            Some("1")
+        );
+        assert!(image.source.manifest.starts_with("sha256:"));
+
+        let err = refusal(dir, "v2");
+        assert!(err.contains("no image tagged 'v2' (tags: v1)"), "{err}");
+
+        // A layer blob one byte short, then a link in its place.
+        let path = dir.join("blobs/sha256").join(&layer["sha256:".len()..]);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        let err = refusal(dir, "v1");
+        assert!(err.contains(&layer), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(dir.join("elsewhere"), &bytes).unwrap();
+        std::os::unix::fs::symlink(dir.join("elsewhere"), &path).unwrap();
+        let err = refusal(dir, "v1");
+        assert!(err.contains(&layer["sha256:".len()..]), "{err}");
+
+        // A digest that is not 64 hex digits cannot name a path.
+        let index = std::fs::read_to_string(dir.join("index.json")).unwrap();
+        let start = index.find("sha256:").unwrap();
+        let bad = format!(
+            "{}sha256:../../../etc/passwd{}",
+            &index[..start],
+            &index[start + 71..]
+        );
+        std::fs::write(dir.join("index.json"), bad).unwrap();
+        let err = refusal(dir, "v1");
+        assert!(err.contains("is not sha256:<64 hex digits>"), "{err}");
+    }
+}
