@@ -251,6 +251,21 @@ fn an_oci_layout_commits_to_the_tree_umoci_unpacks() {
         "{show}"
     );
 
+    // The same layout as an oci-archive (tar(1) of it), read in place.
+    let archive = d.join("img.tar");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(d.join("img"))
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let from_archive = format!("oci-archive:{}:os", archive.display());
+    st(&repo, &["commit", "-b", "archive", "--oci", &from_archive]);
+    assert_eq!(image_digest(&repo, "archive"), image_digest(&repo, "oci"));
+
     // A layer changed on the registry's disk: refused, naming it.
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(d.join("img/index.json")).unwrap()).unwrap();

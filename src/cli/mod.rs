@@ -208,8 +208,9 @@ struct CommitArgs {
     /// Commit the tree a dumpfile describes (contents already stored).
     #[arg(long, value_name = "FILE")]
     dump: Option<PathBuf>,
-    /// Commit an OCI image: oci:DIR[:TAG] (an image layout), its layers
-    /// applied in order, whiteouts included.
+    /// Commit an OCI image: oci:DIR[:TAG] (an image layout) or
+    /// oci-archive:FILE[:TAG] (a tar of one), its layers applied in
+    /// order, whiteouts included.
     #[arg(long, value_name = "REF")]
     oci: Option<String>,
     /// The commit message.

@@ -3,16 +3,17 @@
 //! and blobs under `blobs/ALG/HEX`.
 
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
 use super::blob::Verifying;
+use super::files::Files;
 use super::{
     this_architecture, Descriptor, Image, ImageConfig, ImageIndex, ImageSource, Manifest, OciError,
     INDEX_TYPE, LAYER_TYPES, MANIFEST_TYPES,
 };
-use crate::objects::{open_regular, Staging};
+use crate::objects::Staging;
 use crate::tar_import::TarImport;
 
 /// Index, manifest and config blobs are small JSON documents.
@@ -26,49 +27,46 @@ fn invalid(what: String) -> OciError {
 
 pub fn read(
     reference: &str,
-    dir: &Path,
+    files: &Files,
     tag: Option<&str>,
     staging: Option<&Staging>,
 ) -> Result<Image, OciError> {
-    let layout = Layout { dir };
-    let marker = dir.join("oci-layout");
-    let version: serde_json::Value = read_json_file(&marker)?;
+    let layout = Layout { files };
+    let version: serde_json::Value = read_json_file(files, "oci-layout")?;
     if version.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
         return Err(invalid(format!(
             "{}: not an OCI image layout 1.0.0",
-            marker.display()
+            files.name("oci-layout")
         )));
     }
-    let index_path = dir.join("index.json");
-    let index: ImageIndex = read_json_file(&index_path)?;
+    let index: ImageIndex = read_json_file(files, "index.json")?;
     let chosen = choose_tag(&index.manifests, tag)
-        .map_err(|e| invalid(format!("{}: {e}", index_path.display())))?;
+        .map_err(|e| invalid(format!("{}: {e}", files.name("index.json"))))?;
     let manifest_desc = layout.resolve(chosen)?;
     let manifest: Manifest = layout.json(&manifest_desc)?;
     let config: ImageConfig = layout.json(&manifest.config)?;
     let mut import = TarImport::new(staging);
     for layer in &manifest.layers {
+        let rel = layout.blob(layer)?;
+        let name = files.name(&rel);
         if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
             return Err(invalid(format!(
-                "{}: layer {} is of type {}, not a tar layer",
-                dir.display(),
-                layer.digest,
-                layer.media_type
+                "{name}: layer {} is of type {}, not a tar layer",
+                layer.digest, layer.media_type
             )));
         }
-        let path = layout.blob_path(layer)?;
-        let file = open_regular(&path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let file = files.open(&rel)?;
         let mut reader = BufReader::with_capacity(1 << 20, Verifying::new(file, layer.size));
-        let applied = import.apply(&mut reader, &path, true);
+        let applied = import.apply(&mut reader, Path::new(&name), true);
         // Nothing built from a layer counts until all of it matched; a
         // blob that does not match is the cause of whatever else failed.
         reader
             .into_inner()
             .finish(&layer.digest)
-            .map_err(|e| invalid(format!("{}: layer {}: {e}", path.display(), layer.digest)))?;
+            .map_err(|e| invalid(format!("{name}: layer {}: {e}", layer.digest)))?;
         applied?;
     }
-    let tree = import.finish(dir)?;
+    let tree = import.finish(Path::new(&files.name("")))?;
     Ok(Image {
         tree,
         source: ImageSource {
@@ -105,12 +103,13 @@ fn choose_tag<'d>(
 }
 
 struct Layout<'a> {
-    dir: &'a Path,
+    files: &'a Files,
 }
 
 impl Layout<'_> {
-    /// Where a blob is kept; only sha256 digests of 64 hex digits.
-    fn blob_path(&self, desc: &Descriptor) -> Result<PathBuf, OciError> {
+    /// Where a blob is kept, relative to the layout; only sha256 digests
+    /// of 64 hex digits.
+    fn blob(&self, desc: &Descriptor) -> Result<String, OciError> {
         let hex = desc
             .digest
             .strip_prefix("sha256:")
@@ -118,33 +117,32 @@ impl Layout<'_> {
             .ok_or_else(|| {
                 invalid(format!(
                     "{}: digest '{}' is not sha256:<64 hex digits>",
-                    self.dir.display(),
+                    self.files.name("index.json"),
                     desc.digest
                 ))
             })?;
-        Ok(self.dir.join("blobs/sha256").join(hex))
+        Ok(format!("blobs/sha256/{hex}"))
     }
 
     /// A JSON blob, checked against its descriptor, then parsed.
     fn json<T: DeserializeOwned>(&self, desc: &Descriptor) -> Result<T, OciError> {
-        let path = self.blob_path(desc)?;
+        let rel = self.blob(desc)?;
+        let name = self.files.name(&rel);
         if desc.size > JSON_LIMIT {
             return Err(invalid(format!(
-                "{}: a JSON blob of {} bytes (at most {JSON_LIMIT})",
-                path.display(),
+                "{name}: a JSON blob of {} bytes (at most {JSON_LIMIT})",
                 desc.size
             )));
         }
-        let file = open_regular(&path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        let mut reader = Verifying::new(file, desc.size);
+        let mut reader = Verifying::new(self.files.open(&rel)?, desc.size);
         let mut bytes = Vec::new();
         reader
             .read_to_end(&mut bytes)
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            .map_err(|e| invalid(format!("{name}: {e}")))?;
         reader
             .finish(&desc.digest)
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))
+            .map_err(|e| invalid(format!("{name}: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{name}: {e}")))
     }
 
     /// The image manifest `desc` leads to: itself, or in an image index
@@ -156,7 +154,7 @@ impl Layout<'_> {
         if desc.media_type != INDEX_TYPE {
             return Err(invalid(format!(
                 "{}: {} is of type {}, not an image manifest",
-                self.dir.display(),
+                self.files.name("index.json"),
                 desc.digest,
                 desc.media_type
             )));
@@ -175,26 +173,25 @@ impl Layout<'_> {
             .ok_or_else(|| {
                 invalid(format!(
                     "{}: the index {} has no image for linux/{arch}",
-                    self.dir.display(),
+                    self.files.name("index.json"),
                     desc.digest
                 ))
             })
     }
 }
 
-fn read_json_file<T: DeserializeOwned>(path: &Path) -> Result<T, OciError> {
-    let file = open_regular(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+fn read_json_file<T: DeserializeOwned>(files: &Files, rel: &str) -> Result<T, OciError> {
+    let name = files.name(rel);
     let mut bytes = Vec::new();
-    file.take(JSON_LIMIT + 1)
+    files
+        .open(rel)?
+        .take(JSON_LIMIT + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        .map_err(|e| invalid(format!("{name}: {e}")))?;
     if bytes.len() as u64 > JSON_LIMIT {
-        return Err(invalid(format!(
-            "{}: larger than {JSON_LIMIT} bytes",
-            path.display()
-        )));
+        return Err(invalid(format!("{name}: larger than {JSON_LIMIT} bytes")));
     }
-    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{name}: {e}")))
 }
 
 #[cfg(test)]
@@ -246,7 +243,7 @@ mod tests {
     }
 
     fn refusal(dir: &Path, tag: &str) -> String {
-        match read("oci:x", dir, Some(tag), None) {
+        match read("oci:x", &Files::Dir(dir.to_path_buf()), Some(tag), None) {
             Ok(_) => panic!("tag {tag} was read"),
             Err(e) => e.to_string(),
         }
@@ -257,7 +254,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path();
         let layer = make_layout(dir);
-        let Ok(image) = read("oci:x", dir, Some("v1"), None) else {
+        let Ok(image) = read("oci:x", &Files::Dir(dir.to_path_buf()), Some("v1"), None) else {
             panic!("{}", refusal(dir, "v1"));
         };
         assert!(image.tree.lookup(b"etc/hello").is_some());
@@ -266,6 +263,22 @@ mod tests {
             Some("1")
         );
         assert!(image.source.manifest.starts_with("sha256:"));
+
+        // The same layout as an oci-archive, read in place.
+        let archive = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        {
+            let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+            b.append_dir_all(".", dir).unwrap();
+            b.finish().unwrap();
+        }
+        let files = Files::archive(&archive).unwrap_or_else(|e| panic!("{e}"));
+        match read("oci-archive:x", &files, None, None) {
+            Ok(from_archive) => {
+                assert_eq!(from_archive.source.manifest, image.source.manifest);
+                assert!(from_archive.tree.lookup(b"etc/hello").is_some());
+            }
+            Err(e) => panic!("{e}"),
+        }
 
         let err = refusal(dir, "v2");
         assert!(err.contains("no image tagged 'v2' (tags: v1)"), "{err}");

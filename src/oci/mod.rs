@@ -3,9 +3,11 @@
 //! contents streamed into the store as each layer is read, every blob
 //! checked against the digest and size its descriptor gives before the
 //! tree built from it is used. Transports, as skopeo names them:
-//! `oci:DIR[:TAG]` (an image layout, `layout.rs`).
+//! `oci:DIR[:TAG]` (an image layout, `layout.rs`) and
+//! `oci-archive:FILE[:TAG]` (a tar of one, read in place: `files.rs`).
 
 mod blob;
+mod files;
 mod layout;
 
 use std::collections::BTreeMap;
@@ -49,10 +51,15 @@ pub struct Image {
 pub fn read(reference: &str, staging: Option<&Staging>) -> Result<Image, OciError> {
     if let Some(rest) = reference.strip_prefix("oci:") {
         let (dir, tag) = split_tag(rest);
-        return layout::read(reference, std::path::Path::new(dir), tag, staging);
+        return layout::read(reference, &files::Files::Dir(dir.into()), tag, staging);
+    }
+    if let Some(rest) = reference.strip_prefix("oci-archive:") {
+        let (file, tag) = split_tag(rest);
+        let files = files::Files::archive(std::path::Path::new(file))?;
+        return layout::read(reference, &files, tag, staging);
     }
     Err(OciError::Invalid(format!(
-        "{reference}: not an image reference this version reads (oci:DIR[:TAG])"
+        "{reference}: not an image reference this version reads (oci:DIR[:TAG], oci-archive:FILE[:TAG])"
     )))
 }
 

@@ -1,0 +1,74 @@
+//! Where an image layout's files are: a directory (`oci:`), or an
+//! uncompressed tar archive of one (`oci-archive:`), whose members are
+//! read in place, from their offsets, with nothing unpacked.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::OciError;
+use crate::objects::open_regular;
+
+pub enum Files {
+    Dir(PathBuf),
+    Archive {
+        path: PathBuf,
+        /// Member name (without a leading `./`) to offset and size.
+        members: HashMap<String, (u64, u64)>,
+    },
+}
+
+fn invalid(what: String) -> OciError {
+    OciError::Invalid(what)
+}
+
+impl Files {
+    /// The regular files of the archive at `path`, indexed.
+    pub fn archive(path: &Path) -> Result<Files, OciError> {
+        let fail = |e: std::io::Error| invalid(format!("{}: {e}", path.display()));
+        let file = open_regular(path).map_err(fail)?;
+        let mut archive = tar::Archive::new(file);
+        let mut members = HashMap::new();
+        for entry in archive.entries().map_err(fail)? {
+            let entry = entry.map_err(fail)?;
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let name = name.trim_start_matches("./").to_string();
+            members.insert(name, (entry.raw_file_position(), entry.size()));
+        }
+        Ok(Files::Archive {
+            path: path.to_path_buf(),
+            members,
+        })
+    }
+
+    /// `rel` as messages name it.
+    pub fn name(&self, rel: &str) -> String {
+        match self {
+            Files::Dir(dir) => dir.join(rel).display().to_string(),
+            Files::Archive { path, .. } => format!("{}:{rel}", path.display()),
+        }
+    }
+
+    /// The file `rel` (a plain relative path): a regular file, not
+    /// reached through a link.
+    pub fn open(&self, rel: &str) -> Result<Box<dyn Read>, OciError> {
+        let fail = |what: String| invalid(format!("{}: {what}", self.name(rel)));
+        match self {
+            Files::Dir(dir) => Ok(Box::new(
+                open_regular(&dir.join(rel)).map_err(|e| fail(e.to_string()))?,
+            )),
+            Files::Archive { path, members } => {
+                let &(offset, size) = members
+                    .get(rel)
+                    .ok_or_else(|| fail("not in the archive".into()))?;
+                let mut file = open_regular(path).map_err(|e| fail(e.to_string()))?;
+                file.seek(SeekFrom::Start(offset))
+                    .map_err(|e| fail(e.to_string()))?;
+                Ok(Box::new(file.take(size)))
+            }
+        }
+    }
+}
