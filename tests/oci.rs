@@ -15,16 +15,7 @@ use std::process::Command;
 use common::*;
 
 fn umoci(dir: &Path, args: &[&str]) {
-    let out = Command::new("umoci")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "umoci {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tool_ok("umoci", dir, args);
 }
 
 /// sealtree in repository `repo`, which must succeed: standard output.

@@ -697,16 +697,7 @@ fn an_older_release_on_another_line_is_a_downgrade_too() {
 
 /// openssl with `args` in `dir`, which must succeed.
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tool_ok("openssl", dir, args);
 }
 
 /// A CA NAME.pem (key NAME.key) made in `dir`.

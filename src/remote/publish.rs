@@ -117,9 +117,9 @@ fn indexed_branch(
         return Ok(Err(format!("commit {commit} is not signed")));
     };
     let path = repo.statement_paths(commit).0;
-    let statement: sign::Statement =
-        serde_json::from_slice(stored.text.strip_suffix(b"\n").unwrap_or(&stored.text))
-            .map_err(|e| RemoteError::Invalid(format!("{}: {e}", path.display())))?;
+    let statement = stored
+        .parse()
+        .map_err(|e| RemoteError::Invalid(format!("{}: {e}", path.display())))?;
     if statement.branch != name {
         return Ok(Err(format!(
             "commit {commit} is signed for branch '{}'",

@@ -103,9 +103,9 @@ fn conflicting_seen(
             continue;
         };
         let (text_path, sig_path) = repo.statement_paths(seen_commit);
-        let statement: sign::Statement =
-            serde_json::from_slice(stored.text.strip_suffix(b"\n").unwrap_or(&stored.text))
-                .map_err(|e| RemoteError::Invalid(format!("{}: {e}", text_path.display())))?;
+        let statement = stored
+            .parse()
+            .map_err(|e| RemoteError::Invalid(format!("{}: {e}", text_path.display())))?;
         if statement.branch != branch {
             continue;
         }
@@ -193,6 +193,19 @@ pub fn pull(
             )));
         }
     }
+    // A statement of a lower epoch would let older releases boot again
+    // on machines that take their epoch from it: refused before any
+    // content is fetched.
+    if let Some(before) = repo.stored_statement(commit)?.and_then(|s| s.parse().ok()) {
+        if before.epoch > statement.epoch {
+            return Err(RemoteError::Invalid(format!(
+                "{}: commit {commit} is signed here with epoch {}; a statement of epoch {} does not replace it",
+                fetcher.url(&text_path),
+                before.epoch,
+                statement.epoch
+            )));
+        }
+    }
     if !options.allow_downgrade {
         if let Some(conflict) = conflicting_seen(repo, remote, branch, statement.version, commit)? {
             return Err(RemoteError::Invalid(format!(
@@ -254,22 +267,6 @@ pub fn pull(
     let image_path = repo.image_path(&fsverity::digest_bytes(&image.bytes));
     if !image_path.exists() {
         crate::compose::write_file_atomic(&image_path, &image.bytes).map_err(RepoError::from)?;
-    }
-    // A statement of a lower epoch would let older releases boot again
-    // on machines that take their epoch from it.
-    if let Some(stored) = repo.stored_statement(commit)? {
-        if let Ok(before) = serde_json::from_slice::<sign::Statement>(
-            stored.text.strip_suffix(b"\n").unwrap_or(&stored.text),
-        ) {
-            if before.epoch > statement.epoch {
-                return Err(RemoteError::Invalid(format!(
-                    "{}: commit {commit} is signed here with epoch {}; a statement of epoch {} does not replace it",
-                    fetcher.url(&text_path),
-                    before.epoch,
-                    statement.epoch
-                )));
-            }
-        }
     }
     repo.store_statement(commit, &text, &sig)?;
     repo.sync()?;

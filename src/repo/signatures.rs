@@ -16,6 +16,14 @@ pub struct StoredStatement {
     pub signature: Vec<u8>,
 }
 
+impl StoredStatement {
+    /// The statement the text holds, unverified (for what was verified
+    /// when it was stored).
+    pub fn parse(&self) -> Result<Statement, serde_json::Error> {
+        serde_json::from_slice(self.text.strip_suffix(b"\n").unwrap_or(&self.text))
+    }
+}
+
 impl Repo {
     fn signatures_dir(&self) -> PathBuf {
         self.root().join("signatures")

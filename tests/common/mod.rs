@@ -98,6 +98,22 @@ pub fn output_within_memory_bound(command: &mut Command, what: &str) -> Output {
     out
 }
 
+/// Run `program` with `args` in `dir`, which must succeed: its standard
+/// output.
+pub fn tool_ok(program: &str, dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The reference assets directory named by SEALTREE_COMPAT_ASSETS.
 pub fn compat_assets() -> Option<PathBuf> {
     match std::env::var_os("SEALTREE_COMPAT_ASSETS") {
