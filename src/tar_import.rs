@@ -51,7 +51,14 @@ pub fn read_tar_from(
 /// (whiteouts) what earlier ones made.
 pub struct TarImport<'s, 'o> {
     import: Import<'s, 'o>,
+    /// Entries read in all: each costs memory until the end, even when
+    /// a later entry or layer replaces or deletes it.
+    entries: u64,
 }
+
+/// Entries all archives of one import may hold (an OS tree has about
+/// half a million at most).
+const MAX_ENTRIES: u64 = 4_000_000;
 
 impl<'s, 'o> TarImport<'s, 'o> {
     /// An empty tree; contents larger than the inline threshold are
@@ -65,6 +72,7 @@ impl<'s, 'o> TarImport<'s, 'o> {
                 staging,
                 layer: None,
             },
+            entries: 0,
         }
     }
 
@@ -107,7 +115,13 @@ impl<'s, 'o> TarImport<'s, 'o> {
         // Bytes of extension records read for the next entry.
         let mut pending_bytes = 0u64;
         for entry in entries {
-            let mut entry = entry.map_err(|e| fail(None, format!("unreadable entry: {e}")))?;
+            // The tar crate's words may quote the archive's bytes.
+            let mut entry = entry.map_err(|e| {
+                fail(
+                    None,
+                    format!("unreadable entry: {}", e.to_string().escape_debug()),
+                )
+            })?;
             let mut data = Vec::new();
             // What the header says; a bad field reads as too large.
             let declared = entry.header().entry_size().unwrap_or(u64::MAX);
@@ -142,6 +156,13 @@ impl<'s, 'o> TarImport<'s, 'o> {
                     pending.long_link = Some(trim_nul(data));
                 }
                 _ => {
+                    self.entries += 1;
+                    if self.entries > MAX_ENTRIES {
+                        return Err(fail(
+                            None,
+                            format!("more than {MAX_ENTRIES} entries in all"),
+                        ));
+                    }
                     let ext = std::mem::take(&mut pending);
                     pending_bytes = 0;
                     let name = ext

@@ -18,6 +18,8 @@ use crate::tar_import::TarImport;
 
 /// Index, manifest and config blobs are small JSON documents.
 const JSON_LIMIT: u64 = 4 << 20;
+/// Layers an image may have.
+const MAX_LAYERS: usize = 128;
 /// Where a tag is kept in a layout's index.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -45,6 +47,16 @@ pub fn read(
     let manifest_desc = layout.resolve(chosen)?;
     let manifest: Manifest = layout.json(&manifest_desc)?;
     let config: ImageConfig = layout.json(&manifest.config)?;
+    // Every entry of every layer costs memory until the end, even if a
+    // later layer deletes it: layers are bounded (Docker's limit is
+    // 127), and entries in all by the tar import.
+    if manifest.layers.len() > MAX_LAYERS {
+        return Err(invalid(format!(
+            "{}: {} layers (at most {MAX_LAYERS})",
+            files.name(&layout.blob(&manifest_desc)?),
+            manifest.layers.len()
+        )));
+    }
     let mut import = TarImport::new(staging);
     for layer in &manifest.layers {
         let rel = layout.blob(layer)?;
@@ -52,7 +64,8 @@ pub fn read(
         if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
             return Err(invalid(format!(
                 "{name}: layer {} is of type {}, not a tar layer",
-                layer.digest, layer.media_type
+                layer.digest,
+                layer.media_type.escape_debug()
             )));
         }
         let file = files.open(&rel)?;
@@ -85,7 +98,8 @@ fn choose_tag<'d>(
     let tags = || {
         manifests
             .iter()
-            .filter_map(|m| m.annotations.get(REF_NAME).map(String::as_str))
+            .filter_map(|m| m.annotations.get(REF_NAME))
+            .map(|t| t.escape_debug().to_string())
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -93,7 +107,13 @@ fn choose_tag<'d>(
         Some(tag) => manifests
             .iter()
             .find(|m| m.annotations.get(REF_NAME).map(String::as_str) == Some(tag))
-            .ok_or_else(|| format!("no image tagged '{tag}' (tags: {})", tags())),
+            .ok_or_else(|| {
+                format!(
+                    "no image tagged '{}' (tags: {})",
+                    tag.escape_debug(),
+                    tags()
+                )
+            }),
         None => match manifests {
             [only] => Ok(only),
             [] => Err("no image in it".into()),
@@ -155,8 +175,8 @@ impl Layout<'_> {
             return Err(invalid(format!(
                 "{}: {} is of type {}, not an image manifest",
                 self.files.name("index.json"),
-                desc.digest,
-                desc.media_type
+                desc.digest.escape_debug(),
+                desc.media_type.escape_debug()
             )));
         }
         let index: ImageIndex = self.json(desc)?;
@@ -306,5 +326,37 @@ mod tests {
         std::fs::write(dir.join("index.json"), bad).unwrap();
         let err = refusal(dir, "v1");
         assert!(err.contains("is not sha256:<64 hex digits>"), "{err}");
+    }
+
+    #[test]
+    fn layers_are_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        let layer = make_layout(dir);
+        let size = std::fs::metadata(dir.join("blobs/sha256").join(&layer["sha256:".len()..]))
+            .unwrap()
+            .len();
+        let config = put_blob(dir, b"{}");
+        let one = format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer}","size":{size}}}"#
+        );
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{}]}}"#,
+            vec![one; MAX_LAYERS + 1].join(",")
+        );
+        let digest = put_blob(dir, manifest.as_bytes());
+        std::fs::write(
+            dir.join("index.json"),
+            format!(
+                r#"{{"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":{}}}]}}"#,
+                manifest.len()
+            ),
+        )
+        .unwrap();
+        let err = match read("oci:x", &Files::Dir(dir.to_path_buf()), None, None) {
+            Ok(_) => panic!("129 layers were read"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("129 layers (at most 128)"), "{err}");
     }
 }
