@@ -16,6 +16,7 @@ pub mod sign;
 pub mod statcache;
 pub mod sysroot;
 pub mod tar_import;
+pub mod tls;
 pub mod tree;
 pub mod uki;
 pub mod walk;

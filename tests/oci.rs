@@ -9,7 +9,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -62,16 +62,10 @@ fn layer_tar(dir: &Path, name: &str, files: &[(&str, &str)]) -> std::path::PathB
     out
 }
 
-#[test]
-fn an_oci_layout_commits_to_the_tree_umoci_unpacks() {
-    if !is_root() {
-        return missing("root, for umoci to unpack owners and setuid files");
-    }
-    if !have_command("umoci") {
-        return missing("umoci (apt-get install umoci)");
-    }
-    let t = tempfile::tempdir().unwrap();
-    let d = t.path();
+/// In `d`: the layout `img` holding image `os`, of layers made by
+/// umoci and by hand (see the module's comment); returns the root of
+/// umoci's own unpack of it.
+fn make_image(d: &Path) -> PathBuf {
     umoci(d, &["init", "--layout", "img"]);
     umoci(d, &["new", "--image", "img:os"]);
     umoci(d, &["unpack", "--image", "img:os", "bundle"]);
@@ -205,6 +199,59 @@ fn an_oci_layout_commits_to_the_tree_umoci_unpacks() {
         .unwrap();
     assert!(touch.success());
 
+    unpacked
+}
+
+/// Whether root and umoci are here, for the tests that need them.
+fn can_make_images() -> bool {
+    if !is_root() {
+        missing("root, for umoci to unpack owners and setuid files");
+        return false;
+    }
+    if !have_command("umoci") {
+        missing("umoci (apt-get install umoci)");
+        return false;
+    }
+    true
+}
+
+/// Content objects stored in `repo`.
+fn stored_objects(repo: &Path) -> usize {
+    fs::read_dir(repo.join("objects"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .flat_map(|e| fs::read_dir(e.unwrap().path()).unwrap())
+        .count()
+}
+
+/// `commit --oci REF` into `repo` on `branch`: the layers' lines
+/// (`layer DIGEST: read|cached`) it printed.
+fn commit_oci(repo: &Path, branch: &str, reference: &str, extra: &[&str]) -> String {
+    let out = sealtree()
+        .env("SEALTREE_REPO", repo)
+        .args(["commit", "-b", branch, "--oci", reference])
+        .args(extra)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "commit --oci {reference}: {err}");
+    err
+}
+
+#[test]
+fn an_oci_layout_commits_to_the_tree_umoci_unpacks() {
+    if !can_make_images() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let unpacked = make_image(d);
     let repo = d.join("repo");
     st(&repo, &["init"]);
     st(
@@ -254,8 +301,19 @@ fn an_oci_layout_commits_to_the_tree_umoci_unpacks() {
         .unwrap();
     assert!(tar.success());
     let from_archive = format!("oci-archive:{}:os", archive.display());
-    st(&repo, &["commit", "-b", "archive", "--oci", &from_archive]);
-    assert_eq!(image_digest(&repo, "archive"), image_digest(&repo, "oci"));
+    let repo2 = d.join("repo2");
+    st(&repo2, &["init"]);
+    let count = common::registry::layout_layers(&d.join("img"), "os").len();
+    assert!(count >= 3, "{count} layers");
+    let layers = commit_oci(&repo2, "archive", &from_archive, &[]);
+    assert_eq!(layers.matches(": read").count(), count, "{layers}");
+    assert_eq!(image_digest(&repo2, "archive"), image_digest(&repo, "oci"));
+
+    // Again into the first repository: every layer from the cache, not
+    // read, and the same image.
+    let layers = commit_oci(&repo, "again", &img, &[]);
+    assert_eq!(layers.matches(": cached").count(), count, "{layers}");
+    assert_eq!(image_digest(&repo, "again"), image_digest(&repo, "oci"));
 
     // A layer changed on the registry's disk: refused, naming it.
     let index: serde_json::Value =
@@ -282,16 +340,236 @@ fn an_oci_layout_commits_to_the_tree_umoci_unpacks() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&layer), "{err}");
-    let stored = fs::read_dir(fresh.join("objects"))
-        .unwrap()
-        .filter(|e| {
-            !e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with('.')
-        })
-        .flat_map(|e| fs::read_dir(e.unwrap().path()).unwrap())
-        .count();
-    assert_eq!(stored, 0, "objects stored from a refused image");
+    assert_eq!(
+        stored_objects(&fresh),
+        0,
+        "objects stored from a refused image"
+    );
+}
+
+/// Whether docker-registry and skopeo are here.
+fn can_run_a_registry() -> bool {
+    for (tool, package) in [("docker-registry", "docker-registry"), ("skopeo", "skopeo")] {
+        if !have_command(tool) {
+            missing(&format!("{tool} (apt-get install {package})"));
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn a_registry_image_commits_and_only_new_layers_are_fetched() {
+    if !can_make_images() || !can_run_a_registry() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let unpacked = make_image(d);
+    let registry = common::registry::Registry::start();
+    registry.push(&format!("oci:{}:os", d.join("img").display()), "test/os:v1");
+
+    let repo = d.join("repo");
+    st(&repo, &["init"]);
+    st(
+        &repo,
+        &[
+            "commit",
+            "-b",
+            "unpacked",
+            "--tree",
+            unpacked.to_str().unwrap(),
+        ],
+    );
+    let v1 = registry.reference("test/os:v1");
+    commit_oci(&repo, "v1", &v1, &["--plain-http"]);
+    assert_eq!(
+        image_digest(&repo, "v1"),
+        image_digest(&repo, "unpacked"),
+        "differences: {}",
+        st(&repo, &["diff", "unpacked", "v1"])
+    );
+    let show = st(&repo, &["show", "v1"]);
+    assert!(show.contains(&format!("Source: {v1} (sha256:")), "{show}");
+    assert!(
+        show.contains("Label:  org.opencontainers.image.version=2.0"),
+        "{show}"
+    );
+
+    // Version 2: the same layers and one more.
+    let l5 = layer_tar(d, "layer5", &[("etc/motd", "version 2\n")]);
+    umoci(
+        d,
+        &[
+            "raw",
+            "add-layer",
+            "--image",
+            "img:os",
+            "--tag",
+            "os2",
+            l5.to_str().unwrap(),
+        ],
+    );
+    let base = common::registry::layout_layers(&d.join("img"), "os");
+    let layers = common::registry::layout_layers(&d.join("img"), "os2");
+    let new = base.len();
+    assert_eq!(layers.len(), new + 1);
+    assert_eq!(layers[..new], base[..]);
+    registry.push(
+        &format!("oci:{}:os2", d.join("img").display()),
+        "test/os:v2",
+    );
+    let before = registry.gets().len();
+    let printed = commit_oci(
+        &repo,
+        "v2",
+        &registry.reference("test/os:v2"),
+        &["--plain-http"],
+    );
+    let gets = registry.gets()[before..].to_vec();
+    for (i, layer) in layers.iter().enumerate() {
+        let fetched = gets
+            .iter()
+            .filter(|g| g.ends_with(&format!("/blobs/{layer}")))
+            .count();
+        assert_eq!(
+            fetched,
+            usize::from(i == new),
+            "layer {i} {layer}: fetched {fetched} times; requests: {gets:?}"
+        );
+    }
+    assert_eq!(printed.matches(": cached").count(), new, "{printed}");
+    // The replayed image is the one a fresh repository builds from all
+    // five layers.
+    let fresh = d.join("fresh");
+    st(&fresh, &["init"]);
+    commit_oci(
+        &fresh,
+        "v2",
+        &format!("oci:{}:os2", d.join("img").display()),
+        &[],
+    );
+    assert_eq!(image_digest(&repo, "v2"), image_digest(&fresh, "v2"));
+
+    // The new layer changed on the registry's disk: refused, naming it,
+    // nothing stored.
+    let path = registry.blob_path(&layers[new]);
+    let mut bytes = fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    let empty = d.join("empty");
+    st(&empty, &["init"]);
+    let out = sealtree()
+        .env("SEALTREE_REPO", &empty)
+        .args([
+            "commit",
+            "-b",
+            "v2",
+            "--plain-http",
+            "--oci",
+            &registry.reference("test/os:v2"),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&layers[new]), "{err}");
+    assert_eq!(
+        stored_objects(&empty),
+        0,
+        "objects stored from a refused image"
+    );
+    let show = sealtree()
+        .env("SEALTREE_REPO", &empty)
+        .args(["show", "v2"])
+        .output()
+        .unwrap();
+    assert!(!show.status.success(), "a branch made from a refused image");
+
+    // Credentials the registry does not ask for are not needed; a
+    // reference that is not one is refused before anything is fetched.
+    let out = sealtree()
+        .env("SEALTREE_REPO", &empty)
+        .args([
+            "commit",
+            "-b",
+            "x",
+            "--plain-http",
+            "--oci",
+            "docker://127.0.0.1:1/UPPER:v1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the repository name is lowercase"), "{err}");
+}
+
+#[test]
+fn the_debian_rootfs_commits_from_a_registry_as_from_its_tarball() {
+    if !can_make_images() || !can_run_a_registry() {
+        return;
+    }
+    if !have_command("mmdebstrap") {
+        return missing("mmdebstrap (apt-get install mmdebstrap), for the Debian rootfs");
+    }
+    // The Debian system the boot tests install, made by mmdebstrap once
+    // and kept (tests/vm/debian-base.sh).
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/debian-base.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rootfs = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    umoci(d, &["init", "--layout", "img"]);
+    umoci(d, &["new", "--image", "img:debian"]);
+    umoci(
+        d,
+        &[
+            "raw",
+            "add-layer",
+            "--image",
+            "img:debian",
+            rootfs.to_str().unwrap(),
+        ],
+    );
+    let registry = common::registry::Registry::start();
+    registry.push(
+        &format!("oci:{}:debian", d.join("img").display()),
+        "debian/base:bookworm",
+    );
+
+    let repo = d.join("repo");
+    st(&repo, &["init"]);
+    st(
+        &repo,
+        &["commit", "-b", "tar", "--tar", rootfs.to_str().unwrap()],
+    );
+    let (out, peak) = output_with_peak_rss(sealtree().env("SEALTREE_REPO", &repo).args([
+        "commit",
+        "-b",
+        "oci",
+        "--plain-http",
+        "--oci",
+        &registry.reference("debian/base:bookworm"),
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("commit --oci docker:// of the Debian rootfs: peak RSS {peak} KiB");
+    assert_eq!(
+        image_digest(&repo, "oci"),
+        image_digest(&repo, "tar"),
+        "differences: {}",
+        st(&repo, &["diff", "tar", "oci"])
+    );
+    let show = st(&repo, &["show", "oci"]);
+    // Its kernel is found where bootc images keep theirs.
+    assert!(show.lines().any(|l| l.starts_with("Kernels: 6.")), "{show}");
 }

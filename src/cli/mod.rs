@@ -208,11 +208,20 @@ struct CommitArgs {
     /// Commit the tree a dumpfile describes (contents already stored).
     #[arg(long, value_name = "FILE")]
     dump: Option<PathBuf>,
-    /// Commit an OCI image: oci:DIR[:TAG] (an image layout) or
-    /// oci-archive:FILE[:TAG] (a tar of one), its layers applied in
-    /// order, whiteouts included.
+    /// Commit an OCI image: oci:DIR[:TAG] (an image layout),
+    /// oci-archive:FILE[:TAG] (a tar of one) or
+    /// docker://HOST[:PORT]/NAME[:TAG|@DIGEST] (a registry), its layers
+    /// applied in order, whiteouts included. Layers committed before are
+    /// neither read nor fetched again.
     #[arg(long, value_name = "REF")]
     oci: Option<String>,
+    /// Registry credentials, USER:PASSWORD (default: the auth files
+    /// skopeo and docker read).
+    #[arg(long, value_name = "USER:PASSWORD", requires = "oci")]
+    creds: Option<String>,
+    /// Reach the registry over plain HTTP (a registry on a trusted network).
+    #[arg(long, requires = "oci")]
+    plain_http: bool,
     /// The commit message.
     #[arg(short, long, default_value = "")]
     message: String,
@@ -555,11 +564,18 @@ impl Cli {
 }
 
 fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
+    let registry = sealtree::oci::RegistryOptions {
+        creds: args.creds.clone(),
+        plain_http: args.plain_http,
+    };
     let source = match (&args.tree, &args.tar, &args.dump, &args.oci) {
         (Some(dir), ..) => CommitSource::Directory(dir),
         (_, Some(tar), ..) => CommitSource::Tar(tar),
         (_, _, Some(dump), _) => CommitSource::Dump(dump),
-        (.., Some(reference)) => CommitSource::Oci(reference),
+        (.., Some(reference)) => CommitSource::Oci {
+            reference,
+            registry: &registry,
+        },
         _ => bail!("give --tree, --tar, --dump or --oci"),
     };
     // A bad key is refused before any work is done.
@@ -589,6 +605,10 @@ fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
     );
     bar.finish_and_clear();
     let done = done?;
+    for layer in &done.layers {
+        let how = if layer.cached { "cached" } else { "read" };
+        eprintln!("layer {}: {how}", layer.digest);
+    }
     println!("{}", done.id);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The composefs dumpfile: a line of text per file describing a tree
 //! (composefs-dump(5)), read into a [`crate::tree::Tree`] and written from one.
 
-mod escape;
+pub mod escape;
 mod parse;
 mod write;
 

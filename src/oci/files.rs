@@ -2,7 +2,7 @@
 //! uncompressed tar archive of one (`oci-archive:`), whose members are
 //! read in place, from their offsets, with nothing unpacked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,8 @@ pub enum Files {
         path: PathBuf,
         /// Member name (without a leading `./`) to offset and size.
         members: HashMap<String, (u64, u64)>,
+        /// Members that are not regular files (links, directories).
+        others: HashSet<String>,
     },
 }
 
@@ -29,19 +31,49 @@ impl Files {
         let file = open_regular(path).map_err(fail)?;
         let mut archive = tar::Archive::new(file);
         let mut members = HashMap::new();
-        for entry in archive.entries().map_err(fail)? {
-            let entry = entry.map_err(fail)?;
-            if entry.header().entry_type() != tar::EntryType::Regular {
-                continue;
-            }
+        let mut others = HashSet::new();
+        let entries = archive.entries().map_err(|e| {
+            invalid(format!(
+                "{}: {e} (an image archive is an uncompressed tar)",
+                path.display()
+            ))
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                invalid(format!(
+                    "{}: {} (an image archive is an uncompressed tar)",
+                    path.display(),
+                    e.to_string().escape_debug()
+                ))
+            })?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let name = name.trim_start_matches("./").to_string();
-            members.insert(name, (entry.raw_file_position(), entry.size()));
+            if entry.header().entry_type() == tar::EntryType::Regular {
+                members.insert(name, (entry.raw_file_position(), entry.size()));
+            } else {
+                others.insert(name);
+            }
         }
         Ok(Files::Archive {
             path: path.to_path_buf(),
             members,
+            others,
         })
+    }
+
+    /// The size of the regular file `rel`.
+    pub fn size(&self, rel: &str) -> Result<u64, OciError> {
+        let fail = |what: String| invalid(format!("{}: {what}", self.name(rel)));
+        match self {
+            Files::Dir(dir) => open_regular(&dir.join(rel))
+                .and_then(|f| f.metadata())
+                .map(|m| m.len())
+                .map_err(|e| fail(e.to_string())),
+            Files::Archive { members, .. } => members
+                .get(rel)
+                .map(|&(_, size)| size)
+                .ok_or_else(|| fail("not a regular file in the archive".into())),
+        }
     }
 
     /// `rel` as messages name it.
@@ -60,10 +92,18 @@ impl Files {
             Files::Dir(dir) => Ok(Box::new(
                 open_regular(&dir.join(rel)).map_err(|e| fail(e.to_string()))?,
             )),
-            Files::Archive { path, members } => {
-                let &(offset, size) = members
-                    .get(rel)
-                    .ok_or_else(|| fail("not in the archive".into()))?;
+            Files::Archive {
+                path,
+                members,
+                others,
+            } => {
+                let &(offset, size) = members.get(rel).ok_or_else(|| {
+                    fail(if others.contains(rel) {
+                        "not a regular file in the archive (links are not followed)".into()
+                    } else {
+                        "not in the archive".into()
+                    })
+                })?;
                 let mut file = open_regular(path).map_err(|e| fail(e.to_string()))?;
                 file.seek(SeekFrom::Start(offset))
                     .map_err(|e| fail(e.to_string()))?;

@@ -2,24 +2,16 @@
 //! `index.json` naming manifests by tag (`org.opencontainers.image.ref.name`),
 //! and blobs under `blobs/ALG/HEX`.
 
-use std::io::{BufReader, Read};
-use std::path::Path;
+use std::io::Read;
 
 use serde::de::DeserializeOwned;
 
-use super::blob::Verifying;
 use super::files::Files;
-use super::{
-    this_architecture, Descriptor, Image, ImageConfig, ImageIndex, ImageSource, Manifest, OciError,
-    INDEX_TYPE, LAYER_TYPES, MANIFEST_TYPES,
-};
+use super::image::{self, Blobs, JSON_LIMIT};
+use super::layer_cache::LayerCache;
+use super::{Descriptor, Image, ImageIndex, OciError};
 use crate::objects::Staging;
-use crate::tar_import::TarImport;
 
-/// Index, manifest and config blobs are small JSON documents.
-const JSON_LIMIT: u64 = 4 << 20;
-/// Layers an image may have.
-const MAX_LAYERS: usize = 128;
 /// Where a tag is kept in a layout's index.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -32,8 +24,8 @@ pub fn read(
     files: &Files,
     tag: Option<&str>,
     staging: Option<&Staging>,
+    cache: Option<&LayerCache>,
 ) -> Result<Image, OciError> {
-    let layout = Layout { files };
     let version: serde_json::Value = read_json_file(files, "oci-layout")?;
     if version.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
         return Err(invalid(format!(
@@ -44,50 +36,7 @@ pub fn read(
     let index: ImageIndex = read_json_file(files, "index.json")?;
     let chosen = choose_tag(&index.manifests, tag)
         .map_err(|e| invalid(format!("{}: {e}", files.name("index.json"))))?;
-    let manifest_desc = layout.resolve(chosen)?;
-    let manifest: Manifest = layout.json(&manifest_desc)?;
-    let config: ImageConfig = layout.json(&manifest.config)?;
-    // Every entry of every layer costs memory until the end, even if a
-    // later layer deletes it: layers are bounded (Docker's limit is
-    // 127), and entries in all by the tar import.
-    if manifest.layers.len() > MAX_LAYERS {
-        return Err(invalid(format!(
-            "{}: {} layers (at most {MAX_LAYERS})",
-            files.name(&layout.blob(&manifest_desc)?),
-            manifest.layers.len()
-        )));
-    }
-    let mut import = TarImport::new(staging);
-    for layer in &manifest.layers {
-        let rel = layout.blob(layer)?;
-        let name = files.name(&rel);
-        if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
-            return Err(invalid(format!(
-                "{name}: layer {} is of type {}, not a tar layer",
-                layer.digest,
-                layer.media_type.escape_debug()
-            )));
-        }
-        let file = files.open(&rel)?;
-        let mut reader = BufReader::with_capacity(1 << 20, Verifying::new(file, layer.size));
-        let applied = import.apply(&mut reader, Path::new(&name), true);
-        // Nothing built from a layer counts until all of it matched; a
-        // blob that does not match is the cause of whatever else failed.
-        reader
-            .into_inner()
-            .finish(&layer.digest)
-            .map_err(|e| invalid(format!("{name}: layer {}: {e}", layer.digest)))?;
-        applied?;
-    }
-    let tree = import.finish(Path::new(&files.name("")))?;
-    Ok(Image {
-        tree,
-        source: ImageSource {
-            reference: reference.to_string(),
-            manifest: manifest_desc.digest.clone(),
-            labels: config.config.and_then(|c| c.labels).unwrap_or_default(),
-        },
-    })
+    image::read(reference, &Layout { files }, chosen, staging, cache)
 }
 
 /// The descriptor of `tag` (else of the only image) in a layout's index.
@@ -129,74 +78,35 @@ struct Layout<'a> {
 impl Layout<'_> {
     /// Where a blob is kept, relative to the layout; only sha256 digests
     /// of 64 hex digits.
-    fn blob(&self, desc: &Descriptor) -> Result<String, OciError> {
-        let hex = desc
-            .digest
+    fn path(&self, digest: &str) -> Result<String, OciError> {
+        let hex = digest
             .strip_prefix("sha256:")
             .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
             .ok_or_else(|| {
                 invalid(format!(
                     "{}: digest '{}' is not sha256:<64 hex digits>",
-                    self.files.name("index.json"),
-                    desc.digest
+                    self.files.name(""),
+                    digest.escape_debug()
                 ))
             })?;
         Ok(format!("blobs/sha256/{hex}"))
     }
+}
 
-    /// A JSON blob, checked against its descriptor, then parsed.
-    fn json<T: DeserializeOwned>(&self, desc: &Descriptor) -> Result<T, OciError> {
-        let rel = self.blob(desc)?;
-        let name = self.files.name(&rel);
-        if desc.size > JSON_LIMIT {
-            return Err(invalid(format!(
-                "{name}: a JSON blob of {} bytes (at most {JSON_LIMIT})",
-                desc.size
-            )));
+impl Blobs for Layout<'_> {
+    fn name(&self, digest: &str) -> String {
+        match self.path(digest) {
+            Ok(rel) => self.files.name(&rel),
+            Err(_) => format!("{} {}", self.files.name(""), digest.escape_debug()),
         }
-        let mut reader = Verifying::new(self.files.open(&rel)?, desc.size);
-        let mut bytes = Vec::new();
-        reader
-            .read_to_end(&mut bytes)
-            .map_err(|e| invalid(format!("{name}: {e}")))?;
-        reader
-            .finish(&desc.digest)
-            .map_err(|e| invalid(format!("{name}: {e}")))?;
-        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{name}: {e}")))
     }
 
-    /// The image manifest `desc` leads to: itself, or in an image index
-    /// the one for Linux on this machine's architecture.
-    fn resolve(&self, desc: &Descriptor) -> Result<Descriptor, OciError> {
-        if MANIFEST_TYPES.contains(&desc.media_type.as_str()) {
-            return Ok(desc.clone());
-        }
-        if desc.media_type != INDEX_TYPE {
-            return Err(invalid(format!(
-                "{}: {} is of type {}, not an image manifest",
-                self.files.name("index.json"),
-                desc.digest.escape_debug(),
-                desc.media_type.escape_debug()
-            )));
-        }
-        let index: ImageIndex = self.json(desc)?;
-        let arch = this_architecture();
-        index
-            .manifests
-            .into_iter()
-            .find(|m| {
-                MANIFEST_TYPES.contains(&m.media_type.as_str())
-                    && m.platform
-                        .as_ref()
-                        .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-            })
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{}: the index {} has no image for linux/{arch}",
-                    self.files.name("index.json"),
-                    desc.digest
-                ))
-            })
+    fn manifest(&self, desc: &Descriptor) -> Result<Box<dyn Read + '_>, OciError> {
+        self.blob(desc)
+    }
+
+    fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + '_>, OciError> {
+        self.files.open(&self.path(&desc.digest)?)
     }
 }
 
@@ -217,8 +127,10 @@ fn read_json_file<T: DeserializeOwned>(files: &Files, rel: &str) -> Result<T, Oc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::image::MAX_LAYERS;
     use sha2::{Digest as _, Sha256};
     use std::io::Write;
+    use std::path::Path;
 
     fn put_blob(dir: &Path, bytes: &[u8]) -> String {
         let hex = hex::encode(Sha256::digest(bytes));
@@ -263,7 +175,13 @@ mod tests {
     }
 
     fn refusal(dir: &Path, tag: &str) -> String {
-        match read("oci:x", &Files::Dir(dir.to_path_buf()), Some(tag), None) {
+        match read(
+            "oci:x",
+            &Files::Dir(dir.to_path_buf()),
+            Some(tag),
+            None,
+            None,
+        ) {
             Ok(_) => panic!("tag {tag} was read"),
             Err(e) => e.to_string(),
         }
@@ -274,7 +192,13 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path();
         let layer = make_layout(dir);
-        let Ok(image) = read("oci:x", &Files::Dir(dir.to_path_buf()), Some("v1"), None) else {
+        let Ok(image) = read(
+            "oci:x",
+            &Files::Dir(dir.to_path_buf()),
+            Some("v1"),
+            None,
+            None,
+        ) else {
             panic!("{}", refusal(dir, "v1"));
         };
         assert!(image.tree.lookup(b"etc/hello").is_some());
@@ -292,7 +216,7 @@ mod tests {
             b.finish().unwrap();
         }
         let files = Files::archive(&archive).unwrap_or_else(|e| panic!("{e}"));
-        match read("oci-archive:x", &files, None, None) {
+        match read("oci-archive:x", &files, None, None, None) {
             Ok(from_archive) => {
                 assert_eq!(from_archive.source.manifest, image.source.manifest);
                 assert!(from_archive.tree.lookup(b"etc/hello").is_some());
@@ -353,7 +277,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let err = match read("oci:x", &Files::Dir(dir.to_path_buf()), None, None) {
+        let err = match read("oci:x", &Files::Dir(dir.to_path_buf()), None, None, None) {
             Ok(_) => panic!("129 layers were read"),
             Err(e) => e.to_string(),
         };

@@ -3,12 +3,22 @@
 //! contents streamed into the store as each layer is read, every blob
 //! checked against the digest and size its descriptor gives before the
 //! tree built from it is used. Transports, as skopeo names them:
-//! `oci:DIR[:TAG]` (an image layout, `layout.rs`) and
-//! `oci-archive:FILE[:TAG]` (a tar of one, read in place: `files.rs`).
+//! `oci:DIR[:TAG]` (an image layout, `layout.rs`),
+//! `oci-archive:FILE[:TAG]` (a tar of one, read in place: `files.rs`),
+//! `docker-archive:FILE[:NAME:TAG]` (what `docker save` writes) and `docker://HOST/NAME[:TAG|@DIGEST]` (a registry, `registry.rs`).
+//! Layers seen before are replayed from the layer cache
+//! (`layer_cache.rs`) instead of being read or fetched again.
 
 mod blob;
+mod docker_archive;
 mod files;
+mod image;
+mod layer_cache;
 mod layout;
+mod registry;
+
+pub use layer_cache::{LayerCache, Pending};
+pub use registry::RegistryOptions;
 
 use std::collections::BTreeMap;
 
@@ -44,30 +54,71 @@ pub struct ImageSource {
 pub struct Image {
     pub tree: Tree,
     pub source: ImageSource,
+    /// Its layers, in order, and whether each came from the cache.
+    pub layers: Vec<LayerRead>,
+    /// Cache records of the layers read, to put in place once their
+    /// contents are committed.
+    pub pending: Vec<Pending>,
+}
+
+pub struct LayerRead {
+    pub digest: String,
+    pub cached: bool,
+}
+
+/// Where to read an image from, and how.
+#[derive(Default)]
+pub struct ReadOptions<'a> {
+    /// Layers seen before.
+    pub cache: Option<&'a LayerCache<'a>>,
+    pub registry: RegistryOptions,
 }
 
 /// Read the image `reference` names; contents larger than the inline
 /// threshold are staged into `staging`.
-pub fn read(reference: &str, staging: Option<&Staging>) -> Result<Image, OciError> {
+pub fn read(
+    reference: &str,
+    staging: Option<&Staging>,
+    options: &ReadOptions,
+) -> Result<Image, OciError> {
+    let cache = options.cache;
     if let Some(rest) = reference.strip_prefix("oci:") {
         let (dir, tag) = split_tag(rest);
-        return layout::read(reference, &files::Files::Dir(dir.into()), tag, staging);
+        return layout::read(
+            reference,
+            &files::Files::Dir(dir.into()),
+            tag,
+            staging,
+            cache,
+        );
     }
     if let Some(rest) = reference.strip_prefix("oci-archive:") {
         let (file, tag) = split_tag(rest);
         let files = files::Files::archive(std::path::Path::new(file))?;
-        return layout::read(reference, &files, tag, staging);
+        return layout::read(reference, &files, tag, staging, cache);
+    }
+    if let Some(rest) = reference.strip_prefix("docker-archive:") {
+        let (file, tag) = split_tag(rest);
+        let files = files::Files::archive(std::path::Path::new(file))?;
+        return docker_archive::read(reference, &files, tag, staging, cache);
+    }
+    if let Some(rest) = reference.strip_prefix("docker://") {
+        let image = registry::ImageRef::parse(rest).map_err(OciError::Invalid)?;
+        let registry = registry::Registry::new(image, &options.registry)?;
+        let top = registry.top()?;
+        return image::read(reference, &registry, &top, staging, cache);
     }
     Err(OciError::Invalid(format!(
-        "{reference}: not an image reference this version reads (oci:DIR[:TAG], oci-archive:FILE[:TAG])"
+        "{}: not an image reference this version reads (oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], docker://HOST/NAME[:TAG|@DIGEST])",
+        reference.escape_debug()
     )))
 }
 
-/// `PATH[:TAG]`: a tag is what follows the last colon, unless that holds
-/// a slash (then the colon belongs to the path).
+/// `PATH[:TAG]`: as skopeo reads it, the tag is what follows the first
+/// colon (so a path holding a colon cannot be named; a tag may hold one).
 fn split_tag(rest: &str) -> (&str, Option<&str>) {
-    match rest.rsplit_once(':') {
-        Some((path, tag)) if !tag.contains('/') && !path.is_empty() => (path, Some(tag)),
+    match rest.split_once(':') {
+        Some((path, tag)) if !path.is_empty() => (path, (!tag.is_empty()).then_some(tag)),
         _ => (rest, None),
     }
 }
@@ -108,6 +159,15 @@ struct Manifest {
 struct ImageConfig {
     #[serde(default)]
     config: Option<ConfigSection>,
+    #[serde(default)]
+    rootfs: Option<RootFs>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RootFs {
+    /// Digests of the layers uncompressed, in order.
+    #[serde(default)]
+    diff_ids: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,10 +205,11 @@ mod tests {
     use super::split_tag;
 
     #[test]
-    fn tags_follow_the_last_colon_outside_the_path() {
+    fn tags_follow_the_first_colon() {
         assert_eq!(split_tag("/srv/img:v1"), ("/srv/img", Some("v1")));
         assert_eq!(split_tag("/srv/img"), ("/srv/img", None));
-        assert_eq!(split_tag("/srv/a:b/img"), ("/srv/a:b/img", None));
+        assert_eq!(split_tag("/srv/img:a:b/c"), ("/srv/img", Some("a:b/c")));
+        assert_eq!(split_tag("/srv/img:"), ("/srv/img", None));
         assert_eq!(split_tag(":x"), (":x", None));
     }
 }

@@ -25,8 +25,12 @@ pub enum CommitSource<'a> {
     Tar(&'a Path),
     /// A composefs dumpfile whose contents are already in the store.
     Dump(&'a Path),
-    /// An OCI image (`oci:DIR[:TAG]`): its layers applied in order.
-    Oci(&'a str),
+    /// An OCI image (`oci:DIR[:TAG]`, `docker://…`): its layers
+    /// applied in order.
+    Oci {
+        reference: &'a str,
+        registry: &'a crate::oci::RegistryOptions,
+    },
 }
 
 /// The result of a commit.
@@ -35,6 +39,8 @@ pub struct Committed {
     pub meta: CommitMeta,
     /// Present for directory sources.
     pub walk: Option<WalkStats>,
+    /// For images: each layer, and whether the layer cache had it.
+    pub layers: Vec<crate::oci::LayerRead>,
 }
 
 /// How to commit.
@@ -70,6 +76,7 @@ pub fn commit(
 
     let statcache_path = repo.root().join("statcache");
     let mut image_source = None;
+    let mut layers = Vec::new();
     let (tree, walk) = match source {
         CommitSource::Directory(dir) => {
             let cache = StatCache::load(&statcache_path);
@@ -95,15 +102,32 @@ pub fn commit(
             staging.commit().map_err(io_err(repo.objects().root()))?;
             (tree, None)
         }
-        CommitSource::Oci(reference) => {
+        CommitSource::Oci {
+            reference,
+            registry,
+        } => {
             let staging = repo
                 .objects()
                 .staging()
                 .map_err(io_err(repo.objects().root()))?;
-            let image = crate::oci::read(reference, Some(&staging))
-                .map_err(|e| RepoError::Invalid(e.to_string()))?;
+            let cache_dir = repo.layer_cache_dir();
+            let cache = crate::oci::LayerCache::new(cache_dir.clone(), repo.objects());
+            let image = crate::oci::read(
+                reference,
+                Some(&staging),
+                &crate::oci::ReadOptions {
+                    cache: Some(&cache),
+                    registry: registry.clone(),
+                },
+            )
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
             staging.commit().map_err(io_err(repo.objects().root()))?;
+            // The records name contents that are now stored.
+            for record in image.pending {
+                record.persist().map_err(io_err(&cache_dir))?;
+            }
             image_source = Some(image.source);
+            layers = image.layers;
             (image.tree, None)
         }
         CommitSource::Dump(path) => {
@@ -143,7 +167,12 @@ pub fn commit(
         // Only a hint for the next commit: failing to save it loses nothing.
         let _ = StatCache::save(&statcache_path, &stats.stamps, started);
     }
-    Ok(Committed { id, meta, walk })
+    Ok(Committed {
+        id,
+        meta,
+        walk,
+        layers,
+    })
 }
 
 /// The dumpfile blob and image digest of `parent` when its dumpfile is

@@ -117,6 +117,11 @@ impl Repo {
         &self.objects
     }
 
+    /// Layers of images committed before (`oci::LayerCache`).
+    pub fn layer_cache_dir(&self) -> PathBuf {
+        self.root.join("oci-layers")
+    }
+
     pub fn images_dir(&self) -> PathBuf {
         self.root.join("images")
     }

@@ -4,6 +4,7 @@
 pub mod fixture;
 pub mod nginx;
 pub mod pair;
+pub mod registry;
 pub mod swtpm;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,10 @@
 //! file contents hashed on the fly and optionally staged into an object
 //! store. Entries that would escape the tree are refused.
 
+mod op;
+
+pub use op::Op;
+
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -80,11 +84,17 @@ impl<'s, 'o> TarImport<'s, 'o> {
     /// names it in errors. As a `layer`, whiteout entries (`.wh.NAME`,
     /// `.wh..wh..opq`) delete what earlier layers made, as the OCI image
     /// specification says.
-    pub fn apply(
+    pub fn apply(&mut self, input: impl BufRead, path: &Path, layer: bool) -> Result<(), TarError> {
+        self.apply_recorded(input, path, layer, |_| Ok(()))
+    }
+
+    /// [`apply`](Self::apply), handing each entry as applied to `record`.
+    pub fn apply_recorded(
         &mut self,
         mut input: impl BufRead,
         path: &Path,
         layer: bool,
+        mut record: impl FnMut(&Op) -> Result<(), String>,
     ) -> Result<(), TarError> {
         let fail = |entry: Option<&[u8]>, message: String| TarError {
             archive: path.to_path_buf(),
@@ -158,10 +168,7 @@ impl<'s, 'o> TarImport<'s, 'o> {
                 _ => {
                     self.entries += 1;
                     if self.entries > MAX_ENTRIES {
-                        return Err(fail(
-                            None,
-                            format!("more than {MAX_ENTRIES} entries in all"),
-                        ));
+                        return Err(fail(None, too_many()));
                     }
                     let ext = std::mem::take(&mut pending);
                     pending_bytes = 0;
@@ -179,11 +186,34 @@ impl<'s, 'o> TarImport<'s, 'o> {
                             ),
                         ));
                     }
-                    import
-                        .entry(&mut entry, &name, &ext)
+                    let op = import
+                        .decode(&mut entry, &name, &ext)
+                        .and_then(|op| import.apply(&op).map(|()| op))
                         .map_err(|m| fail(Some(&name), m))?;
+                    record(&op).map_err(|m| fail(Some(&name), m))?;
                 }
             }
+        }
+        import.layer = None;
+        Ok(())
+    }
+
+    /// Apply a layer's entries as [`apply_recorded`](Self::apply_recorded)
+    /// handed them out; `path` names the layer in errors.
+    pub fn replay(&mut self, ops: &[Op], path: &Path) -> Result<(), TarError> {
+        let fail = |message: String| TarError {
+            archive: path.to_path_buf(),
+            entry: None,
+            message,
+        };
+        self.entries += ops.len() as u64;
+        if self.entries > MAX_ENTRIES {
+            return Err(fail(too_many()));
+        }
+        let import = &mut self.import;
+        import.layer = Some(HashSet::new());
+        for op in ops {
+            import.apply(op).map_err(&fail)?;
         }
         import.layer = None;
         Ok(())
@@ -203,6 +233,10 @@ impl<'s, 'o> TarImport<'s, 'o> {
         }
         Ok(self.import.tree)
     }
+}
+
+fn too_many() -> String {
+    format!("more than {MAX_ENTRIES} entries in all")
 }
 
 /// One PAX record: key and value.
@@ -290,12 +324,13 @@ const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
 impl Import<'_, '_> {
-    fn entry(
-        &mut self,
+    /// What an archive entry does; contents are hashed (and staged) here.
+    fn decode(
+        &self,
         entry: &mut tar::Entry<impl Read>,
         name: &[u8],
         ext: &Extensions,
-    ) -> Result<(), String> {
+    ) -> Result<Op, String> {
         use tar::EntryType as T;
         let kind = entry.header().entry_type();
         let components = clean_path(name)?;
@@ -305,7 +340,10 @@ impl Import<'_, '_> {
                     return Err("a whiteout name as a directory".into());
                 }
                 if let Some(hidden) = last.strip_prefix(WHITEOUT) {
-                    return self.whiteout(parents, (last != OPAQUE).then_some(hidden));
+                    return Ok(Op::Whiteout {
+                        dir: parents.to_vec(),
+                        name: (last != OPAQUE).then(|| hidden.to_vec()),
+                    });
                 }
             }
         }
@@ -354,7 +392,10 @@ impl Import<'_, '_> {
         match kind {
             T::Directory => {
                 inode.mode = S_IFDIR | perms;
-                return self.add_dir(&components, inode);
+                return Ok(Op::Dir {
+                    path: components,
+                    inode,
+                });
             }
             T::Regular | T::Continuous => {
                 inode.mode = S_IFREG | perms;
@@ -378,19 +419,12 @@ impl Import<'_, '_> {
             }
             T::Link => {
                 let target = link_name.clone().ok_or("hard link without a target")?;
-                let target_components = clean_path(&target)
+                let target = clean_path(&target)
                     .map_err(|e| format!("hard link target {}: {e}", target.escape_ascii()))?;
-                let id = self.lookup(&target_components).ok_or_else(|| {
-                    format!(
-                        "hard link target {} is not in the archive before it",
-                        target.escape_ascii()
-                    )
-                })?;
-                if self.tree.inodes[id].is_dir() {
-                    return Err("hard link to a directory".into());
-                }
-                self.tree.inodes[id].nlink += 1;
-                return self.link(&components, id, true);
+                return Ok(Op::HardLink {
+                    path: components,
+                    target,
+                });
             }
             T::Char | T::Block => {
                 let major = header
@@ -412,8 +446,35 @@ impl Import<'_, '_> {
             T::Fifo => inode.mode = S_IFIFO | perms,
             other => return Err(format!("unsupported entry type {other:?}")),
         }
-        let id = self.tree.add_inode(inode);
-        self.link(&components, id, false)
+        Ok(Op::Node {
+            path: components,
+            inode,
+        })
+    }
+
+    /// Apply what one entry does to the tree.
+    fn apply(&mut self, op: &Op) -> Result<(), String> {
+        match op {
+            Op::Dir { path, inode } => self.add_dir(path, inode.clone()),
+            Op::Node { path, inode } => {
+                let id = self.tree.add_inode(inode.clone());
+                self.link(path, id, false)
+            }
+            Op::HardLink { path, target } => {
+                let id = self.lookup(target).ok_or_else(|| {
+                    format!(
+                        "hard link target {} is not in the archive before it",
+                        target.join(&b'/').escape_ascii()
+                    )
+                })?;
+                if self.tree.inodes[id].is_dir() {
+                    return Err("hard link to a directory".into());
+                }
+                self.tree.inodes[id].nlink += 1;
+                self.link(path, id, true)
+            }
+            Op::Whiteout { dir, name } => self.whiteout(dir, name.as_deref()),
+        }
     }
 
     fn read_content(
