@@ -1374,3 +1374,50 @@ fn the_store_and_deployments_are_private_to_root() {
         (0o700, 0o700)
     );
 }
+
+#[test]
+fn a_bootc_style_image_deploys_as_it_is() {
+    if !is_root() {
+        return missing("root, for umoci to unpack owners");
+    }
+    if !have_command("umoci") {
+        return missing("umoci (apt-get install umoci)");
+    }
+    let s = TestSysroot::new();
+    let d = s.dir.path();
+    // A bootc image: the kernel and initramfs in usr/lib/modules/KVER/,
+    // the defaults of /etc in usr/etc, in an image made by umoci.
+    tool_ok("umoci", d, &["init", "--layout", "img"]);
+    tool_ok("umoci", d, &["new", "--image", "img:bootc"]);
+    tool_ok("umoci", d, &["unpack", "--image", "img:bootc", "bundle"]);
+    os_tree(&d.join("bundle/rootfs"), "1", &[("hostname", "bootc\n")]);
+    tool_ok("umoci", d, &["repack", "--image", "img:bootc", "bundle"]);
+    let reference = format!("oci:{}:bootc", d.join("img").display());
+    let key = s.p("key.sec");
+    s.ok(&[
+        "commit",
+        "-b",
+        "bootc",
+        "--oci",
+        &reference,
+        "--sign-key",
+        &key,
+    ]);
+    let id = s.deploy("bootc");
+    let status = s.status(None);
+    assert_eq!(status[0]["kernel"], "6.12.0-test");
+    assert_eq!(
+        fs::read(s.root().join(format!("boot/sealtree/{id}/initramfs.img"))).unwrap(),
+        b"initramfs 1\n"
+    );
+    let deployed = s.root().join(format!("sealtree/deploy/{id}"));
+    assert_eq!(
+        fs::read_to_string(deployed.join("etc/hostname")).unwrap(),
+        "bootc\n"
+    );
+    let show = s.ok(&["show", "bootc"]);
+    assert!(
+        show.contains(&format!("Source: {reference} (sha256:")),
+        "{show}"
+    );
+}

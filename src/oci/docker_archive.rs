@@ -170,4 +170,8 @@ impl Blobs for Archive<'_> {
             .ok_or_else(|| invalid(format!("{}: not a layer", self.name(&desc.digest))))?;
         self.files.open(path)
     }
+
+    fn local(&self) -> bool {
+        true
+    }
 }

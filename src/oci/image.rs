@@ -34,6 +34,12 @@ pub trait Blobs {
     fn manifest(&self, desc: &Descriptor) -> Result<Box<dyn Read + '_>, OciError>;
     /// The config or layer blob `desc` names.
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + '_>, OciError>;
+    /// Whether blobs are local files, cheap to read twice: a layer is
+    /// then checked whole before it is unpacked, so that a compression
+    /// bomb with a wrong digest stages nothing.
+    fn local(&self) -> bool {
+        false
+    }
 }
 
 /// Read the image `top` (a manifest or an index) names, found as
@@ -119,6 +125,12 @@ fn apply_layer(
     cache: Option<&LayerCache>,
 ) -> Result<Option<Pending>, OciError> {
     let cache_err = |e: std::io::Error| invalid(format!("layer cache: {e}"));
+    let mismatch = |e: String| invalid(format!("{name}: layer {}: {e}", layer.digest));
+    if blobs.local() {
+        Verifying::new(blobs.blob(layer)?, layer.size)
+            .finish(&layer.digest)
+            .map_err(mismatch)?;
+    }
     let mut recorder = cache
         .map(|c| c.record(&layer.digest))
         .transpose()
@@ -139,7 +151,7 @@ fn apply_layer(
     reader
         .into_inner()
         .finish(&layer.digest)
-        .map_err(|e| invalid(format!("{name}: layer {}: {e}", layer.digest)))?;
+        .map_err(mismatch)?;
     applied?;
     recorder.map(|r| r.finish()).transpose().map_err(cache_err)
 }

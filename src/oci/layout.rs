@@ -108,6 +108,10 @@ impl Blobs for Layout<'_> {
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + '_>, OciError> {
         self.files.open(&self.path(&desc.digest)?)
     }
+
+    fn local(&self) -> bool {
+        true
+    }
 }
 
 fn read_json_file<T: DeserializeOwned>(files: &Files, rel: &str) -> Result<T, OciError> {
