@@ -10,7 +10,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::*;
 
@@ -572,4 +572,131 @@ fn the_debian_rootfs_commits_from_a_registry_as_from_its_tarball() {
     let show = st(&repo, &["show", "oci"]);
     // Its kernel is found where bootc images keep theirs.
     assert!(show.lines().any(|l| l.starts_with("Kernels: 6.")), "{show}");
+}
+
+#[test]
+fn a_registry_over_https_with_a_password_takes_creds_or_an_auth_file() {
+    if !can_make_images() || !can_run_a_registry() {
+        return;
+    }
+    for (tool, package) in [("htpasswd", "apache2-utils"), ("openssl", "openssl")] {
+        if !have_command(tool) {
+            return missing(&format!("{tool} (apt-get install {package})"));
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let unpacked = make_image(d);
+    common::tls::make_ca(d, "ca");
+    common::tls::make_cert(d, "server", "DNS:localhost", "ca");
+    let registry = common::registry::Registry::start_tls(
+        &d.join("server.pem"),
+        &d.join("server.key"),
+        "builder",
+        "s3cret",
+    );
+    registry.push(&format!("oci:{}:os", d.join("img").display()), "os:v1");
+    let reference = registry.reference("os:v1");
+    let repo = d.join("repo");
+    st(&repo, &["init"]);
+    st(
+        &repo,
+        &[
+            "commit",
+            "-b",
+            "unpacked",
+            "--tree",
+            unpacked.to_str().unwrap(),
+        ],
+    );
+    // The test's CA is the only one trusted (as SSL_CERT_FILE names it).
+    let commit = |branch: &str, extra: &[&str], auth_file: Option<&Path>| {
+        let mut c = sealtree();
+        c.env("SEALTREE_REPO", &repo)
+            .env("SSL_CERT_FILE", d.join("ca.pem"))
+            .env("HOME", d)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("REGISTRY_AUTH_FILE");
+        if let Some(f) = auth_file {
+            c.env("REGISTRY_AUTH_FILE", f);
+        }
+        c.args(["commit", "-b", branch, "--oci", &reference])
+            .args(extra);
+        c.output().unwrap()
+    };
+    let refused = |out: Output, what: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(what), "{err}");
+    };
+    let before = stored_objects(&repo);
+    refused(
+        commit("a", &[], None),
+        "the registry wants a user and password",
+    );
+    refused(
+        commit("a", &["--creds", "builder:wrong"], None),
+        "with the credentials given",
+    );
+    refused(
+        commit("a", &["--creds", "builder"], None),
+        "give USER:PASSWORD",
+    );
+    assert_eq!(stored_objects(&repo), before);
+
+    let out = commit("creds", &["--creds", "builder:s3cret"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        image_digest(&repo, "creds"),
+        image_digest(&repo, "unpacked")
+    );
+
+    // An auth file as podman and skopeo write it, keyed by host:port.
+    let auth = d.join("auth.json");
+    fs::write(
+        &auth,
+        format!(
+            r#"{{"auths":{{"localhost:{}":{{"auth":"{}"}}}}}}"#,
+            registry.port,
+            base64_encode(b"builder:s3cret")
+        ),
+    )
+    .unwrap();
+    let out = commit("file", &[], Some(&auth));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(image_digest(&repo, "file"), image_digest(&repo, "unpacked"));
+
+    // Plain HTTP to an HTTPS registry, or an unknown CA: refused.
+    refused(
+        commit("a", &["--creds", "builder:s3cret", "--plain-http"], None),
+        "HTTP 400",
+    );
+    let out = sealtree()
+        .env("SEALTREE_REPO", &repo)
+        .env("SSL_CERT_FILE", d.join("server.pem"))
+        .args([
+            "commit",
+            "-b",
+            "a",
+            "--creds",
+            "builder:s3cret",
+            "--oci",
+            &reference,
+        ])
+        .output()
+        .unwrap();
+    refused(out, "certificate");
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::fixture::*;
 use common::nginx::Nginx;
 use common::pair::*;
+use common::tls::*;
 use common::*;
 
 /// Object digests named by object requests.
@@ -692,87 +693,6 @@ fn an_older_release_on_another_line_is_a_downgrade_too() {
     assert!(
         err.contains("version 2 of 'os'") && err.contains("is older than version 3"),
         "{err}"
-    );
-}
-
-/// openssl with `args` in `dir`, which must succeed.
-fn openssl(dir: &Path, args: &[&str]) {
-    tool_ok("openssl", dir, args);
-}
-
-/// A CA NAME.pem (key NAME.key) made in `dir`.
-fn make_ca(dir: &Path, name: &str) {
-    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-}
-
-/// A server certificate NAME.pem (key NAME.key) for `san`, signed by CA.
-fn make_cert(dir: &Path, name: &str, san: &str, ca: &str) {
-    let (key, csr, pem) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=server",
-        ],
-    );
-    fs::write(
-        dir.join(format!("{name}.ext")),
-        format!("subjectAltName={san}\n"),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
     );
 }
 

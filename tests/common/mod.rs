@@ -6,6 +6,7 @@ pub mod nginx;
 pub mod pair;
 pub mod registry;
 pub mod swtpm;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

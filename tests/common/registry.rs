@@ -12,12 +12,43 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Child,
+    /// `USER:PASSWORD` the registry asks for (HTTPS only).
+    creds: Option<String>,
 }
 
 impl Registry {
-    /// Start an empty registry; None when docker-registry is missing.
+    /// Start an empty registry over plain HTTP, open to all.
     pub fn start() -> Registry {
+        Registry::start_with(tempfile::tempdir().unwrap(), "", None)
+    }
+
+    /// Start an empty registry over HTTPS with this certificate and key,
+    /// asking for `user` and `password` (basic authentication, htpasswd).
+    pub fn start_tls(cert: &Path, key: &Path, user: &str, password: &str) -> Registry {
         let dir = tempfile::tempdir().unwrap();
+        let htpasswd = dir.path().join("htpasswd");
+        let out = Command::new("htpasswd")
+            .args(["-Bbc"])
+            .arg(&htpasswd)
+            .args([user, password])
+            .output()
+            .expect("htpasswd: install it (apt-get install apache2-utils)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let extra = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n\
+             auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+            cert.display(),
+            key.display(),
+            htpasswd.display()
+        );
+        Registry::start_with(dir, &extra, Some(format!("{user}:{password}")))
+    }
+
+    fn start_with(dir: tempfile::TempDir, extra: &str, creds: Option<String>) -> Registry {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -27,7 +58,7 @@ impl Registry {
         let conf = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
+             http:\n  addr: 127.0.0.1:{port}\n{extra}",
             d.join("storage").display()
         );
         fs::write(d.join("config.yml"), conf).unwrap();
@@ -49,18 +80,34 @@ impl Registry {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Registry { dir, port, child }
+        Registry {
+            dir,
+            port,
+            child,
+            creds,
+        }
     }
 
-    /// `docker://127.0.0.1:PORT/NAME`.
+    /// `docker://127.0.0.1:PORT/NAME` (`localhost` over HTTPS, the name
+    /// its certificate has).
     pub fn reference(&self, name: &str) -> String {
-        format!("docker://127.0.0.1:{}/{name}", self.port)
+        let host = if self.creds.is_some() {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        format!("docker://{host}:{}/{name}", self.port)
     }
 
     /// Push `source` (a skopeo reference, e.g. `oci:DIR:TAG`) as `name`.
     pub fn push(&self, source: &str, name: &str) {
-        let out = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false", source])
+        let mut skopeo = Command::new("skopeo");
+        skopeo.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some(creds) = &self.creds {
+            skopeo.arg(format!("--dest-creds={creds}"));
+        }
+        let out = skopeo
+            .arg(source)
             .arg(self.reference(name))
             .output()
             .expect("skopeo: install it (apt-get install skopeo)");
