@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Pull speed side by side in one run, both from the same nginx on
-# 127.0.0.1: `sealtree pull` of a commit of a tree (default /usr/share)
-# into an empty repository, and `ostree pull` of the same tree from an
-# archive-mode ostree repository into an empty bare-user one. Best of RUNS.
+# Pull speed side by side in one run, all from the same nginx on
+# 127.0.0.1, each run writing into a fresh ext4 filesystem:
+#   - `sealtree pull` of a signed commit of a tree (default /usr/share)
+#     into an empty repository (every object verified by its fs-verity
+#     digest, made durable, then published);
+#   - curl fetching the same object files with 8 parallel connections
+#     into a directory (raw HTTP throughput: no verification, no fsync);
+#   - `ostree pull` of the same tree from an archive-mode repository
+#     into an empty bare-user one.
+# Best of RUNS; peak RSS; the ratios to curl and to ostree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${RUNS:-3}
 SRC=${SRC:-/usr/share}
-for tool in ostree nginx; do
+for tool in ostree nginx curl; do
     command -v $tool >/dev/null || { echo "$tool is needed: apt-get install $tool" >&2; exit 1; }
 done
 cargo build --release --quiet
@@ -16,6 +23,7 @@ work=$(mktemp -d /var/tmp/sealtree-bench-pull.XXXXXX)
 port=$((20000 + RANDOM % 20000))
 cleanup() {
     [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
+    cleanup_fs "$work"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -52,26 +60,45 @@ nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
 sleep 0.5
 url="http://127.0.0.1:$port"
 
-# best SECONDS PEAK_KB of a command line over $RUNS runs; $run numbers the run.
-measure() {
-    local cmd=$1 best="" peak=0
-    for run in $(seq "$RUNS"); do
-        eval "/usr/bin/time -f '%e %M' -o \"\$work/time\" $cmd" > /dev/null
-        read -r secs kb < "$work/time"
-        if [ -z "$best" ] || awk "BEGIN{exit !($secs < $best)}"; then best=$secs; fi
-        [ "$kb" -gt "$peak" ] && peak=$kb
-    done
-    echo "$best $peak"
+# The object files, as curl's config: one url and output per object.
+(cd "$work/srv/st" && find objects -type f) > "$work/objects.txt"
+objects=$(wc -l < "$work/objects.txt")
+bytes=$(cd "$work/srv/st" && du -sb objects | cut -f1)
+awk -v u="$url/st" '{ printf "url = \"%s/%s\"\noutput = \"%s\"\n", u, $0, $0 }' "$work/objects.txt" > "$work/curl.cfg"
+(cd "$work/srv/st" && xargs cat < "$work/objects.txt" > /dev/null)   # warm the page cache
+
+st_s=() ; st_kb=0 ; curl_s=() ; curl_kb=0 ; os_s=() ; os_kb=0
+keep() { # keep ARRAY_NAME PEAK_NAME: append this run's figures
+    read -r secs kb < "$work/t"
+    eval "$1+=(\"$secs\")"
+    [ "$kb" -gt "${!2}" ] && eval "$2=$kb"
+    return 0
 }
 for run in $(seq "$RUNS"); do
-    "$st" --repo "$work/st$run" init
-    "$st" --repo "$work/st$run" remote add origin "$url/st" --trusted "$work/k.pub"
-    ostree init --repo="$work/os$run" --mode=bare-user
-    ostree remote add --repo="$work/os$run" --no-gpg-verify origin "$url/os"
+    fs=$(fresh_fs "$work" "st$run")
+    "$st" --repo "$fs/repo" init
+    "$st" --repo "$fs/repo" remote add origin "$url/st" --trusted "$work/k.pub"
+    timed "$work/t" "$st" --repo "$fs/repo" pull origin bench
+    keep st_s st_kb
+
+    fs=$(fresh_fs "$work" "curl$run")
+    timed "$work/t" bash -c "cd '$fs' && curl -s --fail --create-dirs --parallel --parallel-max 8 -K '$work/curl.cfg'"
+    keep curl_s curl_kb
+    got=$(find "$fs/objects" -type f | wc -l)
+    [ "$got" = "$objects" ] || { echo "curl fetched $got of $objects objects" >&2; exit 1; }
+
+    fs=$(fresh_fs "$work" "os$run")
+    ostree init --repo="$fs/repo" --mode=bare-user
+    ostree remote add --repo="$fs/repo" --no-gpg-verify origin "$url/os"
+    timed "$work/t" ostree pull --repo="$fs/repo" origin bench
+    keep os_s os_kb
+    cleanup_fs "$work"
 done
-objects=$(find "$work/srv/st/objects" -type f | wc -l)
-read -r st_s st_kb < <(measure '"$st" --repo "$work/st$run" pull origin bench')
-read -r os_s os_kb < <(measure 'ostree pull --repo="$work/os$run" origin bench')
-printf '%-44s %8s s %6s MiB\n' "sealtree pull ($objects objects, signed)" "$st_s" "$((st_kb / 1024))"
-printf '%-44s %8s s %6s MiB\n' "ostree pull (archive repo, unsigned)" "$os_s" "$((os_kb / 1024))"
-awk "BEGIN{printf \"ratio: %.3f\n\", $st_s / $os_s}"
+best() { printf '%s\n' "$@" | sort -n | head -1; }
+s=$(best "${st_s[@]}"); c=$(best "${curl_s[@]}"); o=$(best "${os_s[@]}")
+row() { printf '%-50s %8s s %6s MiB\n' "$1" "$2" "$(( $3 / 1024 ))"; }
+echo "$objects objects, $bytes bytes; runs: sealtree ${st_s[*]}, curl ${curl_s[*]}, ostree ${os_s[*]}"
+row "sealtree pull (signed, verified, durable)" "$s" "$st_kb"
+row "curl, 8 parallel connections (raw HTTP)" "$c" "$curl_kb"
+row "ostree pull (archive repo, unsigned)" "$o" "$os_kb"
+awk "BEGIN{printf \"pull: ratio to curl %.2f (aim <= 1.11), to ostree %.2f\n\", $s / $c, $s / $o}"

@@ -19,4 +19,5 @@ pub mod tar_import;
 pub mod tls;
 pub mod tree;
 pub mod uki;
+pub mod url;
 pub mod walk;

@@ -255,6 +255,12 @@ impl Staging<'_> {
         Ok(true)
     }
 
+    /// An unnamed scratch file beside the staged objects (on the store's
+    /// filesystem, not in memory), gone once closed.
+    pub fn scratch_file(&self) -> io::Result<File> {
+        tempfile::tempfile_in(self.dir.path())
+    }
+
     /// Write everything `reader` yields into the staging area, hashing it on
     /// the way; returns its digest and length. Content the store or this
     /// staging area already has is dropped again.

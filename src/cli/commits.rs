@@ -41,6 +41,10 @@ pub struct CommitArgs {
     /// Reach the registry over plain HTTP (a registry on a trusted network).
     #[arg(long, requires = "oci")]
     plain_http: bool,
+    /// Read every layer of the image, none from the layer cache, and
+    /// keep no record of them.
+    #[arg(long, requires = "oci")]
+    no_layer_cache: bool,
     /// The commit message.
     #[arg(short, long, default_value = "")]
     message: String,
@@ -68,6 +72,7 @@ pub fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
         (.., Some(reference)) => CommitSource::Oci {
             reference,
             registry: &registry,
+            no_layer_cache: args.no_layer_cache,
         },
         _ => bail!("give --tree, --tar, --dump or --oci"),
     };

@@ -77,9 +77,11 @@ impl Files {
     }
 
     /// `rel` as messages name it.
+    /// (`rel` comes from the image: escaped.)
     pub fn name(&self, rel: &str) -> String {
+        let rel = rel.escape_debug();
         match self {
-            Files::Dir(dir) => dir.join(rel).display().to_string(),
+            Files::Dir(dir) => format!("{}/{rel}", dir.display()),
             Files::Archive { path, .. } => format!("{}:{rel}", path.display()),
         }
     }

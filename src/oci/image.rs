@@ -3,7 +3,7 @@
 //! either replayed from the layer cache or read from its blob, checked
 //! against the blob's digest and size before what it built counts.
 
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -51,8 +51,11 @@ pub fn read(
     staging: Option<&Staging>,
     cache: Option<&LayerCache>,
 ) -> Result<Image, OciError> {
+    check_digest(&top.digest)?;
     let manifest_desc = resolve(blobs, top)?;
+    check_digest(&manifest_desc.digest)?;
     let manifest: Manifest = json(blobs, &manifest_desc, true)?;
+    check_digest(&manifest.config.digest)?;
     let config: ImageConfig = json(blobs, &manifest.config, false)?;
     let source = ImageSource {
         reference: reference.to_string(),
@@ -80,6 +83,9 @@ pub fn read_layers(
             layers.len()
         )));
     }
+    for layer in layers {
+        check_digest(&layer.digest)?;
+    }
     let mut import = TarImport::new(staging);
     let mut pending = Vec::new();
     let mut read = Vec::new();
@@ -100,7 +106,14 @@ pub fn read_layers(
             });
             continue;
         }
-        pending.extend(apply_layer(&mut import, blobs, layer, &name, cache)?);
+        pending.extend(apply_layer(
+            &mut import,
+            blobs,
+            layer,
+            &name,
+            staging,
+            cache,
+        )?);
         read.push(LayerRead {
             digest: layer.digest.clone(),
             cached: false,
@@ -122,20 +135,37 @@ fn apply_layer(
     blobs: &dyn Blobs,
     layer: &Descriptor,
     name: &str,
+    staging: Option<&Staging>,
     cache: Option<&LayerCache>,
 ) -> Result<Option<Pending>, OciError> {
     let cache_err = |e: std::io::Error| invalid(format!("layer cache: {e}"));
     let mismatch = |e: String| invalid(format!("{name}: layer {}: {e}", layer.digest));
-    if blobs.local() {
+    // A layer is checked whole before it is unpacked, so that a
+    // compression bomb under a wrong digest stages nothing: a local blob
+    // is read twice; one from the network is kept in a scratch file on
+    // the store's filesystem (as large as its descriptor says, at most).
+    let file: Box<dyn Read + '_> = if blobs.local() {
         Verifying::new(blobs.blob(layer)?, layer.size)
             .finish(&layer.digest)
             .map_err(mismatch)?;
-    }
+        blobs.blob(layer)?
+    } else {
+        let spool_err = |e: std::io::Error| invalid(format!("{name}: a scratch copy: {e}"));
+        let mut spool = match staging {
+            Some(s) => s.scratch_file(),
+            None => tempfile::tempfile(),
+        }
+        .map_err(spool_err)?;
+        let mut fetched = Verifying::new(blobs.blob(layer)?, layer.size);
+        std::io::copy(&mut fetched, &mut spool).map_err(|e| invalid(format!("{name}: {e}")))?;
+        fetched.finish(&layer.digest).map_err(mismatch)?;
+        spool.seek(SeekFrom::Start(0)).map_err(spool_err)?;
+        Box::new(spool)
+    };
     let mut recorder = cache
         .map(|c| c.record(&layer.digest))
         .transpose()
         .map_err(cache_err)?;
-    let file = blobs.blob(layer)?;
     let mut reader = BufReader::with_capacity(1 << 20, Verifying::new(file, layer.size));
     let applied = import.apply_recorded(
         &mut reader,
@@ -154,6 +184,19 @@ fn apply_layer(
         .map_err(mismatch)?;
     applied?;
     recorder.map(|r| r.finish()).transpose().map_err(cache_err)
+}
+
+/// Digests are `sha256:` and 64 hex digits: they name files and URLs,
+/// and are printed.
+pub fn check_digest(digest: &str) -> Result<(), OciError> {
+    let hex = digest.strip_prefix("sha256:").unwrap_or("");
+    if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "a descriptor's digest '{}' is not sha256:<64 hex digits>",
+        digest.escape_debug()
+    )))
 }
 
 /// A JSON blob (or manifest), checked against its descriptor, then parsed.

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
@@ -24,6 +24,9 @@ pub struct RegistryOptions {
     /// Plain HTTP instead of HTTPS (a registry on a trusted network).
     pub plain_http: bool,
 }
+
+/// Redirects followed for one request.
+const MAX_REDIRECTS: usize = 5;
 
 /// Docker Hub's names, and the API host behind them.
 const DOCKER_HUB: &str = "docker.io";
@@ -137,7 +140,7 @@ impl Registry {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_per_read(Some(Duration::from_secs(60)))
-            .max_redirects(5)
+            .max_redirects(0)
             .tls_config(tls)
             .build()
             .into();
@@ -202,48 +205,84 @@ impl Registry {
     }
 
     /// GET `url` with the credentials the registry asks for; an answer
-    /// other than 200 is an error naming the URL.
+    /// other than 200 is an error naming the URL. Redirects (to blob
+    /// storage elsewhere, as registries do) are followed without
+    /// credentials, never from HTTPS to HTTP, and a challenge from
+    /// another host than the registry's is not answered.
     fn get(
         &self,
         url: &str,
         accept: Option<&str>,
     ) -> Result<ureq::http::Response<ureq::Body>, OciError> {
-        let fail = |what: String| invalid(format!("{url}: {what}"));
-        for attempt in 0..2 {
-            let mut request = self.agent.get(url);
-            if let Some(accept) = accept {
-                request = request.header("Accept", accept);
-            }
-            if let Some(auth) = self.auth.borrow().as_deref() {
-                request = request.header("Authorization", auth);
-            }
-            let response = request.call().map_err(|e| fail(e.to_string()))?;
-            let status = response.status().as_u16();
-            if status == 401 && attempt == 0 {
-                let challenge = response
-                    .headers()
-                    .get("www-authenticate")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                *self.auth.borrow_mut() = Some(self.authorize(url, &challenge)?);
-                continue;
-            }
-            return match status {
-                200 => Ok(response),
-                401 | 403 => Err(fail(format!(
-                    "HTTP {status}: access denied{}",
-                    if self.creds.is_some() {
-                        " with the credentials given"
-                    } else {
-                        " (no credentials: --creds USER:PASSWORD, or an auth file)"
+        let home = crate::url::origin(&self.base);
+        let mut answered = false;
+        'attempt: loop {
+            let mut current = url.to_string();
+            let mut at_home = true;
+            for _ in 0..=MAX_REDIRECTS {
+                let fail = |what: String| invalid(format!("{current}: {what}"));
+                let mut request = self.agent.get(&current);
+                if let Some(accept) = accept {
+                    request = request.header("Accept", accept);
+                }
+                if at_home {
+                    if let Some(auth) = self.auth.borrow().as_deref() {
+                        request = request.header("Authorization", auth);
                     }
-                ))),
-                404 => Err(fail("HTTP 404: not in the registry".into())),
-                _ => Err(fail(format!("HTTP {status}"))),
-            };
+                }
+                let response = request.call().map_err(|e| fail(e.to_string()))?;
+                let status = response.status().as_u16();
+                if response.status().is_redirection() {
+                    let location = response
+                        .headers()
+                        .get("location")
+                        .and_then(|v| v.to_str().ok())
+                        .ok_or_else(|| fail(format!("HTTP {status} without a location")))?;
+                    let next = crate::url::resolve(&current, location)
+                        .filter(|n| n.starts_with("https://") || !current.starts_with("https://"))
+                        .filter(|n| n.starts_with("https://") || n.starts_with("http://"))
+                        .ok_or_else(|| {
+                            fail(format!(
+                                "HTTP {status}: a redirect to {}: refused (only HTTP(S), never from HTTPS to HTTP)",
+                                location.escape_debug()
+                            ))
+                        })?;
+                    at_home = at_home && crate::url::origin(&next) == home;
+                    current = next;
+                    continue;
+                }
+                if status == 401 && at_home && !answered {
+                    let challenge = response
+                        .headers()
+                        .get("www-authenticate")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    *self.auth.borrow_mut() = Some(self.authorize(&current, &challenge)?);
+                    answered = true;
+                    continue 'attempt;
+                }
+                return match status {
+                    200 => Ok(response),
+                    401 | 403 if !at_home => Err(fail(format!(
+                        "HTTP {status} from where the registry redirected: not answered with credentials"
+                    ))),
+                    401 | 403 => Err(fail(format!(
+                        "HTTP {status}: access denied{}",
+                        if self.creds.is_some() {
+                            " with the credentials given"
+                        } else {
+                            " (no credentials: --creds USER:PASSWORD, or an auth file)"
+                        }
+                    ))),
+                    404 => Err(fail("HTTP 404: not in the registry".into())),
+                    _ => Err(fail(format!("HTTP {status}"))),
+                };
+            }
+            return Err(invalid(format!(
+                "{url}: more than {MAX_REDIRECTS} redirects"
+            )));
         }
-        unreachable!("the second attempt returns")
     }
 
     /// The Authorization header answering `challenge` (from `url`).
@@ -294,7 +333,12 @@ impl Registry {
             .unwrap_or_else(|| format!("repository:{}:pull", self.image.name));
         token_url.push_str(&format!("scope={}", encode_query(&scope)));
         let mut request = self.agent.get(&token_url);
-        if let Some(basic) = &basic {
+        // Credentials travel in the clear only to the registry itself.
+        let same_host = crate::url::origin(realm) == crate::url::origin(&self.base);
+        if let Some(basic) = basic
+            .as_ref()
+            .filter(|_| realm.starts_with("https://") || same_host)
+        {
             request = request.header("Authorization", basic);
         }
         let tfail = |what: String| invalid(format!("token from {token_url}: {what}"));
@@ -361,7 +405,45 @@ impl Registry {
         }
         let url = format!("{}/{kind}/{}", self.base, desc.digest);
         let response = self.get(&url, accept)?;
-        Ok(Box::new(response.into_body().into_reader()))
+        Ok(Box::new(Steady {
+            inner: response.into_body().into_reader(),
+            window_start: Instant::now(),
+            in_window: 0,
+        }))
+    }
+}
+
+/// A body read at a crawl holds the repository lock for as long as it
+/// lasts: at least STEADY_BYTES must come in every STEADY_WINDOW (a read
+/// that gets nothing at all times out sooner, after 60 s).
+const STEADY_BYTES: u64 = 64 << 10;
+const STEADY_WINDOW: Duration = Duration::from_secs(60);
+
+struct Steady<R> {
+    inner: R,
+    window_start: Instant,
+    in_window: u64,
+}
+
+impl<R: Read> Read for Steady<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.in_window += n as u64;
+        if self.window_start.elapsed() >= STEADY_WINDOW {
+            if n > 0 && self.in_window < STEADY_BYTES {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "{} bytes in {} s: the registry is stalling",
+                        self.in_window,
+                        STEADY_WINDOW.as_secs()
+                    ),
+                ));
+            }
+            self.window_start = Instant::now();
+            self.in_window = 0;
+        }
+        Ok(n)
     }
 }
 

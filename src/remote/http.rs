@@ -17,6 +17,7 @@ pub use crate::tls::parse_ca;
 use crate::tls::root_certs;
 
 use super::fetch::FetchError;
+use crate::url::{origin, resolve};
 
 /// Gets files under one base `http://` or `https://` URL.
 #[derive(Clone)]
@@ -91,7 +92,8 @@ impl HttpFetcher {
                 fail(
                     &url,
                     format!(
-                        "HTTP {status}: a redirect to {to}, another scheme, host or port: refused"
+                        "HTTP {status}: a redirect to {}, another scheme, host or port: refused",
+                        to.escape_debug()
                     ),
                 )
             })?;
@@ -102,27 +104,7 @@ impl HttpFetcher {
     /// `location`, resolved against `from`, if it stays on the remote's
     /// scheme, host and port.
     fn same_origin(&self, from: &str, location: &str) -> Option<String> {
-        let home = origin(&self.base)?;
-        let url = if location.contains("://") {
-            location.to_string()
-        } else if location.starts_with("//") {
-            return None;
-        } else if location.starts_with('/') {
-            format!("{home}{location}")
-        } else {
-            let dir = &from[..from.rfind('/')? + 1];
-            format!("{dir}{location}")
-        };
-        (origin(&url)? == home).then_some(url)
+        let url = resolve(from, location)?;
+        (origin(&url)? == origin(&self.base)?).then_some(url)
     }
-}
-
-/// `scheme://host[:port]` of an absolute URL, lowercased.
-fn origin(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    if authority.is_empty() || authority.contains('@') {
-        return None;
-    }
-    Some(format!("{scheme}://{authority}").to_ascii_lowercase())
 }

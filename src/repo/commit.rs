@@ -30,6 +30,8 @@ pub enum CommitSource<'a> {
     Oci {
         reference: &'a str,
         registry: &'a crate::oci::RegistryOptions,
+        /// Read every layer, and keep no record of them.
+        no_layer_cache: bool,
     },
 }
 
@@ -77,6 +79,7 @@ pub fn commit(
     let statcache_path = repo.root().join("statcache");
     let mut image_source = None;
     let mut layers = Vec::new();
+    let mut layer_records = Vec::new();
     let (tree, walk) = match source {
         CommitSource::Directory(dir) => {
             let cache = StatCache::load(&statcache_path);
@@ -105,27 +108,24 @@ pub fn commit(
         CommitSource::Oci {
             reference,
             registry,
+            no_layer_cache,
         } => {
             let staging = repo
                 .objects()
                 .staging()
                 .map_err(io_err(repo.objects().root()))?;
-            let cache_dir = repo.layer_cache_dir();
-            let cache = crate::oci::LayerCache::new(cache_dir.clone(), repo.objects());
+            let cache = crate::oci::LayerCache::new(repo.layer_cache_dir(), repo.objects());
             let image = crate::oci::read(
                 reference,
                 Some(&staging),
                 &crate::oci::ReadOptions {
-                    cache: Some(&cache),
+                    cache: (!no_layer_cache).then_some(&cache),
                     registry: registry.clone(),
                 },
             )
             .map_err(|e| RepoError::Invalid(e.to_string()))?;
             staging.commit().map_err(io_err(repo.objects().root()))?;
-            // The records name contents that are now stored.
-            for record in image.pending {
-                record.persist().map_err(io_err(&cache_dir))?;
-            }
+            layer_records = image.pending;
             image_source = Some(image.source);
             layers = image.layers;
             (image.tree, None)
@@ -162,6 +162,10 @@ pub fn commit(
     repo.sync()?;
     history.set_branch(branch, id, parent)?;
     repo.sync()?;
+    // Records of the layers read, now that a commit holds their contents.
+    for record in layer_records {
+        record.persist().map_err(io_err(&repo.layer_cache_dir()))?;
+    }
 
     if let Some(stats) = &walk {
         // Only a hint for the next commit: failing to save it loses nothing.
