@@ -82,7 +82,7 @@ for run in $(seq "$RUNS"); do
     keep st_s st_kb
 
     fs=$(fresh_fs "$work" "curl$run")
-    timed "$work/t" bash -c "cd '$fs' && curl -s --fail --create-dirs --parallel --parallel-max 8 -K '$work/curl.cfg'"
+    timed "$work/t" bash -c "cd '$fs' && curl -s --no-progress-meter --fail --create-dirs --parallel --parallel-max 8 -K '$work/curl.cfg'"
     keep curl_s curl_kb
     got=$(find "$fs/objects" -type f | wc -l)
     [ "$got" = "$objects" ] || { echo "curl fetched $got of $objects objects" >&2; exit 1; }

@@ -283,12 +283,51 @@ impl Staging<'_> {
         reader: &mut impl io::Read,
         expected: &Digest,
     ) -> io::Result<Result<u64, Digest>> {
-        let (tmp, digest, len) = self.write_hashed(reader)?;
-        if &digest != expected {
-            return Ok(Err(digest));
+        // Content already here, or claimed by another writer: hashed and
+        // checked, not kept.
+        if self.store.contains(expected) || !self.claimed.lock().unwrap().insert(*expected) {
+            let mut hashing = HashingWriter {
+                inner: io::sink(),
+                hasher: fsverity::Hasher::default(),
+            };
+            io::copy(reader, &mut hashing)?;
+            let (digest, len) = hashing.hasher.finalize();
+            return Ok(if &digest == expected {
+                Ok(len)
+            } else {
+                Err(digest)
+            });
         }
-        self.stage_file(tmp, digest, false)?;
-        Ok(Ok(len))
+        // Written straight under the name it must have (the staging area
+        // is private until committed), and removed unless it has it.
+        let path = self.staged_path(expected)?;
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(object_mode(false))
+                .open(&path)?;
+            let mut hashing = HashingWriter {
+                inner: io::BufWriter::with_capacity(256 * 1024, &mut file),
+                hasher: fsverity::Hasher::default(),
+            };
+            io::copy(reader, &mut hashing)?;
+            io::Write::flush(&mut hashing.inner)?;
+            Ok::<_, io::Error>(hashing.hasher.finalize())
+        })();
+        match written {
+            Ok((digest, len)) if &digest == expected => {
+                let verity = !self.verity_unsupported.load(Ordering::Relaxed)
+                    && self.enable_verity(&path, &digest)?;
+                self.staged.lock().unwrap().push((digest, verity, false));
+                Ok(Ok(len))
+            }
+            other => {
+                let _ = fs::remove_file(&path);
+                self.claimed.lock().unwrap().remove(expected);
+                other.map(|(digest, _)| Err(digest))
+            }
+        }
     }
 
     /// Copy `reader` into a temporary file of the staging area, hashing on
@@ -398,26 +437,58 @@ impl Staging<'_> {
         }
         let root = File::open(&self.store.root)?;
         nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;
-        let mut made_dirs = HashSet::new();
-        for (digest, verity, _) in &staged {
-            let from = self.dir.path().join(crate::tree::object_path(digest));
-            let to = self.store.path(digest);
-            let parent = to.parent().expect("object path has a parent");
-            if made_dirs.insert(digest[0]) {
-                fs::create_dir_all(parent)?;
+        // A prefix directory the store does not have yet is renamed in
+        // whole (one rename instead of one per object: a first commit or
+        // pull fills all 256).
+        let mut by_prefix: Vec<Vec<&(Digest, bool, bool)>> = vec![Vec::new(); 256];
+        for entry in &staged {
+            by_prefix[entry.0[0] as usize].push(entry);
+        }
+        for (prefix, entries) in by_prefix.iter().enumerate() {
+            let Some(first) = entries.first() else {
+                continue;
+            };
+            stats.verity_enabled += entries.iter().filter(|e| e.1).count() as u64;
+            let to_dir = self
+                .store
+                .path(&first.0)
+                .parent()
+                .expect("object path has a parent")
+                .to_path_buf();
+            let from_dir = self.dir.path().join(format!("{prefix:02x}"));
+            if !to_dir.exists() {
+                match nix::fcntl::renameat2(
+                    None,
+                    &from_dir,
+                    None,
+                    &to_dir,
+                    nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+                ) {
+                    Ok(()) => {
+                        stats.added += entries.len() as u64;
+                        continue;
+                    }
+                    // Another writer made it meanwhile: object by object.
+                    Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
-            stats.verity_enabled += *verity as u64;
-            match nix::fcntl::renameat2(
-                None,
-                &from,
-                None,
-                &to,
-                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-            ) {
-                Ok(()) => stats.added += 1,
-                // Another writer published the same content first.
-                Err(Errno::EEXIST) => fs::remove_file(&from)?,
-                Err(e) => return Err(e.into()),
+            fs::create_dir_all(&to_dir)?;
+            for (digest, _, _) in entries {
+                let from = self.dir.path().join(crate::tree::object_path(digest));
+                let to = self.store.path(digest);
+                match nix::fcntl::renameat2(
+                    None,
+                    &from,
+                    None,
+                    &to,
+                    nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+                ) {
+                    Ok(()) => stats.added += 1,
+                    // Another writer published the same content first.
+                    Err(Errno::EEXIST) => fs::remove_file(&from)?,
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;

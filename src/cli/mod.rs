@@ -164,7 +164,7 @@ enum RemoteCommand {
         /// A public key file, or a directory of them.
         #[arg(long, value_name = "FILE|DIR")]
         trusted: PathBuf,
-        /// Seconds one HTTP request may take.
+        /// Seconds connecting, or any read of an answer, may wait.
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
         /// For https://: trust only the CA certificates in this PEM file

@@ -256,7 +256,10 @@ mod tests {
             // Mode bits beyond the file type and permissions.
             "N /x 1073807360 0 0 0 0 0 0 - - -".into(),
         ] {
-            assert!(load(&[bad.clone()]).is_none(), "replayed: {bad}");
+            assert!(
+                load(std::slice::from_ref(&bad)).is_none(),
+                "replayed: {bad}"
+            );
         }
     }
 }

@@ -28,7 +28,7 @@ pub enum Fetcher {
 }
 
 impl Fetcher {
-    /// A fetcher for `base`; `timeout` bounds one HTTP request; `ca` is
+    /// A fetcher for `base`; `timeout` bounds connecting and each read; `ca` is
     /// the only CA HTTPS trusts (else the system's).
     pub fn new(base: &str, timeout: Duration, ca: Option<&Path>) -> Result<Fetcher, FetchError> {
         if base.starts_with("http://") || base.starts_with("https://") {

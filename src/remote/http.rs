@@ -30,7 +30,8 @@ pub struct HttpFetcher {
 const MAX_REDIRECTS: usize = 5;
 
 impl HttpFetcher {
-    /// `ca`: the only CA to trust for HTTPS (else the system's).
+    /// `timeout`: how long connecting, or any read, may wait; `ca`: the
+    /// only CA to trust for HTTPS (else the system's).
     pub fn new(
         base: &str,
         timeout: Duration,
@@ -42,7 +43,10 @@ impl HttpFetcher {
             not_found: false,
         };
         let mut config = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
+            // No global timeout: a large object may take long, and one
+            // makes ureq resolve the host in a new thread per request.
+            .timeout_connect(Some(timeout))
+            .timeout_per_read(Some(timeout))
             .max_idle_connections_per_host(32)
             .max_redirects(0);
         if base.starts_with("https://") {

@@ -476,51 +476,68 @@ fn fetch_objects(
     let mut staging = repo.objects().staging().map_err(staging_err)?;
     let mut staged = 0;
     let mut published = Instant::now();
-    for chunk in needed.chunks(CHUNK) {
-        let fetched = pool.install(|| {
-            chunk.par_iter().try_for_each(|(digest, size)| {
-                let hex = hex::encode(digest);
-                let path = format!("objects/{}/{}", &hex[..2], &hex[2..]);
-                let url = fetcher.url(&path);
-                // Read no further than the size the signed tree names: a
-                // longer body is refused, not written out in full.
-                let mut body = fetcher.open(&path)?.take(size + 1);
-                let len = staging
-                    .add_expected(&mut body, digest)
-                    .map_err(|e| RemoteError::Invalid(format!("{url}: {e}")))?;
-                if body.limit() == 0 {
-                    return Err(RemoteError::Invalid(format!(
-                        "{url}: object {hex} is longer than the {size} bytes the signed tree names; not stored"
-                    )));
-                }
-                let len = len
-                    .map_err(|actual| {
+    // A batch is published (syncfs, then a rename per object) on its own
+    // thread while the next one is fetched; at most one at a time.
+    std::thread::scope(|scope| {
+        let mut publishing: Option<std::thread::ScopedJoinHandle<_>> = None;
+        let wait = |p: Option<std::thread::ScopedJoinHandle<std::io::Result<_>>>| {
+            p.map_or(Ok(()), |p| {
+                p.join()
+                    .expect("publishing does not panic")
+                    .map(|_| ())
+                    .map_err(staging_err)
+            })
+        };
+        for chunk in needed.chunks(CHUNK) {
+            let fetched = pool.install(|| {
+                chunk.par_iter().try_for_each(|(digest, size)| {
+                    let hex = hex::encode(digest);
+                    let path = format!("objects/{}/{}", &hex[..2], &hex[2..]);
+                    let url = fetcher.url(&path);
+                    // Read no further than the size the signed tree names:
+                    // a longer body is refused, not written out in full.
+                    let mut body = fetcher.open(&path)?.take(size + 1);
+                    let len = staging
+                        .add_expected(&mut body, digest)
+                        .map_err(|e| RemoteError::Invalid(format!("{url}: {e}")))?;
+                    if body.limit() == 0 {
+                        return Err(RemoteError::Invalid(format!(
+                            "{url}: object {hex} is longer than the {size} bytes the signed tree names; not stored"
+                        )));
+                    }
+                    let len = len.map_err(|actual| {
                         RemoteError::Invalid(format!(
                             "{url}: object {hex} has digest {}; not stored",
                             hex::encode(actual)
                         ))
                     })?;
-                let total = bytes.fetch_add(len, Ordering::Relaxed) + len;
-                if let Some(bar) = options.progress {
-                    bar.inc(1);
-                    bar.set_message(indicatif::HumanBytes(total).to_string());
-                }
-                Ok::<(), RemoteError>(())
-            })
-        });
-        staged += chunk.len();
-        // Published every so often, and on failure too: everything staged
-        // was verified, and the next pull resumes from it.
-        if fetched.is_err() || staged >= BATCH || published.elapsed() >= PUBLISH_EVERY {
-            let done =
-                std::mem::replace(&mut staging, repo.objects().staging().map_err(staging_err)?);
-            done.commit().map_err(staging_err)?;
-            published = Instant::now();
-            staged = 0;
+                    let total = bytes.fetch_add(len, Ordering::Relaxed) + len;
+                    if let Some(bar) = options.progress {
+                        bar.inc(1);
+                        bar.set_message(indicatif::HumanBytes(total).to_string());
+                    }
+                    Ok::<(), RemoteError>(())
+                })
+            });
+            staged += chunk.len();
+            // Published every so often, and on failure too: everything
+            // staged was verified, and the next pull resumes from it.
+            if fetched.is_err() || staged >= BATCH || published.elapsed() >= PUBLISH_EVERY {
+                let done =
+                    std::mem::replace(&mut staging, repo.objects().staging().map_err(staging_err)?);
+                wait(publishing.take())?;
+                publishing = Some(scope.spawn(move || done.commit()));
+                published = Instant::now();
+                staged = 0;
+            }
+            if let Err(e) = fetched {
+                wait(publishing.take())?;
+                return Err(e);
+            }
+            report.objects_fetched += chunk.len() as u64;
         }
-        fetched?;
-        report.objects_fetched += chunk.len() as u64;
-    }
+        wait(publishing.take())
+    })?;
     staging.commit().map_err(staging_err)?;
     report.bytes_fetched = bytes.into_inner();
     Ok(())
