@@ -41,6 +41,42 @@ fn image_digest(repo: &Path, rev: &str) -> String {
         .unwrap()
 }
 
+/// A repository in `d` whose branch `unpacked` is the tree `unpacked`.
+fn repo_with_unpacked(d: &Path, unpacked: &Path) -> PathBuf {
+    let repo = d.join("repo");
+    st(&repo, &["init"]);
+    let tree = unpacked.to_str().unwrap();
+    st(&repo, &["commit", "-b", "unpacked", "--tree", tree]);
+    repo
+}
+
+/// Branches `a` and `b` of `repo` hold the same image (else the
+/// differences are shown).
+fn assert_same_image(repo: &Path, a: &str, b: &str) {
+    assert_eq!(
+        image_digest(repo, a),
+        image_digest(repo, b),
+        "differences: {}",
+        st(repo, &["diff", a, b])
+    );
+}
+
+/// `commit ARGS` into `repo`, which must succeed; its peak RSS printed.
+fn commit_measured(repo: &Path, args: &[&str], what: &str) {
+    let (out, peak) = output_with_peak_rss(
+        sealtree()
+            .env("SEALTREE_REPO", repo)
+            .arg("commit")
+            .args(args),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{what}: peak RSS {peak} KiB");
+}
+
 /// A tar archive of `entries` (path, bytes) made with tar(1) in `dir`.
 fn layer_tar(dir: &Path, name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
     let staging = dir.join(format!("{name}.d"));
@@ -252,36 +288,10 @@ fn an_oci_layout_commits_to_the_tree_umoci_unpacks() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     let unpacked = make_image(d);
-    let repo = d.join("repo");
-    st(&repo, &["init"]);
-    st(
-        &repo,
-        &[
-            "commit",
-            "-b",
-            "unpacked",
-            "--tree",
-            unpacked.to_str().unwrap(),
-        ],
-    );
+    let repo = repo_with_unpacked(d, &unpacked);
     let img = format!("oci:{}:os", d.join("img").display());
-    let (out, peak) = output_with_peak_rss(
-        sealtree()
-            .env("SEALTREE_REPO", &repo)
-            .args(["commit", "-b", "oci", "--oci", &img]),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("commit --oci: peak RSS {peak} KiB");
-    assert_eq!(
-        image_digest(&repo, "oci"),
-        image_digest(&repo, "unpacked"),
-        "differences: {}",
-        st(&repo, &["diff", "unpacked", "oci"])
-    );
+    commit_measured(&repo, &["-b", "oci", "--oci", &img], "commit --oci");
+    assert_same_image(&repo, "oci", "unpacked");
     let show = st(&repo, &["show", "oci"]);
     assert!(show.contains(&format!("Source: {img} (sha256:")), "{show}");
     assert!(
@@ -313,7 +323,7 @@ fn an_oci_layout_commits_to_the_tree_umoci_unpacks() {
     // read, and the same image.
     let layers = commit_oci(&repo, "again", &img, &[]);
     assert_eq!(layers.matches(": cached").count(), count, "{layers}");
-    assert_eq!(image_digest(&repo, "again"), image_digest(&repo, "oci"));
+    assert_same_image(&repo, "again", "oci");
 
     // A layer changed on the registry's disk: refused, naming it.
     let index: serde_json::Value =
@@ -369,26 +379,10 @@ fn a_registry_image_commits_and_only_new_layers_are_fetched() {
     let registry = common::registry::Registry::start();
     registry.push(&format!("oci:{}:os", d.join("img").display()), "test/os:v1");
 
-    let repo = d.join("repo");
-    st(&repo, &["init"]);
-    st(
-        &repo,
-        &[
-            "commit",
-            "-b",
-            "unpacked",
-            "--tree",
-            unpacked.to_str().unwrap(),
-        ],
-    );
+    let repo = repo_with_unpacked(d, &unpacked);
     let v1 = registry.reference("test/os:v1");
     commit_oci(&repo, "v1", &v1, &["--plain-http"]);
-    assert_eq!(
-        image_digest(&repo, "v1"),
-        image_digest(&repo, "unpacked"),
-        "differences: {}",
-        st(&repo, &["diff", "unpacked", "v1"])
-    );
+    assert_same_image(&repo, "v1", "unpacked");
     let show = st(&repo, &["show", "v1"]);
     assert!(show.contains(&format!("Source: {v1} (sha256:")), "{show}");
     assert!(
@@ -549,26 +543,13 @@ fn the_debian_rootfs_commits_from_a_registry_as_from_its_tarball() {
         &repo,
         &["commit", "-b", "tar", "--tar", rootfs.to_str().unwrap()],
     );
-    let (out, peak) = output_with_peak_rss(sealtree().env("SEALTREE_REPO", &repo).args([
-        "commit",
-        "-b",
-        "oci",
-        "--plain-http",
-        "--oci",
-        &registry.reference("debian/base:bookworm"),
-    ]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let reference = registry.reference("debian/base:bookworm");
+    commit_measured(
+        &repo,
+        &["-b", "oci", "--plain-http", "--oci", &reference],
+        "commit --oci docker:// of the Debian rootfs",
     );
-    eprintln!("commit --oci docker:// of the Debian rootfs: peak RSS {peak} KiB");
-    assert_eq!(
-        image_digest(&repo, "oci"),
-        image_digest(&repo, "tar"),
-        "differences: {}",
-        st(&repo, &["diff", "tar", "oci"])
-    );
+    assert_same_image(&repo, "oci", "tar");
     let show = st(&repo, &["show", "oci"]);
     // Its kernel is found where bootc images keep theirs.
     assert!(show.lines().any(|l| l.starts_with("Kernels: 6.")), "{show}");
@@ -597,18 +578,7 @@ fn a_registry_over_https_with_a_password_takes_creds_or_an_auth_file() {
     );
     registry.push(&format!("oci:{}:os", d.join("img").display()), "os:v1");
     let reference = registry.reference("os:v1");
-    let repo = d.join("repo");
-    st(&repo, &["init"]);
-    st(
-        &repo,
-        &[
-            "commit",
-            "-b",
-            "unpacked",
-            "--tree",
-            unpacked.to_str().unwrap(),
-        ],
-    );
+    let repo = repo_with_unpacked(d, &unpacked);
     // The test's CA is the only one trusted (as SSL_CERT_FILE names it).
     let commit = |branch: &str, extra: &[&str], auth_file: Option<&Path>| {
         let mut c = sealtree();
@@ -650,10 +620,7 @@ fn a_registry_over_https_with_a_password_takes_creds_or_an_auth_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        image_digest(&repo, "creds"),
-        image_digest(&repo, "unpacked")
-    );
+    assert_same_image(&repo, "creds", "unpacked");
 
     // An auth file as podman and skopeo write it, keyed by host:port.
     let auth = d.join("auth.json");
@@ -672,7 +639,7 @@ fn a_registry_over_https_with_a_password_takes_creds_or_an_auth_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(image_digest(&repo, "file"), image_digest(&repo, "unpacked"));
+    assert_same_image(&repo, "file", "unpacked");
 
     // Plain HTTP to an HTTPS registry, or an unknown CA: refused.
     refused(

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use super::files::Files;
 use super::image::{self, Blobs, JSON_LIMIT};
 use super::layer_cache::LayerCache;
-use super::{Descriptor, Image, ImageConfig, ImageSource, OciError};
+use super::{invalid, Descriptor, Image, ImageConfig, ImageSource, OciError};
 use crate::objects::Staging;
 
 #[derive(Deserialize)]
@@ -23,10 +23,6 @@ struct Entry {
     #[serde(default)]
     repo_tags: Vec<String>,
     layers: Vec<String>,
-}
-
-fn invalid(what: String) -> OciError {
-    OciError::Invalid(what)
 }
 
 pub fn read(

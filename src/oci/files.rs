@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::OciError;
+use super::{invalid, OciError};
 use crate::objects::open_regular;
 
 pub enum Files {
@@ -18,10 +18,6 @@ pub enum Files {
         /// Members that are not regular files (links, directories).
         others: HashSet<String>,
     },
-}
-
-fn invalid(what: String) -> OciError {
-    OciError::Invalid(what)
 }
 
 impl Files {

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::blob::Verifying;
 use super::layer_cache::{LayerCache, Pending};
 use super::{
-    this_architecture, Descriptor, Image, ImageConfig, ImageIndex, ImageSource, LayerRead,
+    invalid, this_architecture, Descriptor, Image, ImageConfig, ImageIndex, ImageSource, LayerRead,
     Manifest, OciError, INDEX_TYPE, LAYER_TYPES, MANIFEST_TYPES,
 };
 use crate::objects::Staging;
@@ -21,10 +21,6 @@ use crate::tar_import::TarImport;
 pub const JSON_LIMIT: u64 = 4 << 20;
 /// Layers an image may have.
 pub const MAX_LAYERS: usize = 128;
-
-fn invalid(what: String) -> OciError {
-    OciError::Invalid(what)
-}
 
 /// Where an image's blobs are read from.
 pub trait Blobs {

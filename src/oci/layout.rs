@@ -9,15 +9,11 @@ use serde::de::DeserializeOwned;
 use super::files::Files;
 use super::image::{self, Blobs, JSON_LIMIT};
 use super::layer_cache::LayerCache;
-use super::{Descriptor, Image, ImageIndex, OciError};
+use super::{invalid, Descriptor, Image, ImageIndex, OciError};
 use crate::objects::Staging;
 
 /// Where a tag is kept in a layout's index.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-fn invalid(what: String) -> OciError {
-    OciError::Invalid(what)
-}
 
 pub fn read(
     reference: &str,

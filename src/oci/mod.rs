@@ -38,6 +38,10 @@ pub enum OciError {
     Layer(#[from] TarError),
 }
 
+fn invalid(what: String) -> OciError {
+    OciError::Invalid(what)
+}
+
 /// What a commit records of the image it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageSource {

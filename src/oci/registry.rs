@@ -14,7 +14,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use super::image::{Blobs, JSON_LIMIT};
-use super::{Descriptor, OciError, INDEX_TYPE, MANIFEST_TYPES};
+use super::{invalid, Descriptor, OciError, INDEX_TYPE, MANIFEST_TYPES};
 
 /// How to reach registries.
 #[derive(Debug, Default, Clone)]
@@ -31,10 +31,6 @@ const MAX_REDIRECTS: usize = 5;
 /// Docker Hub's names, and the API host behind them.
 const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
-
-fn invalid(what: String) -> OciError {
-    OciError::Invalid(what)
-}
 
 /// `HOST[:PORT]/NAME[:TAG|@DIGEST]` taken apart.
 #[derive(Debug, PartialEq, Eq)]
