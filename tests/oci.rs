@@ -390,6 +390,43 @@ fn a_registry_image_commits_and_only_new_layers_are_fetched() {
         "{show}"
     );
 
+    // The same image as a docker-archive (uncompressed layers, checked
+    // against the config's diff_ids), and as a layout of zstd layers,
+    // each into a repository of its own.
+    let layout = format!("oci:{}:os", d.join("img").display());
+    let docker = d.join("docker.tar");
+    let archive = format!("docker-archive:{}:test/os:v1", docker.display());
+    let zstd = format!("oci:{}:os", d.join("zimg").display());
+    tool_ok("skopeo", d, &["copy", "--quiet", &layout, &archive]);
+    tool_ok(
+        "skopeo",
+        d,
+        &[
+            "copy",
+            "--quiet",
+            "--dest-compress-format=zstd",
+            &layout,
+            &zstd,
+        ],
+    );
+    let zlayers = common::registry::layout_manifest(&d.join("zimg"), "os");
+    assert!(zlayers.contains("tar+zstd"), "{zlayers}");
+    for (n, reference) in [
+        (3, format!("docker-archive:{}", docker.display())),
+        (4, archive),
+        (5, zstd),
+    ] {
+        let other = d.join(format!("repo{n}"));
+        st(&other, &["init"]);
+        let printed = commit_oci(&other, "image", &reference, &[]);
+        assert!(!printed.contains(": cached"), "{printed}");
+        assert_eq!(
+            image_digest(&other, "image"),
+            image_digest(&repo, "unpacked"),
+            "{reference}"
+        );
+    }
+
     // Version 2: the same layers and one more.
     let l5 = layer_tar(d, "layer5", &[("etc/motd", "version 2\n")]);
     umoci(

@@ -46,7 +46,7 @@ pub fn read(
     let entry = match tag {
         Some(tag) => entries
             .iter()
-            .find(|e| e.repo_tags.iter().any(|t| t == tag))
+            .find(|e| e.repo_tags.iter().any(|t| normalized(t) == normalized(tag)))
             .ok_or_else(|| {
                 invalid(format!(
                     "{manifest_name}: no image tagged '{}' (tags: {})",
@@ -122,6 +122,18 @@ pub fn read(
     image::read_layers(source, &archive, &layers, staging, cache)
 }
 
+/// A docker reference as docker normalizes it: `debian:12` is
+/// `docker.io/library/debian:12`, `os/x:1` is `docker.io/os/x:1`.
+fn normalized(reference: &str) -> String {
+    let first = reference.split('/').next().unwrap_or("");
+    let has_host = reference.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+    match (has_host, reference.contains('/')) {
+        (true, _) => reference.to_string(),
+        (false, true) => format!("docker.io/{reference}"),
+        (false, false) => format!("docker.io/library/{reference}"),
+    }
+}
+
 fn read_small(files: &Files, rel: &str) -> Result<Vec<u8>, OciError> {
     let mut bytes = Vec::new();
     files
@@ -169,5 +181,18 @@ impl Blobs for Archive<'_> {
 
     fn local(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalized;
+
+    #[test]
+    fn references_are_normalized_as_docker_does() {
+        assert_eq!(normalized("debian:12"), "docker.io/library/debian:12");
+        assert_eq!(normalized("os/x:1"), "docker.io/os/x:1");
+        assert_eq!(normalized("docker.io/os/x:1"), "docker.io/os/x:1");
+        assert_eq!(normalized("localhost:5000/x:1"), "localhost:5000/x:1");
     }
 }

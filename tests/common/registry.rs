@@ -147,9 +147,8 @@ impl Drop for Registry {
     }
 }
 
-/// The layer digests of the image `tag` in the layout `dir`.
-pub fn layout_layers(dir: &Path, tag: &str) -> Vec<String> {
-    let blob = |digest: &str| dir.join("blobs/sha256").join(&digest["sha256:".len()..]);
+/// The manifest of the image `tag` in the layout `dir`, as text.
+pub fn layout_manifest(dir: &Path, tag: &str) -> String {
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
     let entry = index["manifests"]
@@ -158,9 +157,13 @@ pub fn layout_layers(dir: &Path, tag: &str) -> Vec<String> {
         .iter()
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
         .unwrap_or_else(|| panic!("no tag {tag} in {}", dir.display()));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(blob(entry["digest"].as_str().unwrap())).unwrap())
-            .unwrap();
+    let digest = entry["digest"].as_str().unwrap();
+    fs::read_to_string(dir.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap()
+}
+
+/// The layer digests of the image `tag` in the layout `dir`.
+pub fn layout_layers(dir: &Path, tag: &str) -> Vec<String> {
+    let manifest: serde_json::Value = serde_json::from_str(&layout_manifest(dir, tag)).unwrap();
     manifest["layers"]
         .as_array()
         .unwrap()
