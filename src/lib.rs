@@ -14,6 +14,7 @@ pub mod remote;
 pub mod repo;
 pub mod sign;
 pub mod statcache;
+pub mod steady;
 pub mod sysroot;
 pub mod tar_import;
 pub mod tls;

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -239,15 +239,47 @@ impl Staging<'_> {
             return Ok(false);
         }
         let path = self.staged_path(digest)?;
-        {
+        // The copy is hashed as it is written: the source may have been
+        // rewritten since it was hashed (even with its mtime put back),
+        // and where there is no fs-verity nothing else would notice.
+        let copied = (|| {
             let mut out = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&path)?;
             source.seek(SeekFrom::Start(0))?;
-            io::copy(source, &mut out)?;
+            let mut hasher = fsverity::Hasher::default();
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = match source.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                hasher.update(&buf[..n]);
+                io::Write::write_all(&mut out, &buf[..n])?;
+            }
             out.set_permissions(fs::Permissions::from_mode(object_mode(private)))?;
+            Ok(hasher.finalize().0)
+        })();
+        let copied = match copied {
+            Ok(actual) if actual == *digest => Ok(()),
+            Ok(actual) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the file changed while it was copied (its copy has digest {}, not {})",
+                    hex::encode(actual),
+                    hex::encode(digest)
+                ),
+            )),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&path);
+            self.claimed.lock().unwrap().remove(digest);
+            return Err(e);
         }
         let verity = !self.verity_unsupported.load(Ordering::Relaxed)
             && self.enable_verity(&path, digest)?;

@@ -8,13 +8,14 @@
 use std::cell::RefCell;
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use super::image::{Blobs, JSON_LIMIT};
 use super::{invalid, Descriptor, OciError, INDEX_TYPE, MANIFEST_TYPES};
+use crate::steady::Steady;
 
 /// How to reach registries.
 #[derive(Debug, Default, Clone)]
@@ -401,45 +402,7 @@ impl Registry {
         }
         let url = format!("{}/{kind}/{}", self.base, desc.digest);
         let response = self.get(&url, accept)?;
-        Ok(Box::new(Steady {
-            inner: response.into_body().into_reader(),
-            window_start: Instant::now(),
-            in_window: 0,
-        }))
-    }
-}
-
-/// A body read at a crawl holds the repository lock for as long as it
-/// lasts: at least STEADY_BYTES must come in every STEADY_WINDOW (a read
-/// that gets nothing at all times out sooner, after 60 s).
-const STEADY_BYTES: u64 = 64 << 10;
-const STEADY_WINDOW: Duration = Duration::from_secs(60);
-
-struct Steady<R> {
-    inner: R,
-    window_start: Instant,
-    in_window: u64,
-}
-
-impl<R: Read> Read for Steady<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.in_window += n as u64;
-        if self.window_start.elapsed() >= STEADY_WINDOW {
-            if n > 0 && self.in_window < STEADY_BYTES {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "{} bytes in {} s: the registry is stalling",
-                        self.in_window,
-                        STEADY_WINDOW.as_secs()
-                    ),
-                ));
-            }
-            self.window_start = Instant::now();
-            self.in_window = 0;
-        }
-        Ok(n)
+        Ok(Box::new(Steady::new(response.into_body().into_reader())))
     }
 }
 

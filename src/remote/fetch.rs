@@ -98,7 +98,7 @@ impl Fetcher {
 }
 
 enum Body {
-    Http(ureq::BodyReader<'static>),
+    Http(crate::steady::Steady<ureq::BodyReader<'static>>),
     Local(std::fs::File),
 }
 

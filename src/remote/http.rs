@@ -17,6 +17,7 @@ pub use crate::tls::parse_ca;
 use crate::tls::root_certs;
 
 use super::fetch::FetchError;
+use crate::steady::Steady;
 use crate::url::{origin, resolve};
 
 /// Gets files under one base `http://` or `https://` URL.
@@ -67,7 +68,7 @@ impl HttpFetcher {
     }
 
     /// A reader of the body of `path`; 404 is `not_found`.
-    pub fn open(&self, path: &str) -> Result<ureq::BodyReader<'static>, FetchError> {
+    pub fn open(&self, path: &str) -> Result<Steady<ureq::BodyReader<'static>>, FetchError> {
         let mut url = self.url(path);
         let fail = |url: &str, what: String| FetchError {
             url: url.to_string(),
@@ -84,7 +85,7 @@ impl HttpFetcher {
                 },
             })?;
             if !response.status().is_redirection() {
-                return Ok(response.into_body().into_reader());
+                return Ok(Steady::new(response.into_body().into_reader()));
             }
             let status = response.status().as_u16();
             let to = response
