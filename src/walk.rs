@@ -351,7 +351,11 @@ fn read_content(
         if let Some(staging) = staging {
             staging
                 .add_copy(&mut file, &digest, p.private)
-                .map_err(err(path, "cannot store"))?;
+                .map_err(|e| match e.kind() {
+                    // Its copy does not hash to what was read before.
+                    io::ErrorKind::InvalidData => changed(path),
+                    _ => err(path, "cannot store")(e),
+                })?;
         }
         (digest, None)
     };
