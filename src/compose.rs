@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::dumpfile::{self, ParseError};
-use crate::erofs::{self, Image, ImageError, ImageOptions, ReadError};
+use crate::erofs::{self, ImageError, ImageOptions, ImagePlan, ReadError};
 use crate::fsverity::{self, Digest};
 use crate::objects::ObjectStore;
 use crate::tree::{SourceFilters, Tree};
@@ -33,11 +33,9 @@ pub struct ComposeOptions {
     pub digest_store: Option<PathBuf>,
 }
 
-/// A built image with its fs-verity digest.
+/// A tree read from its source, and how the walk went for a directory.
 pub struct Composed {
     pub tree: Tree,
-    pub image: Image,
-    pub digest: Digest,
     pub walk: Option<WalkStats>,
 }
 
@@ -70,7 +68,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ComposeError + '_ {
     }
 }
 
-/// Read a tree from `source` and build its image.
+/// Read a tree from `source`, with the source filters applied.
 pub fn compose(source: Source, options: &ComposeOptions) -> Result<Composed, ComposeError> {
     let (mut tree, walk) = match source {
         Source::Dumpfile(path) => (read_dumpfile(path)?, None),
@@ -93,14 +91,42 @@ pub fn compose(source: Source, options: &ComposeOptions) -> Result<Composed, Com
         }
     };
     tree.apply_filters(&options.filters);
-    let image = erofs::write_image(&tree, &options.image)?;
-    let digest = fsverity::digest_bytes(&image.bytes);
-    Ok(Composed {
-        tree,
-        image,
-        digest,
-        walk,
-    })
+    Ok(Composed { tree, walk })
+}
+
+/// Where [`emit_image`] puts an image.
+pub enum ImageTarget<'a> {
+    /// A file, replaced atomically.
+    File(&'a Path),
+    /// A stream, such as standard output.
+    Stream(&'a mut dyn Write),
+    /// Nowhere: only the digest is wanted.
+    Nowhere,
+}
+
+/// Write the image of `tree` as it is made, and return its digest.
+pub fn emit_image(
+    tree: &Tree,
+    options: &ImageOptions,
+    target: ImageTarget,
+) -> Result<Digest, ComposeError> {
+    let plan = erofs::plan_image(tree, options)?;
+    match target {
+        ImageTarget::File(path) => {
+            let written = write_image_temp(&plan, parent_dir(path))?;
+            let digest = written.digest;
+            written.persist(path)?;
+            Ok(digest)
+        }
+        ImageTarget::Stream(out) => {
+            let mut hashing = fsverity::HashingWriter::new(out);
+            let stdout = Path::new("standard output");
+            plan.write_to(&mut hashing).map_err(io_err(stdout))?;
+            hashing.flush().map_err(io_err(stdout))?;
+            Ok(hashing.hasher.finalize().0)
+        }
+        ImageTarget::Nowhere => Ok(image_digest(&plan)),
+    }
 }
 
 /// Parse a dumpfile (`-` for standard input).
@@ -123,22 +149,77 @@ pub const TEMP_PREFIX: &str = ".sealtree-";
 /// Write `bytes` to `path` atomically: a temporary file beside it, synced,
 /// then renamed, so `path` holds either its old content or all of the new.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), ComposeError> {
-    let dir = match path.parent() {
+    let dir = parent_dir(path);
+    let mut tmp = temp_file_in(dir)?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    persist(tmp, path)
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
+    }
+}
+
+fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile, ComposeError> {
+    tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
+        .map_err(io_err(dir))
+}
+
+/// Sync a written temporary file and rename it to `path`, in the same
+/// directory, syncing that too.
+fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), ComposeError> {
     tmp.as_file().sync_all().map_err(io_err(path))?;
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).map_err(io_err(path))?;
     tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+    let dir = parent_dir(path);
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))?;
     Ok(())
+}
+
+/// An image written under a temporary name, and its digest.
+pub struct WrittenImage {
+    file: tempfile::NamedTempFile,
+    pub digest: Digest,
+}
+
+impl WrittenImage {
+    /// Put the image at `path`, in the directory it was written in, so
+    /// that `path` holds its old content or all of the new.
+    pub fn persist(self, path: &Path) -> Result<(), ComposeError> {
+        persist(self.file, path)
+    }
+
+    /// The image's bytes, read back.
+    pub fn copy_to(&mut self, out: &mut impl Write) -> io::Result<u64> {
+        use std::io::Seek;
+        let file = self.file.as_file_mut();
+        file.seek(io::SeekFrom::Start(0))?;
+        io::copy(file, out)
+    }
+}
+
+/// Write the image `plan` lays out to a temporary file in `dir`, hashing
+/// it on the way: the image is never held in memory.
+pub fn write_image_temp(plan: &ImagePlan, dir: &Path) -> Result<WrittenImage, ComposeError> {
+    let mut file = temp_file_in(dir)?;
+    let mut hashing = fsverity::HashingWriter::new(file.as_file_mut());
+    plan.write_to(&mut hashing).map_err(io_err(dir))?;
+    let (digest, _) = hashing.hasher.finalize();
+    Ok(WrittenImage { file, digest })
+}
+
+/// The fs-verity digest of the image `plan` lays out, written nowhere.
+pub fn image_digest(plan: &ImagePlan) -> Digest {
+    let mut hashing = fsverity::HashingWriter::new(io::sink());
+    plan.write_to(&mut hashing)
+        .expect("writing to a sink does not fail");
+    hashing.hasher.finalize().0
 }
 
 /// Read a composefs image file back into a tree.

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use nix::errno::Errno;
 
-use crate::fsverity::{self, Digest, EnableOutcome};
+use crate::fsverity::{self, Digest, EnableOutcome, HashingWriter};
 
 /// Prefix of staging directories; the store's owner may remove stale ones.
 pub const STAGING_PREFIX: &str = ".staging-";
@@ -318,10 +318,7 @@ impl Staging<'_> {
         // Content already here, or claimed by another writer: hashed and
         // checked, not kept.
         if self.store.contains(expected) || !self.claimed.lock().unwrap().insert(*expected) {
-            let mut hashing = HashingWriter {
-                inner: io::sink(),
-                hasher: fsverity::Hasher::default(),
-            };
+            let mut hashing = HashingWriter::new(io::sink());
             io::copy(reader, &mut hashing)?;
             let (digest, len) = hashing.hasher.finalize();
             return Ok(if &digest == expected {
@@ -339,10 +336,8 @@ impl Staging<'_> {
                 .create_new(true)
                 .mode(object_mode(false))
                 .open(&path)?;
-            let mut hashing = HashingWriter {
-                inner: io::BufWriter::with_capacity(256 * 1024, &mut file),
-                hasher: fsverity::Hasher::default(),
-            };
+            let mut hashing =
+                HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, &mut file));
             io::copy(reader, &mut hashing)?;
             io::Write::flush(&mut hashing.inner)?;
             Ok::<_, io::Error>(hashing.hasher.finalize())
@@ -370,10 +365,8 @@ impl Staging<'_> {
     ) -> io::Result<(tempfile::NamedTempFile, Digest, u64)> {
         let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path())?;
         let (digest, len) = {
-            let mut hashing = HashingWriter {
-                inner: io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut()),
-                hasher: fsverity::Hasher::default(),
-            };
+            let mut hashing =
+                HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut()));
             io::copy(reader, &mut hashing)?;
             io::Write::flush(&mut hashing.inner)?;
             hashing.hasher.finalize()
@@ -525,23 +518,5 @@ impl Staging<'_> {
         }
         nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;
         Ok(stats)
-    }
-}
-
-/// Hashes what passes through on the way to `inner`.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: fsverity::Hasher,
-}
-
-impl<W: io::Write> io::Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }

@@ -68,6 +68,10 @@ pub struct Mtime {
     pub nsec: u32,
 }
 
+/// A file name. Most are short: held inline up to 16 bytes, so a tree of
+/// a million entries does not make a million small allocations.
+pub type Name = smallvec::SmallVec<[u8; 16]>;
+
 /// A name in a directory and the inode it names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
@@ -91,15 +95,15 @@ pub struct Inode {
     pub mtime: Mtime,
     /// Symlink target, or for regular files the backing file's path
     /// relative to the object store (`XX/YYYY…`).
-    pub payload: Option<Vec<u8>>,
+    pub payload: Option<Box<[u8]>>,
     /// Content stored inside the image instead of in a backing file.
-    pub content: Option<Vec<u8>>,
+    pub content: Option<Box<[u8]>>,
     /// fs-verity digest of the content.
     pub digest: Option<[u8; 32]>,
     /// Extended attributes, ordered by name.
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Directory entries by name (directories only).
-    pub entries: BTreeMap<Vec<u8>, DirEntry>,
+    pub entries: BTreeMap<Name, DirEntry>,
 }
 
 impl Inode {

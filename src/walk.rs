@@ -16,7 +16,7 @@ use crate::fsverity::{self, Digest};
 use crate::objects::{CommitStats, ObjectStore};
 use crate::statcache::{FileStamp, StatCache};
 use crate::tree::{
-    object_path, DirEntry, FileType, Inode, InodeId, Mtime, Tree, DEFAULT_INLINE_THRESHOLD,
+    object_path, DirEntry, FileType, Inode, InodeId, Mtime, Name, Tree, DEFAULT_INLINE_THRESHOLD,
 };
 
 /// A path that could not be read.
@@ -60,19 +60,25 @@ pub struct WalkStats {
     /// Files whose digest came from the stat cache, unread.
     pub files_cached: u64,
     pub store: CommitStats,
-    /// Stamp and digest of every regular file, for the next stat cache.
+    /// Stamp and digest of every file too large to inline, for the next
+    /// stat cache.
     pub stamps: Vec<(FileStamp, Digest)>,
 }
 
 /// A regular file whose content is still to be read.
 struct Pending {
     inode: InodeId,
-    path: PathBuf,
-    size: u64,
+    path: Box<Path>,
     /// Others may not read it: its object is private too.
     private: bool,
-    mtime: Mtime,
+    /// Its size and times when scanned.
     stamp: FileStamp,
+}
+
+impl Pending {
+    fn size(&self) -> u64 {
+        self.stamp.size
+    }
 }
 
 /// Read the tree under `root`.
@@ -102,7 +108,7 @@ fn read_dir_tree_here(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkS
         pending: Vec::new(),
         links: HashMap::new(),
     };
-    builder.dir(crate::tree::ROOT, scanned);
+    builder.dir(crate::tree::ROOT, root, scanned);
     let Builder {
         mut tree, pending, ..
     } = builder;
@@ -127,32 +133,43 @@ fn read_dir_tree_here(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkS
         _ => None,
     };
     if let Some(bar) = options.progress {
-        bar.set_length(pending.iter().map(|p| p.size).sum());
+        bar.set_length(pending.iter().map(|p| p.size()).sum());
     }
-    let results = pending
-        .par_iter()
-        .map(|p| {
-            let done = read_content(p, staging.as_ref(), options, present.as_ref());
-            if let Some(bar) = options.progress {
-                bar.inc(p.size);
-            }
-            done
-        })
-        .collect::<Result<Vec<_>, WalkError>>()?;
-
     let mut stats = WalkStats::default();
-    for (p, (digest, content, cached)) in pending.iter().zip(results) {
-        let inode = &mut tree.inodes[p.inode];
-        inode.digest = Some(digest);
-        inode.payload = Some(object_path(&digest).into_bytes());
-        inode.content = content;
-        if cached {
-            stats.files_cached += 1;
-        } else {
-            stats.files_hashed += 1;
-            stats.bytes_hashed += p.size;
+    // Only files too large to inline are looked up in the stat cache.
+    stats.stamps.reserve_exact(
+        pending
+            .iter()
+            .filter(|p| p.size() > DEFAULT_INLINE_THRESHOLD)
+            .count(),
+    );
+    // In batches, so the results of a million files are never held at once.
+    for batch in pending.chunks(16 * 1024) {
+        let results = batch
+            .par_iter()
+            .map(|p| {
+                let done = read_content(p, staging.as_ref(), options, present.as_ref());
+                if let Some(bar) = options.progress {
+                    bar.inc(p.size());
+                }
+                done
+            })
+            .collect::<Result<Vec<_>, WalkError>>()?;
+        for (p, (digest, content, cached)) in batch.iter().zip(results) {
+            let inode = &mut tree.inodes[p.inode];
+            inode.digest = Some(digest);
+            inode.payload = Some(object_path(&digest).into_bytes().into());
+            inode.content = content.map(Into::into);
+            if cached {
+                stats.files_cached += 1;
+            } else {
+                stats.files_hashed += 1;
+                stats.bytes_hashed += p.size();
+            }
+            if p.size() > DEFAULT_INLINE_THRESHOLD {
+                stats.stamps.push((p.stamp, digest));
+            }
         }
-        stats.stamps.push((p.stamp, digest));
     }
     if let (Some(staging), Some(store)) = (staging, options.store) {
         stats.store = staging
@@ -162,11 +179,12 @@ fn read_dir_tree_here(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkS
     Ok((tree, stats))
 }
 
-/// One directory entry as scanned, before hard links are resolved.
+/// One directory entry as scanned, before hard links are resolved. Only
+/// what the tree needs is kept: a million of these are held at once.
 struct Scanned {
-    name: std::ffi::OsString,
-    path: PathBuf,
-    meta: Metadata,
+    name: Name,
+    stamp: FileStamp,
+    nlink: u64,
     inode: Inode,
     children: Vec<Scanned>,
 }
@@ -193,9 +211,9 @@ fn scan_dir(path: &Path, options: &WalkOptions) -> Result<Vec<Scanned>, WalkErro
                 Vec::new()
             };
             Ok(Scanned {
-                name,
-                path: child,
-                meta,
+                name: Name::from_slice(name.as_bytes()),
+                stamp: FileStamp::of(&meta),
+                nlink: meta.nlink(),
                 inode,
                 children,
             })
@@ -213,54 +231,51 @@ struct Builder {
 }
 
 impl Builder {
-    fn dir(&mut self, dir: InodeId, entries: Vec<Scanned>) {
+    fn dir(&mut self, dir: InodeId, dir_path: &Path, entries: Vec<Scanned>) {
         for entry in entries {
             let Scanned {
                 name,
-                path,
-                meta,
+                stamp,
+                nlink,
                 mut inode,
                 children,
             } = entry;
-            let key = (meta.dev(), meta.ino());
-            if !meta.is_dir() && meta.nlink() > 1 {
+            let key = (stamp.dev, stamp.ino);
+            let is_dir = inode.is_dir();
+            if !is_dir && nlink > 1 {
                 if let Some(&id) = self.links.get(&key) {
                     self.tree.inodes[id].nlink += 1;
-                    self.link(dir, &name, id, true);
+                    self.link(dir, name, id, true);
                     continue;
                 }
             }
             inode.nlink = 1;
-            let is_dir = inode.is_dir();
             let regular_size = (inode.file_type() == Some(FileType::Regular)).then_some(inode.size);
-            let mtime = inode.mtime;
             let private = crate::objects::is_private(inode.mode);
             let id = self.tree.add_inode(inode);
-            self.link(dir, &name, id, false);
-            if !is_dir && meta.nlink() > 1 {
+            self.link(dir, name.clone(), id, false);
+            if !is_dir && nlink > 1 {
                 self.links.insert(key, id);
             }
             match regular_size {
                 Some(size) if size > 0 => self.pending.push(Pending {
                     inode: id,
-                    path,
-                    size,
+                    path: dir_path.join(OsStr::from_bytes(&name)).into(),
                     private,
-                    mtime,
-                    stamp: FileStamp::of(&meta),
+                    stamp,
                 }),
                 _ => {}
             }
             if is_dir {
-                self.dir(id, children);
+                self.dir(id, &dir_path.join(OsStr::from_bytes(&name)), children);
             }
         }
     }
 
-    fn link(&mut self, dir: InodeId, name: &OsStr, inode: InodeId, hardlink: bool) {
+    fn link(&mut self, dir: InodeId, name: Name, inode: InodeId, hardlink: bool) {
         self.tree.inodes[dir]
             .entries
-            .insert(name.as_bytes().to_vec(), DirEntry { inode, hardlink });
+            .insert(name, DirEntry { inode, hardlink });
     }
 }
 
@@ -279,7 +294,7 @@ fn inode_from(path: &Path, meta: &Metadata, options: &WalkOptions) -> Result<Ino
             let target = fs::read_link(path).map_err(err(path, "cannot read symlink"))?;
             let target = target.as_os_str().as_bytes().to_vec();
             inode.size = target.len() as u64;
-            inode.payload = Some(target);
+            inode.payload = Some(target.into());
         }
         Some(FileType::BlockDevice | FileType::CharDevice) => {
             inode.rdev = encode_dev(meta.rdev()).ok_or_else(|| {
@@ -322,7 +337,7 @@ fn read_content(
     present: Option<&HashSet<Digest>>,
 ) -> Result<(Digest, Option<Vec<u8>>, bool), WalkError> {
     let path = &p.path;
-    if p.size > DEFAULT_INLINE_THRESHOLD {
+    if p.size() > DEFAULT_INLINE_THRESHOLD {
         if let Some(digest) = options.cache.and_then(|c| c.get(&p.stamp)) {
             let stored = match (present, options.store) {
                 (Some(set), _) => set.contains(&digest),
@@ -335,17 +350,17 @@ fn read_content(
         }
     }
     let mut file = File::open(path).map_err(err(path, "cannot open"))?;
-    let (digest, content) = if p.size <= DEFAULT_INLINE_THRESHOLD {
-        let mut data = Vec::with_capacity(p.size as usize);
+    let (digest, content) = if p.size() <= DEFAULT_INLINE_THRESHOLD {
+        let mut data = Vec::with_capacity(p.size() as usize);
         file.read_to_end(&mut data)
             .map_err(err(path, "cannot read"))?;
-        if data.len() as u64 != p.size {
+        if data.len() as u64 != p.size() {
             return Err(changed(path));
         }
         (fsverity::digest_bytes(&data), Some(data))
     } else {
         let (digest, len) = fsverity::digest_reader(&mut file).map_err(err(path, "cannot read"))?;
-        if len != p.size {
+        if len != p.size() {
             return Err(changed(path));
         }
         if let Some(staging) = staging {
@@ -360,9 +375,9 @@ fn read_content(
         (digest, None)
     };
     let after = file.metadata().map_err(err(path, "cannot stat"))?;
-    if after.size() != p.size
-        || after.mtime() != p.mtime.sec
-        || after.mtime_nsec() as u32 != p.mtime.nsec
+    if after.size() != p.size()
+        || after.mtime() != p.stamp.mtime.0
+        || after.mtime_nsec() != p.stamp.mtime.1
     {
         return Err(changed(path));
     }

@@ -251,3 +251,79 @@ fn standard_streams_and_digest_only() {
     ]);
     assert_eq!(refused.status.code(), Some(1));
 }
+
+/// A dumpfile of `dirs` directories of 999 files each: a third inline,
+/// the rest external objects, as bench/million.sh makes at scale.
+fn wide_dumpfile(dirs: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    let t = "1700000000.0";
+    writeln!(out, "/ 4096 40755 {} 0 0 0 {t} - - -", dirs + 2).unwrap();
+    for d in 0..dirs {
+        writeln!(out, "/d{d:04} 4096 40755 2 0 0 0 {t} - - -").unwrap();
+        for f in 0..999 {
+            if f % 3 == 0 {
+                writeln!(
+                    out,
+                    "/d{d:04}/f{f:04} 11 100644 1 0 0 0 {t} - hello\\x20world -"
+                )
+                .unwrap();
+            } else {
+                let h = sha256_hex(format!("{d}/{f}").as_bytes());
+                writeln!(
+                    out,
+                    "/d{d:04}/f{f:04} 4096 100644 1 0 0 0 {t} {}/{} - {h}",
+                    &h[..2],
+                    &h[2..]
+                )
+                .unwrap();
+            }
+        }
+    }
+    out
+}
+
+/// The image is written as it is laid out, not held whole: memory grows
+/// with the tree (under 320 bytes an entry), and the image reads back as
+/// the dumpfile it came from.
+#[test]
+fn a_large_dumpfile_is_written_in_bounded_memory() {
+    let dirs = 250;
+    let entries = (dirs * 1000 + 1) as u64;
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = tmp.path().join("wide.dump");
+    let text = wide_dumpfile(dirs);
+    fs::write(&dump, &text).unwrap();
+    let image = tmp.path().join("wide.cfs");
+    let (out, peak) = output_with_peak_rss(sealtree().args([
+        OsStr::new("mkcomposefs"),
+        OsStr::new("--from-file"),
+        dump.as_os_str(),
+        image.as_os_str(),
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bound = entries * 320 / 1024 + 16 * 1024;
+    eprintln!("{entries} entries: peak RSS {peak} KiB (bound {bound} KiB)");
+    assert!(
+        peak < bound,
+        "{entries} entries took {peak} KiB, more than {bound} KiB"
+    );
+
+    let back = run_ok(&[OsStr::new("composefs-dump"), image.as_os_str()]);
+    // Directory sizes are the image's own.
+    let without_dir_sizes = |text: &[u8]| {
+        let mut tree = dumpfile::parse(text).unwrap();
+        for inode in tree.inodes.iter_mut().filter(|i| i.is_dir()) {
+            inode.size = 0;
+        }
+        tree
+    };
+    assert!(
+        without_dir_sizes(&back.stdout) == without_dir_sizes(&text),
+        "the image does not read back as its dumpfile"
+    );
+}

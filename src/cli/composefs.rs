@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use sealtree::compose::{self, ComposeOptions, Source};
+use sealtree::compose::{self, ComposeOptions, ImageTarget, Source};
 use sealtree::erofs::ImageOptions;
 use sealtree::tree::SourceFilters;
 
@@ -90,21 +90,20 @@ pub fn mkcomposefs(args: MkcomposefsArgs) -> Result<()> {
     } else {
         Source::Directory(&args.source)
     };
-    let composed = compose::compose(source, &options)?;
-    if let Some(path) = &args.image {
-        if path.as_os_str() == "-" {
-            let mut stdout = io::stdout().lock();
-            if stdout.is_terminal() {
-                bail!("standard output is a terminal; refusing to write an image to it");
-            }
-            stdout.write_all(&composed.image.bytes)?;
-            stdout.flush()?;
-        } else {
-            compose::write_file_atomic(path, &composed.image.bytes)?;
-        }
+    let mut stdout = io::stdout().lock();
+    let to_stdout = args.image.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if to_stdout && stdout.is_terminal() {
+        bail!("standard output is a terminal; refusing to write an image to it");
     }
+    let composed = compose::compose(source, &options)?;
+    let target = match &args.image {
+        Some(_) if to_stdout => ImageTarget::Stream(&mut stdout),
+        Some(path) => ImageTarget::File(path),
+        None => ImageTarget::Nowhere,
+    };
+    let digest = compose::emit_image(&composed.tree, &options.image, target)?;
     if args.print_digest || args.print_digest_only {
-        println!("{}", hex::encode(composed.digest));
+        writeln!(stdout, "{}", hex::encode(digest))?;
     }
     Ok(())
 }

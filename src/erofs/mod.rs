@@ -7,7 +7,7 @@ mod reader;
 mod writer;
 
 pub use reader::{image_version, read_image};
-pub use writer::{write_image, Image, ImageOptions};
+pub use writer::{plan_image, write_image, Image, ImageOptions, ImagePlan};
 
 /// A tree that cannot be written as an image.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use super::overlay::{
 };
 use super::ReadError;
 use crate::tree::{
-    DirEntry, FileType, Inode, InodeId, Mtime, Tree, MAX_INLINE_CONTENT, MAX_PATH_LEN, ROOT,
+    DirEntry, FileType, Inode, InodeId, Mtime, Name, Tree, MAX_INLINE_CONTENT, MAX_PATH_LEN, ROOT,
     S_IFCHR, S_IFMT,
 };
 
@@ -238,7 +238,7 @@ impl<'a> Reader<'a> {
                         first_entry.remove(&nid);
                     }
                     tree.inodes[dir_id].entries.insert(
-                        name,
+                        Name::from_slice(&name),
                         DirEntry {
                             inode: id,
                             hardlink: !primary,
@@ -267,7 +267,7 @@ impl<'a> Reader<'a> {
                     first_entry.insert(nid, (dir_id, name.clone()));
                 }
                 tree.inodes[dir_id].entries.insert(
-                    name,
+                    Name::from_slice(&name),
                     DirEntry {
                         inode: id,
                         hardlink: !primary,
@@ -277,7 +277,7 @@ impl<'a> Reader<'a> {
         }
         // Images from other writers: the first entry seen becomes primary.
         for (dir, name) in first_entry.into_values() {
-            if let Some(e) = tree.inodes[dir].entries.get_mut(&name) {
+            if let Some(e) = tree.inodes[dir].entries.get_mut(name.as_slice()) {
                 e.hardlink = false;
             }
         }
@@ -309,12 +309,12 @@ impl<'a> Reader<'a> {
                 if target.is_empty() {
                     return Err(ReadError::corrupt(0, "symlink without a target"));
                 }
-                inode.payload = Some(target);
+                inode.payload = Some(target.into());
             }
             FileType::Regular if raw.size > 0 => match raw.layout {
                 LAYOUT_FLAT_PLAIN | LAYOUT_FLAT_INLINE => {
                     let limit = (MAX_INLINE_CONTENT as u64).min(self.image.len() as u64);
-                    inode.content = Some(self.data(raw, limit)?);
+                    inode.content = Some(self.data(raw, limit)?.into());
                 }
                 LAYOUT_CHUNK_BASED => {
                     if crate::erofs::format::chunking(raw.size).1 > crate::erofs::format::MAX_CHUNKS
@@ -413,7 +413,7 @@ fn apply_xattr(inode: &mut Inode, name: Vec<u8>, value: &[u8]) {
                 .strip_prefix(b"/")
                 .filter(|_| value.len() > 1)
                 .unwrap_or(value);
-            inode.payload = Some(path.to_vec());
+            inode.payload = Some(path.into());
         }
         return;
     }

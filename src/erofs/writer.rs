@@ -3,11 +3,19 @@
 //! bytewise order, compact inodes where they fit, multi-use xattrs shared,
 //! directory and symlink tails packed into the inode's block, and external
 //! files as chunk-based inodes with null chunks.
+//!
+//! The image is laid out first ([`plan_image`]: where every inode goes),
+//! then streamed in one pass ([`ImagePlan::write_to`]). Nothing is held
+//! per inode but its position and file type: how an inode is stored is
+//! computed again when it is written, so memory does not grow with the
+//! image, only with the tree.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::io::{self, Write};
 use std::ops::Range;
 
-use foldhash::fast::RandomState;
+use foldhash::fast::{FixedState, RandomState};
 use zerocopy::IntoBytes;
 
 use super::format::*;
@@ -42,8 +50,21 @@ pub struct Image {
     pub version: u32,
 }
 
-/// Build the composefs image of `tree`.
+/// Build the composefs image of `tree` in memory (see [`plan_image`] for
+/// writing it as it is made).
 pub fn write_image(tree: &Tree, options: &ImageOptions) -> Result<Image, ImageError> {
+    let plan = plan_image(tree, options)?;
+    let mut bytes = Vec::with_capacity(plan.size() as usize);
+    plan.write_to(&mut bytes)
+        .expect("writing to memory does not fail");
+    Ok(Image {
+        bytes,
+        version: plan.version,
+    })
+}
+
+/// Lay out the image of `tree`, refusing trees the format cannot hold.
+pub fn plan_image<'t>(tree: &'t Tree, options: &ImageOptions) -> Result<ImagePlan<'t>, ImageError> {
     for v in [options.min_version, options.max_version] {
         if v > MAX_FORMAT_VERSION {
             return Err(ImageError::UnsupportedVersion(v));
@@ -56,29 +77,12 @@ pub fn write_image(tree: &Tree, options: &ImageOptions) -> Result<Image, ImageEr
     let mut has_whiteouts = false;
     for &id in &walk.order {
         if id < tree.inodes.len() && tree.inodes[id].is_whiteout() {
-            holds_whiteouts[walk.parent[id]] = true;
+            holds_whiteouts[walk.parent[id] as InodeId] = true;
             has_whiteouts = true;
         }
     }
     let version = overlay::choose_version(has_whiteouts, options.min_version, options.max_version);
-    let stored: Vec<Stored> = walk
-        .order
-        .iter()
-        .map(|&id| match tree.inodes.get(id) {
-            Some(inode) => overlay::stored(
-                inode,
-                &Context {
-                    version,
-                    is_root: id == ROOT,
-                    holds_whiteouts: holds_whiteouts[id],
-                },
-            ),
-            None => overlay::stub(tree.root()),
-        })
-        .collect();
-    let plan = Plan::new(tree, &walk, &stored)?;
-    let bytes = plan.serialize(&walk, &stored, version);
-    Ok(Image { bytes, version })
+    ImagePlan::new(tree, walk, holds_whiteouts, version)
 }
 
 /// The reachable inodes in breadth-first order of primary entries, with
@@ -88,7 +92,7 @@ struct Walk {
     /// Position of each inode in `order` (u32::MAX when unreachable).
     index: Vec<u32>,
     /// Directory holding each inode's primary entry (the root's is itself).
-    parent: Vec<InodeId>,
+    parent: Vec<u32>,
 }
 
 impl Walk {
@@ -97,7 +101,7 @@ impl Walk {
         let mut walk = Walk {
             order: Vec::with_capacity(n),
             index: vec![u32::MAX; n],
-            parent: vec![ROOT; n],
+            parent: vec![ROOT as u32; n],
         };
         if !tree.root().is_dir() {
             return Err(ImageError::invalid("/", "the root is not a directory"));
@@ -122,7 +126,7 @@ impl Walk {
                     ));
                 }
                 walk.index[id] = walk.order.len() as u32;
-                walk.parent[id] = dir;
+                walk.parent[id] = dir as u32;
                 walk.order.push(id);
             }
         }
@@ -133,7 +137,7 @@ impl Walk {
     fn path(&self, tree: &Tree, mut id: InodeId) -> String {
         let mut parts = Vec::new();
         while id != ROOT {
-            let dir = self.parent[id];
+            let dir = self.parent[id] as InodeId;
             if let Some((name, _)) = tree.inodes[dir]
                 .entries
                 .iter()
@@ -188,8 +192,8 @@ fn validate(tree: &Tree, walk: &Walk) -> Result<(), ImageError> {
         for (name, entry) in &inode.entries {
             if name.is_empty()
                 || name.len() > MAX_NAME_LEN
-                || name == b"."
-                || name == b".."
+                || name.as_slice() == b"."
+                || name.as_slice() == b".."
                 || name.contains(&b'/')
                 || name.contains(&0)
             {
@@ -244,30 +248,20 @@ fn validate(tree: &Tree, walk: &Walk) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// Where one inode goes and how it is stored.
-#[derive(Clone, Default)]
-struct InodePlan {
-    compact: bool,
-    /// Zero bytes written before the inode.
-    pad: u64,
-    nid: u64,
-    /// Blocks of data stored outside the inode.
-    blocks: u64,
-    /// Bytes of data stored right after the inode and its xattrs.
-    tail: usize,
-    /// Per xattr in name order: its offset in the shared area, if shared.
-    xattrs: Vec<Option<u64>>,
-    xattr_size: usize,
-    nlink: u32,
-}
-
-/// The whole image layout, computed before a byte is written.
-struct Plan<'t> {
-    inodes: Vec<InodePlan>,
-    /// Directory entries with `.` and `..`, by position in the walk.
-    dirents: Vec<Vec<(&'t [u8], InodeId)>>,
-    shared: Vec<(&'t [u8], &'t [u8])>,
-    shared_size: u64,
+/// An image laid out: where each inode goes, ready to be written.
+pub struct ImagePlan<'t> {
+    tree: &'t Tree,
+    walk: Walk,
+    /// Per inode: the directory directly holds a whiteout.
+    holds_whiteouts: Vec<bool>,
+    version: u32,
+    /// Node id of each inode, by position in the walk.
+    nids: Vec<u64>,
+    /// Directory-entry file type of each inode, by position in the walk.
+    file_types: Vec<u8>,
+    /// The inodes with data blocks, in order: (position in the walk, blocks).
+    with_blocks: Vec<(u32, u64)>,
+    shared: SharedXattrs,
     min_mtime: Mtime,
     has_acl: bool,
     inodes_end: u64,
@@ -275,130 +269,54 @@ struct Plan<'t> {
     data_blocks: u64,
 }
 
-impl<'t> Plan<'t> {
-    fn new(tree: &'t Tree, walk: &Walk, nodes: &'t [Stored<'t>]) -> Result<Plan<'t>, ImageError> {
-        let min_mtime = nodes.iter().map(|n| n.mtime).min().unwrap_or_default();
-        let has_acl = nodes.iter().any(|n| {
-            n.xattrs.iter().any(|(k, _)| {
-                k.as_ref() == b"system.posix_acl_access"
-                    || k.as_ref() == b"system.posix_acl_default"
-            })
-        });
-
-        let dirents: Vec<_> = walk
-            .order
-            .iter()
-            .map(|&id| dirents_of(tree, walk, id))
-            .collect();
-
-        // Xattrs used more than once are stored once, in descending order.
-        let mut uses: HashMap<(&[u8], &[u8]), u32, RandomState> = HashMap::default();
-        for n in nodes {
-            for (k, v) in &n.xattrs {
-                *uses.entry((k.as_ref(), v.as_ref())).or_default() += 1;
-            }
-        }
-        let mut shared: Vec<(&[u8], &[u8])> = uses
-            .iter()
-            .filter(|(_, &count)| count > 1)
-            .map(|(&kv, _)| kv)
-            .collect();
-        shared.sort_unstable_by(|a, b| {
-            b.0.cmp(a.0)
-                .then(b.1.len().cmp(&a.1.len()))
-                .then(b.1.cmp(a.1))
-        });
-        let mut shared_offset: HashMap<_, _, RandomState> =
-            HashMap::with_capacity_and_hasher(shared.len(), RandomState::default());
-        let mut shared_size = 0u64;
-        for &(k, v) in &shared {
-            shared_offset.insert((k, v), shared_size);
-            shared_size += xattr_entry_size(k, v.len()) as u64;
-        }
-
-        let mut plan = Plan {
-            inodes: Vec::with_capacity(nodes.len()),
-            dirents,
-            shared,
-            shared_size,
-            min_mtime,
-            has_acl,
+impl<'t> ImagePlan<'t> {
+    fn new(
+        tree: &'t Tree,
+        walk: Walk,
+        holds_whiteouts: Vec<bool>,
+        version: u32,
+    ) -> Result<ImagePlan<'t>, ImageError> {
+        let n = walk.order.len();
+        let mut plan = ImagePlan {
+            tree,
+            walk,
+            holds_whiteouts,
+            version,
+            nids: Vec::with_capacity(n),
+            file_types: Vec::with_capacity(n),
+            with_blocks: Vec::new(),
+            shared: SharedXattrs::default(),
+            min_mtime: Mtime::default(),
+            has_acl: false,
             inodes_end: 0,
             data_start: 0,
             data_blocks: 0,
         };
+        plan.scan_xattrs_and_mtimes();
 
-        let mut pos = SUPERBLOCK_OFFSET + size_of::<Superblock>() as u64;
-        for (i, inode) in nodes.iter().enumerate() {
-            let mut p = InodePlan::default();
-            let mut n_shared = 0;
-            let mut unshared_size = 0;
-            for (k, v) in &inode.xattrs {
-                let offset = shared_offset
-                    .get(&(k.as_ref(), v.as_ref()))
-                    .copied()
-                    .filter(|_| n_shared < MAX_SHARED_XATTRS_PER_INODE);
-                match offset {
-                    Some(_) => n_shared += 1,
-                    None => unshared_size += xattr_entry_size(k, v.len()),
-                }
-                p.xattrs.push(offset);
-            }
-            if !inode.xattrs.is_empty() {
-                p.xattr_size =
-                    (XATTR_HEADER_SIZE + n_shared * 4 + unshared_size).next_multiple_of(4);
-            }
+        let mut pos = INODES_START;
+        for i in 0..n {
+            let id = plan.walk.order[i];
+            let inode = plan.stored(id);
+            let dirents = dirents_of(tree, &plan.walk, id);
+            let p = plan.place(id, &inode, &dirents, pos);
             if p.xattr_size > XATTR_HEADER_SIZE + (u16::MAX as usize - 1) * 4 {
                 return Err(ImageError::invalid(
-                    &walk.path(tree, walk.order[i]),
+                    &plan.walk.path(tree, id),
                     "xattrs too large for one inode",
                 ));
             }
-            let is_dir = inode.mode & S_IFMT == S_IFDIR;
-            p.nlink = if is_dir {
-                let subdirs = tree.inodes[walk.order[i]]
-                    .entries
-                    .values()
-                    .filter(|e| tree.inodes[e.inode].is_dir())
-                    .count();
-                2 + subdirs as u32
-            } else {
-                inode.nlink
-            };
-
-            let (blocks, tail) = plan.data_shape(inode, i);
-            p.blocks = blocks;
-            p.tail = tail;
-            let size = if is_dir {
-                blocks * BLOCK_SIZE + tail as u64
-            } else {
-                inode.size
-            };
-            p.compact = inode.mtime == min_mtime
-                && p.nlink <= u16::MAX as u32
-                && inode.uid <= u16::MAX as u32
-                && inode.gid <= u16::MAX as u32
-                && size <= u32::MAX as u64;
-            let inode_size = if p.compact {
-                INODE_COMPACT_SIZE
-            } else {
-                INODE_EXTENDED_SIZE
-            };
-
-            let aligned = pos.next_multiple_of(SLOT_SIZE);
-            p.pad = aligned - pos;
-            pos = aligned;
-            let extra = tail_padding(&mut p, inode, pos, inode_size);
-            p.pad += extra;
-            pos += extra;
-            p.nid = pos / SLOT_SIZE;
+            plan.nids.push(p.nid);
+            plan.file_types.push(file_type_code(inode.mode));
+            if p.blocks > 0 {
+                plan.with_blocks.push((i as u32, p.blocks));
+            }
             plan.data_blocks += p.blocks;
-            pos += (inode_size + p.xattr_size + p.tail) as u64;
-            plan.inodes.push(p);
+            pos = p.end();
         }
         plan.inodes_end = pos.next_multiple_of(SLOT_SIZE);
-        plan.data_start = (plan.inodes_end + plan.shared_size).next_multiple_of(BLOCK_SIZE);
-        if plan.inodes[0].nid > u16::MAX as u64 {
+        plan.data_start = (plan.inodes_end + plan.shared.size).next_multiple_of(BLOCK_SIZE);
+        if plan.nids[0] > u16::MAX as u64 {
             return Err(ImageError::invalid(
                 "/",
                 "root inode placed beyond nid 65535",
@@ -407,48 +325,178 @@ impl<'t> Plan<'t> {
         Ok(plan)
     }
 
-    /// Blocks and tail bytes of an inode's data before placement.
-    fn data_shape(&self, inode: &Stored, i: usize) -> (u64, usize) {
-        match FileType::from_mode(inode.mode) {
-            Some(FileType::Directory) => {
-                let mut blocks = 0;
-                let mut used = 0;
-                for (name, _) in &self.dirents[i] {
-                    let len = DIRENT_SIZE + name.len();
-                    if used + len > BLOCK_SIZE as usize {
-                        blocks += 1;
-                        used = 0;
-                    }
-                    used += len;
-                }
-                // Never inline more than half a block.
-                if used > BLOCK_SIZE as usize / 2 {
-                    (blocks + 1, 0)
-                } else {
-                    (blocks, used)
-                }
-            }
-            Some(FileType::Symlink) => (0, inode.payload.map_or(0, |p| p.len())),
-            Some(FileType::Regular) if inode.size > 0 => match inode.content {
-                Some(_) => {
-                    let blocks = inode.size / BLOCK_SIZE;
-                    let tail = (inode.size % BLOCK_SIZE) as usize;
-                    if tail > BLOCK_SIZE as usize / 2 {
-                        (blocks + 1, 0)
-                    } else {
-                        (blocks, tail)
-                    }
-                }
-                None => (0, chunking(inode.size).1 as usize * 4),
-            },
-            _ => (0, 0),
+    /// The format version the image uses.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The image's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.data_start + self.data_blocks * BLOCK_SIZE
+    }
+
+    /// How inode `id` (or a whiteout stub) is stored.
+    fn stored(&self, id: InodeId) -> Stored<'t> {
+        match self.tree.inodes.get(id) {
+            Some(inode) => overlay::stored(
+                inode,
+                &Context {
+                    version: self.version,
+                    is_root: id == ROOT,
+                    holds_whiteouts: self.holds_whiteouts[id],
+                },
+            ),
+            None => overlay::stub(self.tree.root()),
         }
     }
 
-    fn serialize(&self, walk: &Walk, nodes: &[Stored], version: u32) -> Vec<u8> {
-        let total = self.data_start + self.data_blocks * BLOCK_SIZE;
-        let mut out = Vec::with_capacity(total as usize);
+    /// The earliest mtime, whether any ACL is stored, and which xattrs
+    /// are used more than once (those are stored once and shared).
+    fn scan_xattrs_and_mtimes(&mut self) {
+        // Most xattrs are unique (metacopy digests, redirects): first find
+        // the hashes seen more than once, then count only those exactly.
+        let mut hashes = Vec::new();
+        let mut min_mtime = None;
+        for &id in &self.walk.order {
+            let inode = self.stored(id);
+            min_mtime = Some(min_mtime.map_or(inode.mtime, |m: Mtime| m.min(inode.mtime)));
+            for (k, v) in &inode.xattrs {
+                if k.as_ref() == b"system.posix_acl_access"
+                    || k.as_ref() == b"system.posix_acl_default"
+                {
+                    self.has_acl = true;
+                }
+                // Truncated: a false match only costs an exact count.
+                hashes.push(xattr_hash(k, v) as u32);
+            }
+        }
+        self.min_mtime = min_mtime.unwrap_or_default();
+        hashes.sort_unstable();
+        let repeated: HashSet<u32, RandomState> = hashes
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        drop(hashes);
+        if repeated.is_empty() {
+            return;
+        }
 
+        type Counted = Vec<(Vec<u8>, Vec<u8>, u32)>;
+        let mut counts: HashMap<u64, Counted, RandomState> = HashMap::default();
+        for &id in &self.walk.order {
+            for (k, v) in &self.stored(id).xattrs {
+                let h = xattr_hash(k, v);
+                if !repeated.contains(&(h as u32)) {
+                    continue;
+                }
+                let bucket = counts.entry(h).or_default();
+                match bucket
+                    .iter_mut()
+                    .find(|e| e.0 == k.as_ref() && e.1 == v.as_ref())
+                {
+                    Some(e) => e.2 += 1,
+                    None => bucket.push((k.to_vec(), v.to_vec(), 1)),
+                }
+            }
+        }
+        // Shared xattrs are stored in descending order.
+        let mut list: Vec<(Vec<u8>, Vec<u8>)> = counts
+            .into_values()
+            .flatten()
+            .filter(|e| e.2 > 1)
+            .map(|(k, v, _)| (k, v))
+            .collect();
+        list.sort_unstable_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then(b.1.len().cmp(&a.1.len()))
+                .then(b.1.cmp(&a.1))
+        });
+        let shared = &mut self.shared;
+        for (i, (k, v)) in list.iter().enumerate() {
+            shared.offsets.push(shared.size);
+            shared.size += xattr_entry_size(k, v.len()) as u64;
+            shared
+                .by_hash
+                .entry(xattr_hash(k, v))
+                .or_default()
+                .push(i as u32);
+        }
+        shared.list = list;
+    }
+
+    /// Where an inode goes when the one before it ended at `pos`, and
+    /// how much it takes. The layout pass and the writing pass both ask,
+    /// so the two cannot disagree.
+    fn place(
+        &self,
+        id: InodeId,
+        inode: &Stored,
+        dirents: &[(&[u8], InodeId)],
+        mut pos: u64,
+    ) -> InodePlan {
+        let mut p = InodePlan::default();
+        let mut n_shared = 0;
+        let mut unshared_size = 0;
+        for (k, v) in &inode.xattrs {
+            let offset = self
+                .shared
+                .offset(k, v)
+                .filter(|_| n_shared < MAX_SHARED_XATTRS_PER_INODE);
+            match offset {
+                Some(_) => n_shared += 1,
+                None => unshared_size += xattr_entry_size(k, v.len()),
+            }
+            p.xattrs.push(offset);
+        }
+        if !inode.xattrs.is_empty() {
+            p.xattr_size = (XATTR_HEADER_SIZE + n_shared * 4 + unshared_size).next_multiple_of(4);
+        }
+        let is_dir = inode.mode & S_IFMT == S_IFDIR;
+        p.nlink = if is_dir {
+            let subdirs = self.tree.inodes[id]
+                .entries
+                .values()
+                .filter(|e| self.tree.inodes[e.inode].is_dir())
+                .count();
+            2 + subdirs as u32
+        } else {
+            inode.nlink
+        };
+
+        (p.blocks, p.tail) = data_shape(inode, dirents);
+        let size = if is_dir {
+            p.blocks * BLOCK_SIZE + p.tail as u64
+        } else {
+            inode.size
+        };
+        p.compact = inode.mtime == self.min_mtime
+            && p.nlink <= u16::MAX as u32
+            && inode.uid <= u16::MAX as u32
+            && inode.gid <= u16::MAX as u32
+            && size <= u32::MAX as u64;
+        p.inode_size = if p.compact {
+            INODE_COMPACT_SIZE
+        } else {
+            INODE_EXTENDED_SIZE
+        };
+
+        let aligned = pos.next_multiple_of(SLOT_SIZE);
+        p.pad = aligned - pos;
+        pos = aligned;
+        let extra = tail_padding(&mut p, inode, pos);
+        p.pad += extra;
+        pos += extra;
+        p.nid = pos / SLOT_SIZE;
+        p
+    }
+
+    /// Write the image, in one pass.
+    pub fn write_to(&self, out: impl Write) -> io::Result<()> {
+        let mut out = Out {
+            w: io::BufWriter::with_capacity(1 << 20, out),
+            pos: 0,
+        };
         let header = ComposefsHeader {
             magic: COMPOSEFS_MAGIC.into(),
             version: COMPOSEFS_HEADER_VERSION.into(),
@@ -458,17 +506,17 @@ impl<'t> Plan<'t> {
                 0
             })
             .into(),
-            composefs_version: version.into(),
+            composefs_version: self.version.into(),
             ..Default::default()
         };
-        out.extend_from_slice(header.as_bytes());
-        out.resize(SUPERBLOCK_OFFSET as usize, 0);
+        out.put(header.as_bytes())?;
+        out.zeros(SUPERBLOCK_OFFSET - out.pos)?;
         let sb = Superblock {
             magic: EROFS_MAGIC.into(),
             feature_compat: (FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER).into(),
             blkszbits: BLOCK_BITS,
-            root_nid: (self.inodes[0].nid as u16).into(),
-            inos: (walk.order.len() as u64).into(),
+            root_nid: (self.nids[0] as u16).into(),
+            inos: (self.walk.order.len() as u64).into(),
             build_time: (self.min_mtime.sec as u64).into(),
             build_time_nsec: self.min_mtime.nsec.into(),
             blocks: ((self.data_start / BLOCK_SIZE + self.data_blocks) as u32).into(),
@@ -476,39 +524,46 @@ impl<'t> Plan<'t> {
             xattr_blkaddr: ((self.inodes_end / BLOCK_SIZE) as u32).into(),
             ..Default::default()
         };
-        out.extend_from_slice(sb.as_bytes());
+        out.put(sb.as_bytes())?;
+        debug_assert_eq!(out.pos, INODES_START);
 
         let mut next_block = self.data_start / BLOCK_SIZE;
-        for (i, node) in nodes.iter().enumerate() {
-            self.write_inode(&mut out, walk, nodes, i, node, &mut next_block);
+        for (i, &id) in self.walk.order.iter().enumerate() {
+            let inode = self.stored(id);
+            let dirents = dirents_of(self.tree, &self.walk, id);
+            let p = self.place(id, &inode, &dirents, out.pos);
+            debug_assert_eq!(p.nid, self.nids[i]);
+            self.write_inode(&mut out, i, &inode, &p, &dirents, &mut next_block)?;
         }
-        pad_to(&mut out, SLOT_SIZE);
-        debug_assert_eq!(out.len() as u64, self.inodes_end);
-        for &(k, v) in &self.shared {
-            write_xattr(&mut out, k, v);
+        out.pad_to(SLOT_SIZE)?;
+        debug_assert_eq!(out.pos, self.inodes_end);
+        for (k, v) in &self.shared.list {
+            write_xattr(&mut out, k, v)?;
         }
-        pad_to(&mut out, BLOCK_SIZE);
-        debug_assert_eq!(out.len() as u64, self.data_start);
+        out.pad_to(BLOCK_SIZE)?;
+        debug_assert_eq!(out.pos, self.data_start);
 
-        for (i, node) in nodes.iter().enumerate() {
-            self.write_data_blocks(&mut out, walk, nodes, i, node);
+        for &(i, blocks) in &self.with_blocks {
+            let id = self.walk.order[i as usize];
+            let inode = self.stored(id);
+            let dirents = dirents_of(self.tree, &self.walk, id);
+            self.write_data_blocks(&mut out, &inode, blocks, &dirents)?;
         }
-        debug_assert_eq!(out.len() as u64, total);
-        out
+        debug_assert_eq!(out.pos, self.size());
+        out.w.flush()
     }
 
-    fn write_inode(
+    fn write_inode<W: Write>(
         &self,
-        out: &mut Vec<u8>,
-        walk: &Walk,
-        nodes: &[Stored],
+        out: &mut Out<W>,
         i: usize,
         inode: &Stored,
+        p: &InodePlan,
+        dirents: &[(&[u8], InodeId)],
         next_block: &mut u64,
-    ) {
-        let p = &self.inodes[i];
-        out.resize(out.len() + p.pad as usize, 0);
-        debug_assert_eq!(out.len() as u64, p.nid * SLOT_SIZE);
+    ) -> io::Result<()> {
+        out.zeros(p.pad)?;
+        debug_assert_eq!(out.pos, p.nid * SLOT_SIZE);
         let ty = FileType::from_mode(inode.mode).expect("validated");
         let mut layout = if p.tail > 0 {
             LAYOUT_FLAT_INLINE
@@ -550,7 +605,8 @@ impl<'t> Plan<'t> {
         } else {
             ((p.xattr_size - XATTR_HEADER_SIZE) / 4 + 1) as u16
         };
-        let ino = walk.index[walk.order[i]];
+        // Inode numbers are positions in the walk.
+        let ino = i as u32;
         if p.compact {
             let raw = InodeCompact {
                 format: (layout << FORMAT_LAYOUT_SHIFT).into(),
@@ -564,7 +620,7 @@ impl<'t> Plan<'t> {
                 gid: (inode.gid as u16).into(),
                 ..Default::default()
             };
-            out.extend_from_slice(raw.as_bytes());
+            out.put(raw.as_bytes())?;
         } else {
             let raw = InodeExtended {
                 format: (layout << FORMAT_LAYOUT_SHIFT | FORMAT_EXTENDED).into(),
@@ -580,97 +636,240 @@ impl<'t> Plan<'t> {
                 nlink: p.nlink.into(),
                 ..Default::default()
             };
-            out.extend_from_slice(raw.as_bytes());
+            out.put(raw.as_bytes())?;
         }
 
         if p.xattr_size > 0 {
-            let start = out.len();
+            let start = out.pos;
             let shared_count = p.xattrs.iter().flatten().count();
             let header = XattrHeader {
                 name_filter: name_filter(&inode.xattrs).into(),
                 shared_count: shared_count as u8,
                 ..Default::default()
             };
-            out.extend_from_slice(header.as_bytes());
+            out.put(header.as_bytes())?;
             let base = self.inodes_end % BLOCK_SIZE;
             for off in p.xattrs.iter().flatten() {
-                out.extend_from_slice(&(((base + off) / 4) as u32).to_le_bytes());
+                out.put(&(((base + off) / 4) as u32).to_le_bytes())?;
             }
             for ((k, v), offset) in inode.xattrs.iter().zip(&p.xattrs) {
                 if offset.is_none() {
-                    write_xattr(out, k, v);
+                    write_xattr(out, k, v)?;
                 }
             }
-            debug_assert_eq!(out.len() - start, p.xattr_size);
+            debug_assert_eq!((out.pos - start) as usize, p.xattr_size);
         }
 
         if p.tail == 0 {
-            return;
+            return Ok(());
         }
         match ty {
             FileType::Directory => {
-                let chunks = dirent_chunks(&self.dirents[i]);
+                let chunks = dirent_chunks(dirents);
                 let last = chunks.last().expect("a directory has . and ..");
-                write_dirent_chunk(out, walk, nodes, &self.dirents[i][last.clone()], self);
+                self.write_dirent_chunk(out, &dirents[last.clone()])
             }
-            FileType::Symlink => out.extend_from_slice(inode.payload.unwrap_or_default()),
+            FileType::Symlink => out.put(inode.payload.unwrap_or_default()),
             FileType::Regular => match inode.content {
-                Some(c) => out.extend_from_slice(&c[c.len() - p.tail..]),
+                Some(c) => out.put(&c[c.len() - p.tail..]),
                 None => {
                     for _ in 0..p.tail / 4 {
-                        out.extend_from_slice(&NULL_CHUNK.to_le_bytes());
+                        out.put(&NULL_CHUNK.to_le_bytes())?;
                     }
+                    Ok(())
                 }
             },
-            _ => {}
+            _ => Ok(()),
         }
     }
 
-    fn write_data_blocks(
+    fn write_data_blocks<W: Write>(
         &self,
-        out: &mut Vec<u8>,
-        walk: &Walk,
-        nodes: &[Stored],
-        i: usize,
+        out: &mut Out<W>,
         inode: &Stored,
-    ) {
-        let p = &self.inodes[i];
-        if p.blocks == 0 {
-            return;
-        }
+        blocks: u64,
+        dirents: &[(&[u8], InodeId)],
+    ) -> io::Result<()> {
         match FileType::from_mode(inode.mode) {
             Some(FileType::Directory) => {
-                let chunks = dirent_chunks(&self.dirents[i]);
-                for range in chunks.into_iter().take(p.blocks as usize) {
-                    write_dirent_chunk(out, walk, nodes, &self.dirents[i][range], self);
-                    pad_to(out, BLOCK_SIZE);
+                for range in dirent_chunks(dirents).into_iter().take(blocks as usize) {
+                    self.write_dirent_chunk(out, &dirents[range])?;
+                    out.pad_to(BLOCK_SIZE)?;
                 }
             }
             Some(FileType::Regular) => match inode.content {
                 Some(c) => {
-                    let end = (p.blocks * BLOCK_SIZE).min(c.len() as u64) as usize;
-                    out.extend_from_slice(&c[..end]);
-                    pad_to(out, BLOCK_SIZE);
+                    let end = (blocks * BLOCK_SIZE).min(c.len() as u64) as usize;
+                    out.put(&c[..end])?;
+                    out.pad_to(BLOCK_SIZE)?;
                 }
                 None => {
                     for _ in 0..MAX_CHUNKS {
-                        out.extend_from_slice(&NULL_CHUNK.to_le_bytes());
+                        out.put(&NULL_CHUNK.to_le_bytes())?;
                     }
                 }
             },
             Some(FileType::Symlink) => {
-                out.extend_from_slice(inode.payload.unwrap_or_default());
-                pad_to(out, BLOCK_SIZE);
+                out.put(inode.payload.unwrap_or_default())?;
+                out.pad_to(BLOCK_SIZE)?;
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    fn write_dirent_chunk<W: Write>(
+        &self,
+        out: &mut Out<W>,
+        dirents: &[(&[u8], InodeId)],
+    ) -> io::Result<()> {
+        let mut nameoff = dirents.len() * DIRENT_SIZE;
+        for &(name, target) in dirents {
+            let idx = self.walk.index[target] as usize;
+            let d = Dirent {
+                nid: self.nids[idx].into(),
+                nameoff: (nameoff as u16).into(),
+                file_type: self.file_types[idx],
+                reserved: 0,
+            };
+            out.put(d.as_bytes())?;
+            nameoff += name.len();
+        }
+        for &(name, _) in dirents {
+            out.put(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the inode table starts: right after the superblock.
+const INODES_START: u64 = SUPERBLOCK_OFFSET + size_of::<Superblock>() as u64;
+
+/// Where one inode goes and how it is stored.
+#[derive(Clone, Default)]
+struct InodePlan {
+    compact: bool,
+    inode_size: usize,
+    /// Zero bytes written before the inode.
+    pad: u64,
+    nid: u64,
+    /// Blocks of data stored outside the inode.
+    blocks: u64,
+    /// Bytes of data stored right after the inode and its xattrs.
+    tail: usize,
+    /// Per xattr in name order: its offset in the shared area, if shared.
+    xattrs: Vec<Option<u64>>,
+    xattr_size: usize,
+    nlink: u32,
+}
+
+impl InodePlan {
+    /// Where the next inode may begin.
+    fn end(&self) -> u64 {
+        self.nid * SLOT_SIZE + (self.inode_size + self.xattr_size + self.tail) as u64
+    }
+}
+
+/// Xattrs used more than once, stored once in the order written.
+#[derive(Default)]
+struct SharedXattrs {
+    list: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Offset of each in the shared area.
+    offsets: Vec<u64>,
+    /// Positions in `list` by [`xattr_hash`].
+    by_hash: HashMap<u64, Vec<u32>, RandomState>,
+    size: u64,
+}
+
+impl SharedXattrs {
+    fn offset(&self, name: &[u8], value: &[u8]) -> Option<u64> {
+        if self.list.is_empty() {
+            return None;
+        }
+        self.by_hash
+            .get(&xattr_hash(name, value))?
+            .iter()
+            .map(|&i| i as usize)
+            .find(|&i| self.list[i].0 == name && self.list[i].1 == value)
+            .map(|i| self.offsets[i])
+    }
+}
+
+/// A hash of an xattr's name and value; equal hashes are compared in full.
+fn xattr_hash(name: &[u8], value: &[u8]) -> u64 {
+    FixedState::with_seed(0x5ea1_7ee5).hash_one((name, value))
+}
+
+/// The image as it is written, and how far it has got.
+struct Out<W: Write> {
+    w: io::BufWriter<W>,
+    pos: u64,
+}
+
+impl<W: Write> Out<W> {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.w.write_all(bytes)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn zeros(&mut self, mut n: u64) -> io::Result<()> {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        while n > 0 {
+            let k = n.min(ZEROS.len() as u64);
+            self.put(&ZEROS[..k as usize])?;
+            n -= k;
+        }
+        Ok(())
+    }
+
+    fn pad_to(&mut self, align: u64) -> io::Result<()> {
+        self.zeros(self.pos.next_multiple_of(align) - self.pos)
+    }
+}
+
+/// Blocks and tail bytes of an inode's data before placement.
+fn data_shape(inode: &Stored, dirents: &[(&[u8], InodeId)]) -> (u64, usize) {
+    match FileType::from_mode(inode.mode) {
+        Some(FileType::Directory) => {
+            let mut blocks = 0;
+            let mut used = 0;
+            for (name, _) in dirents {
+                let len = DIRENT_SIZE + name.len();
+                if used + len > BLOCK_SIZE as usize {
+                    blocks += 1;
+                    used = 0;
+                }
+                used += len;
+            }
+            // Never inline more than half a block.
+            if used > BLOCK_SIZE as usize / 2 {
+                (blocks + 1, 0)
+            } else {
+                (blocks, used)
+            }
+        }
+        Some(FileType::Symlink) => (0, inode.payload.map_or(0, |p| p.len())),
+        Some(FileType::Regular) if inode.size > 0 => match inode.content {
+            Some(_) => {
+                let blocks = inode.size / BLOCK_SIZE;
+                let tail = (inode.size % BLOCK_SIZE) as usize;
+                if tail > BLOCK_SIZE as usize / 2 {
+                    (blocks + 1, 0)
+                } else {
+                    (blocks, tail)
+                }
+            }
+            None => (0, chunking(inode.size).1 as usize * 4),
+        },
+        _ => (0, 0),
     }
 }
 
 /// Padding that keeps an inode's tail inside one block, adjusting the plan
 /// when the tail cannot fit and must move to a block of its own.
-fn tail_padding(p: &mut InodePlan, inode: &Stored, pos: u64, inode_size: usize) -> u64 {
-    let non_tail = (inode_size + p.xattr_size) as u64;
+fn tail_padding(p: &mut InodePlan, inode: &Stored, pos: u64) -> u64 {
+    let non_tail = (p.inode_size + p.xattr_size) as u64;
     let total = non_tail + p.tail as u64;
     if inode.mode & S_IFMT == S_IFLNK {
         // A symlink keeps inode and target in one block, or moves the
@@ -708,7 +907,7 @@ fn dirents_of<'t>(tree: &'t Tree, walk: &Walk, id: InodeId) -> Vec<(&'t [u8], In
     }
     let listed = entries(tree, id);
     let mut list: Vec<(&[u8], InodeId)> = Vec::with_capacity(listed.len() + 2);
-    let dots: [(&[u8], InodeId); 2] = [(b".", id), (b"..", walk.parent[id])];
+    let dots: [(&[u8], InodeId); 2] = [(b".", id), (b"..", walk.parent[id] as InodeId)];
     let mut dots = dots.into_iter().peekable();
     for (name, target, _) in listed {
         while let Some(&(dot, dot_target)) = dots.peek() {
@@ -744,30 +943,6 @@ fn dirent_chunks(dirents: &[(&[u8], InodeId)]) -> Vec<Range<usize>> {
     chunks
 }
 
-fn write_dirent_chunk(
-    out: &mut Vec<u8>,
-    walk: &Walk,
-    nodes: &[Stored],
-    dirents: &[(&[u8], InodeId)],
-    plan: &Plan,
-) {
-    let mut nameoff = dirents.len() * DIRENT_SIZE;
-    for &(name, target) in dirents {
-        let idx = walk.index[target] as usize;
-        let d = Dirent {
-            nid: plan.inodes[idx].nid.into(),
-            nameoff: (nameoff as u16).into(),
-            file_type: file_type_code(nodes[idx].mode),
-            reserved: 0,
-        };
-        out.extend_from_slice(d.as_bytes());
-        nameoff += name.len();
-    }
-    for &(name, _) in dirents {
-        out.extend_from_slice(name);
-    }
-}
-
 fn file_type_code(mode: u32) -> u8 {
     match FileType::from_mode(mode) {
         Some(FileType::Regular) => FT_REG_FILE,
@@ -781,17 +956,17 @@ fn file_type_code(mode: u32) -> u8 {
     }
 }
 
-fn write_xattr(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+fn write_xattr<W: Write>(out: &mut Out<W>, name: &[u8], value: &[u8]) -> io::Result<()> {
     let (index, suffix) = split_xattr_name(name);
     let entry = XattrEntry {
         name_len: suffix.len() as u8,
         name_index: index,
         value_size: (value.len() as u16).into(),
     };
-    out.extend_from_slice(entry.as_bytes());
-    out.extend_from_slice(suffix);
-    out.extend_from_slice(value);
-    pad_to(out, 4);
+    out.put(entry.as_bytes())?;
+    out.put(suffix)?;
+    out.put(value)?;
+    out.pad_to(4)
 }
 
 /// The inode's xattr name bloom filter: bit set = no name hashes there.
@@ -803,9 +978,4 @@ fn name_filter(xattrs: &[Xattr]) -> u32 {
         bits |= 1 << (h & 31);
     }
     !bits
-}
-
-fn pad_to(out: &mut Vec<u8>, align: u64) {
-    let len = (out.len() as u64).next_multiple_of(align);
-    out.resize(len as usize, 0);
 }

@@ -83,6 +83,33 @@ impl Hasher {
     }
 }
 
+/// A writer that hashes what it passes on to `inner`.
+pub struct HashingWriter<W> {
+    pub inner: W,
+    pub hasher: Hasher,
+}
+
+impl<W> HashingWriter<W> {
+    pub fn new(inner: W) -> HashingWriter<W> {
+        HashingWriter {
+            inner,
+            hasher: Hasher::default(),
+        }
+    }
+}
+
+impl<W: io::Write> io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Parse 64 hex digits into a digest.
 pub fn parse_hex(text: &[u8]) -> Option<Digest> {
     let mut out = [0u8; 32];

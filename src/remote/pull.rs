@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 use super::fetch::Fetcher;
 use super::{Remote, RemoteError};
 use crate::erofs::{self, ImageOptions};
-use crate::fsverity::{self, Digest};
+use crate::fsverity::Digest;
 use crate::repo::{CommitMeta, Repo, RepoError};
 use crate::sign;
 use crate::tree::{FileType, Tree};
@@ -235,7 +235,7 @@ pub fn pull(
 
     // The dumpfile must be the signed one: its image has the signed digest.
     let meta = history.info(commit)?.meta;
-    let image = erofs::write_image(
+    let plan = erofs::plan_image(
         &tree,
         &ImageOptions {
             min_version: meta.format_version,
@@ -243,7 +243,9 @@ pub fn pull(
         },
     )
     .map_err(RepoError::from)?;
-    let digest = hex::encode(fsverity::digest_bytes(&image.bytes));
+    let image =
+        crate::compose::write_image_temp(&plan, &repo.images_dir()).map_err(RepoError::from)?;
+    let digest = hex::encode(image.digest);
     if digest != statement.image_digest || digest != meta.image_digest {
         return Err(RemoteError::Invalid(format!(
             "commit {commit} from {}: its image has digest {digest}, the signed statement names {}",
@@ -264,9 +266,9 @@ pub fn pull(
     fetch_objects(repo, &fetcher, &needed, options, &mut report)?;
 
     // 5. Image, statement, and only then the ref.
-    let image_path = repo.image_path(&fsverity::digest_bytes(&image.bytes));
+    let image_path = repo.image_path(&image.digest);
     if !image_path.exists() {
-        crate::compose::write_file_atomic(&image_path, &image.bytes).map_err(RepoError::from)?;
+        image.persist(&image_path).map_err(RepoError::from)?;
     }
     repo.store_statement(commit, &text, &sig)?;
     repo.sync()?;

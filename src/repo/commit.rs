@@ -6,10 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use gix::ObjectId;
 
-use super::history::{DumpBlob, History};
+use super::history::{DumpBlob, DumpFile, History};
 use super::meta::CommitMeta;
 use super::{io_err, Repo, RepoError, IMAGE_FORMAT_VERSION};
-use crate::compose::{read_dumpfile, write_file_atomic};
+use crate::compose::{read_dumpfile, write_image_temp};
 use crate::erofs::{self, ImageOptions};
 use crate::fsverity;
 use crate::statcache::StatCache;
@@ -145,14 +145,14 @@ pub fn commit(
         }
     };
 
-    let mut dump = Vec::new();
-    crate::dumpfile::write(&tree, &mut dump).map_err(io_err(repo.root()))?;
+    let mut dump = DumpFile::write(&tree, repo.root()).map_err(io_err(repo.root()))?;
     let parent = history.branch(branch)?;
-    let (dump_blob, digest) = match unchanged(repo, &history, parent, &dump)? {
-        Some((blob, digest)) => (DumpBlob::Stored(blob), digest),
-        None => (DumpBlob::New(&dump), write_image(repo, &tree)?),
+    let dump_len = dump.len;
+    let (dump_blob, digest) = match unchanged(repo, &history, parent, dump.id)? {
+        Some(digest) => (DumpBlob::Stored(dump.id), digest),
+        None => (DumpBlob::New(&mut dump), write_image(repo, &tree)?),
     };
-    let mut meta = CommitMeta::describe(&tree, dump.len() as u64, &digest, IMAGE_FORMAT_VERSION);
+    let mut meta = CommitMeta::describe(&tree, dump_len, &digest, IMAGE_FORMAT_VERSION);
     meta.image_source = image_source;
     let id = history.write_commit(dump_blob, &meta, message, parent, crate::clock::now())?;
     if let Some(key) = options.sign_key {
@@ -179,20 +179,19 @@ pub fn commit(
     })
 }
 
-/// The dumpfile blob and image digest of `parent` when its dumpfile is
-/// `dump` and its image is stored: the image is a function of the
-/// dumpfile, so neither needs writing again.
+/// The image digest of `parent` when its dumpfile is the blob `dump` and
+/// its image is stored: the image is a function of the dumpfile, so
+/// neither needs writing again.
 fn unchanged(
     repo: &Repo,
     history: &History,
     parent: Option<ObjectId>,
-    dump: &[u8],
-) -> Result<Option<(ObjectId, fsverity::Digest)>, RepoError> {
+    dump: ObjectId,
+) -> Result<Option<fsverity::Digest>, RepoError> {
     let Some(parent) = parent else {
         return Ok(None);
     };
-    // Comparing bytes is cheaper than hashing the new dumpfile for its id.
-    if history.dump(parent)? != dump {
+    if history.dump_id(parent)? != dump {
         return Ok(None);
     }
     let meta = history.info(parent)?.meta;
@@ -203,22 +202,23 @@ fn unchanged(
     if !repo.image_path(&digest).exists() {
         return Ok(None);
     }
-    Ok(Some((history.dump_id(parent)?, digest)))
+    Ok(Some(digest))
 }
 
 /// Build the tree's image and store it under its digest.
 fn write_image(repo: &Repo, tree: &Tree) -> Result<fsverity::Digest, RepoError> {
-    let image = erofs::write_image(
+    let plan = erofs::plan_image(
         tree,
         &ImageOptions {
             min_version: IMAGE_FORMAT_VERSION,
             max_version: IMAGE_FORMAT_VERSION,
         },
     )?;
-    let digest = fsverity::digest_bytes(&image.bytes);
+    let written = write_image_temp(&plan, &repo.images_dir())?;
+    let digest = written.digest;
     let image_path = repo.image_path(&digest);
     if !image_path.exists() {
-        write_file_atomic(&image_path, &image.bytes)?;
+        written.persist(&image_path)?;
     }
     Ok(digest)
 }
@@ -242,7 +242,7 @@ fn require_objects(repo: &Repo, tree: &mut Tree) -> Result<(), RepoError> {
         }
         match inode.digest {
             Some(d) if repo.objects().contains(&d) => {
-                inode.payload = Some(object_path(&d).into_bytes());
+                inode.payload = Some(object_path(&d).into_bytes().into());
             }
             Some(d) => problems.push(format!(
                 "/{}: object {} is not in the store",

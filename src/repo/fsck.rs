@@ -142,14 +142,14 @@ pub fn fsck(repo: &Repo, repair: bool) -> Result<FsckReport, RepoError> {
                     .push((id.to_string(), format!("{path} has no digest"))),
             }
         }
-        let image = erofs::write_image(
+        let plan = erofs::plan_image(
             &tree,
             &ImageOptions {
                 min_version: IMAGE_FORMAT_VERSION,
                 max_version: IMAGE_FORMAT_VERSION,
             },
         )?;
-        let digest = fsverity::digest_bytes(&image.bytes);
+        let digest = crate::compose::image_digest(&plan);
         if hex::encode(digest) != info.meta.image_digest {
             report.bad_commits.push((
                 id.to_string(),
@@ -163,7 +163,8 @@ pub fn fsck(repo: &Repo, repair: bool) -> Result<FsckReport, RepoError> {
         }
         if !images_ok.contains(&digest) {
             if repair {
-                crate::compose::write_file_atomic(&repo.image_path(&digest), &image.bytes)?;
+                let written = crate::compose::write_image_temp(&plan, &repo.images_dir())?;
+                written.persist(&repo.image_path(&digest))?;
                 images_ok.insert(digest);
                 report
                     .repaired

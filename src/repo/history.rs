@@ -3,7 +3,9 @@
 //! branches are `refs/heads/*`, so plain git can inspect the history.
 
 use std::collections::HashSet;
+use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use gix::bstr::ByteSlice;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
@@ -12,6 +14,7 @@ use gix::ObjectId;
 
 use super::meta::CommitMeta;
 use super::{git_err, RepoError};
+use crate::tree::Tree;
 
 const DUMP: &str = "dump";
 const META: &str = "meta.json";
@@ -26,7 +29,39 @@ pub struct History {
 pub enum DumpBlob<'a> {
     /// Already stored (unchanged from the parent).
     Stored(ObjectId),
-    New(&'a [u8]),
+    New(&'a mut DumpFile),
+}
+
+/// A tree's dumpfile, written to a temporary file rather than held in
+/// memory (a million entries make 130 MB of it), and its blob id.
+pub struct DumpFile {
+    file: tempfile::NamedTempFile,
+    pub len: u64,
+    pub id: ObjectId,
+}
+
+impl DumpFile {
+    /// Write the dumpfile of `tree` under a temporary name in `dir`.
+    pub fn write(tree: &Tree, dir: &Path) -> io::Result<DumpFile> {
+        let mut file = tempfile::Builder::new()
+            .prefix(crate::compose::TEMP_PREFIX)
+            .tempfile_in(dir)?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
+        crate::dumpfile::write(tree, &mut out)?;
+        out.flush()?;
+        drop(out);
+        let len = file.as_file().metadata()?.len();
+        let id = gix::objs::compute_stream_hash(
+            gix::hash::Kind::Sha1,
+            gix::objs::Kind::Blob,
+            &mut file.reopen()?,
+            len,
+            &mut gix::features::progress::Discard,
+            &AtomicBool::new(false),
+        )
+        .map_err(io::Error::other)?;
+        Ok(DumpFile { file, len, id })
+    }
 }
 
 /// A commit's header and metadata.
@@ -90,7 +125,24 @@ impl History {
             serde_json::to_vec_pretty(meta).map_err(|e| RepoError::Invalid(e.to_string()))?;
         let dump_id = match dump {
             DumpBlob::Stored(id) => id,
-            DumpBlob::New(bytes) => self.repo.write_blob(bytes).map_err(git_err)?.detach(),
+            DumpBlob::New(dump) => {
+                use gix::objs::Write as _;
+                if !self.repo.has_object(dump.id) {
+                    let mut file = io::BufReader::new(dump.file.reopen().map_err(git_err)?);
+                    let written = self
+                        .repo
+                        .objects
+                        .write_stream(gix::objs::Kind::Blob, dump.len, &mut file)
+                        .map_err(git_err)?;
+                    if written != dump.id {
+                        return Err(RepoError::Invalid(format!(
+                            "the dumpfile changed while it was stored ({written}, not {})",
+                            dump.id
+                        )));
+                    }
+                }
+                dump.id
+            }
         };
         let meta_id = self.repo.write_blob(&meta_json).map_err(git_err)?.detach();
         let mut tree = gix::objs::Tree::empty();

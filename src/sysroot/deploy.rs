@@ -445,7 +445,7 @@ fn find_kernel(tree: &Tree, commit: ObjectId) -> Result<(String, InodeId, InodeI
                 .entries
                 .iter()
                 .filter(|(_, e)| tree.inodes[e.inode].is_dir())
-                .map(|(name, _)| name.clone()),
+                .map(|(name, _)| name.to_vec()),
         );
     }
     if let Some(boot) = tree.lookup(b"boot") {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::tree::{DirEntry, Inode, InodeId, Tree};
+use crate::tree::{DirEntry, Inode, InodeId, Name, Tree};
 
 /// One side of the merge: a directory in some tree.
 #[derive(Clone, Copy)]
@@ -166,7 +166,7 @@ fn copy_meta(inode: &Inode) -> Inode {
 fn add(m: &mut EtcMerge, dir: InodeId, name: &[u8], inode: Inode) -> InodeId {
     let id = m.tree.add_inode(inode);
     m.tree.inodes[dir].entries.insert(
-        name.to_vec(),
+        Name::from_slice(name),
         DirEntry {
             inode: id,
             hardlink: false,

@@ -14,8 +14,8 @@ use std::path::Path;
 use crate::fsverity;
 use crate::objects::Staging;
 use crate::tree::{
-    object_path, DirEntry, Inode, InodeId, Mtime, Tree, DEFAULT_INLINE_THRESHOLD, MAX_NAME_LEN,
-    MAX_PATH_LEN, ROOT, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG,
+    object_path, DirEntry, Inode, InodeId, Mtime, Name, Tree, DEFAULT_INLINE_THRESHOLD,
+    MAX_NAME_LEN, MAX_PATH_LEN, ROOT, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG,
 };
 
 /// A tar archive that could not be imported.
@@ -415,7 +415,7 @@ impl Import<'_, '_> {
                 }
                 check_symlink(&components, &target)?;
                 inode.size = target.len() as u64;
-                inode.payload = Some(target);
+                inode.payload = Some(target.into());
             }
             T::Link => {
                 let target = link_name.clone().ok_or("hard link without a target")?;
@@ -489,7 +489,7 @@ impl Import<'_, '_> {
             inode.size = data.len() as u64;
             if !data.is_empty() {
                 inode.digest = Some(fsverity::digest_bytes(&data));
-                inode.content = Some(data);
+                inode.content = Some(data.into());
             }
         } else {
             let (digest, len) = match self.staging {
@@ -502,7 +502,7 @@ impl Import<'_, '_> {
             inode.digest = Some(digest);
         }
         if let Some(d) = &inode.digest {
-            inode.payload = Some(object_path(d).into_bytes());
+            inode.payload = Some(object_path(d).into_bytes().into());
         }
         Ok(())
     }
@@ -552,7 +552,7 @@ impl Import<'_, '_> {
                     implicit.nlink = 1;
                     let new = self.tree.add_inode(implicit);
                     self.tree.inodes[dir].entries.insert(
-                        part.clone(),
+                        Name::from_slice(part),
                         DirEntry {
                             inode: new,
                             hardlink: false,
@@ -566,7 +566,7 @@ impl Import<'_, '_> {
         // A later entry replaces an earlier one of the same name, as
         // extraction would.
         self.tree.inodes[dir].entries.insert(
-            name.clone(),
+            Name::from_slice(name),
             DirEntry {
                 inode: id,
                 hardlink,
@@ -624,7 +624,7 @@ impl Import<'_, '_> {
         let mut stack = vec![hide_from];
         while let Some(d) = stack.pop() {
             let mut entries = std::mem::take(&mut tree.inodes[d].entries);
-            entries.retain(|n, _| made.contains(&(d, n.clone())));
+            entries.retain(|n, _| made.contains(&(d, n.to_vec())));
             for e in entries.values() {
                 if !e.hardlink && tree.inodes[e.inode].is_dir() {
                     stack.push(e.inode);

@@ -111,8 +111,8 @@ impl Op {
                         b"-" => None,
                         hex => Some(fsverity::parse_hex(hex).ok_or("bad digest")?),
                     };
-                    inode.content = unescape_optional(next("content")?)?;
-                    inode.payload = unescape_optional(next("payload")?)?;
+                    inode.content = unescape_optional(next("content")?)?.map(Into::into);
+                    inode.payload = unescape_optional(next("payload")?)?.map(Into::into);
                 }
                 for xattr in fields {
                     let (name, value) = xattr
@@ -194,11 +194,11 @@ mod tests {
         file.size = 100;
         file.mtime = Mtime { sec: -5, nsec: 9 };
         file.digest = Some([0xab; 32]);
-        file.payload = Some(b"ab/abab".to_vec());
+        file.payload = Some(b"ab/abab".as_slice().into());
         file.xattrs
             .insert(b"user.a=b".to_vec(), b"x y\n\0".to_vec());
         let mut tiny = Inode::new(0o100644);
-        tiny.content = Some(b"-".to_vec());
+        tiny.content = Some(b"-".as_slice().into());
         tiny.payload = None;
         let ops = [
             Op::Node {
