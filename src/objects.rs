@@ -231,23 +231,10 @@ impl Staging<'_> {
     /// object (from a file others may not read) is mode 0600, so the
     /// store never makes readable what was not.
     pub fn add_copy(&self, source: &mut File, digest: &Digest, private: bool) -> io::Result<bool> {
-        if self.store.contains(digest) {
-            return Ok(false);
-        }
-        if !self.claimed.lock().unwrap().insert(*digest) {
-            self.note_public(digest, private);
-            return Ok(false);
-        }
-        let path = self.staged_path(digest)?;
         // The copy is hashed as it is written: the source may have been
         // rewritten since it was hashed (even with its mtime put back),
         // and where there is no fs-verity nothing else would notice.
-        let copied = (|| {
-            let mut out = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?;
+        self.stage_new(digest, private, |out| {
             source.seek(SeekFrom::Start(0))?;
             let mut hasher = fsverity::Hasher::default();
             let mut buf = vec![0u8; 256 * 1024];
@@ -259,24 +246,57 @@ impl Staging<'_> {
                     Err(e) => return Err(e),
                 };
                 hasher.update(&buf[..n]);
-                io::Write::write_all(&mut out, &buf[..n])?;
+                io::Write::write_all(out, &buf[..n])?;
             }
-            out.set_permissions(fs::Permissions::from_mode(object_mode(private)))?;
-            Ok(hasher.finalize().0)
+            let actual = hasher.finalize().0;
+            if actual != *digest {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the file changed while it was copied (its copy has digest {}, not {})",
+                        hex::encode(actual),
+                        hex::encode(digest)
+                    ),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// As [`Staging::add_copy`], for content read whole into memory and
+    /// hashed to `digest` there: the copy is of the very bytes hashed, so
+    /// a file is read once.
+    pub fn add_bytes(&self, data: &[u8], digest: &Digest, private: bool) -> io::Result<bool> {
+        self.stage_new(digest, private, |out| io::Write::write_all(out, data))
+    }
+
+    /// Stage content named `digest` by writing it with `write`, unless the
+    /// store or this staging area has it; returns whether it was written.
+    /// A failed write leaves nothing staged.
+    fn stage_new(
+        &self,
+        digest: &Digest,
+        private: bool,
+        write: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> io::Result<bool> {
+        if self.store.contains(digest) {
+            return Ok(false);
+        }
+        if !self.claimed.lock().unwrap().insert(*digest) {
+            self.note_public(digest, private);
+            return Ok(false);
+        }
+        let path = self.staged_path(digest)?;
+        let written = (|| {
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            write(&mut out)?;
+            out.set_permissions(fs::Permissions::from_mode(object_mode(private)))
         })();
-        let copied = match copied {
-            Ok(actual) if actual == *digest => Ok(()),
-            Ok(actual) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the file changed while it was copied (its copy has digest {}, not {})",
-                    hex::encode(actual),
-                    hex::encode(digest)
-                ),
-            )),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = copied {
+        if let Err(e) = written {
             let _ = fs::remove_file(&path);
             self.claimed.lock().unwrap().remove(digest);
             return Err(e);

@@ -329,6 +329,14 @@ fn encode_dev(rdev: u64) -> Option<u32> {
 
 /// Hash one file (and copy it into the store), checking it did not change
 /// while it was read. Small files also keep their content for inlining.
+/// Files up to this size are read whole into memory when stored: hashed
+/// and copied from one read.
+const READ_WHOLE: u64 = 1 << 20;
+
+thread_local! {
+    static WHOLE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Returns the digest, the inline content and whether the cache supplied it.
 fn read_content(
     p: &Pending,
@@ -358,6 +366,26 @@ fn read_content(
             return Err(changed(path));
         }
         (fsverity::digest_bytes(&data), Some(data))
+    } else if p.size() <= READ_WHOLE && staging.is_some() {
+        // Read once, hashed and copied from memory.
+        let digest = WHOLE.with_borrow_mut(|data| {
+            data.clear();
+            // One byte more than expected shows a file that grew.
+            (&mut file)
+                .take(p.size() + 1)
+                .read_to_end(data)
+                .map_err(err(path, "cannot read"))?;
+            if data.len() as u64 != p.size() {
+                return Err(changed(path));
+            }
+            let digest = fsverity::digest_bytes(data);
+            staging
+                .expect("checked")
+                .add_bytes(data, &digest, p.private)
+                .map_err(err(path, "cannot store"))?;
+            Ok(digest)
+        })?;
+        (digest, None)
     } else {
         let (digest, len) = fsverity::digest_reader(&mut file).map_err(err(path, "cannot read"))?;
         if len != p.size() {
