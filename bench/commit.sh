@@ -19,28 +19,18 @@ bytes=$(du -sb "$SRC" | cut -f1)
 echo "tree: $SRC, $files entries, $bytes bytes (warming the page cache)"
 tar -C "$SRC" -cf - . > /dev/null
 
-declare -A secs peak
-keep() { # keep NAME: this run's figures from $work/t
-    local s kb
-    read -r s kb < "$work/t"
-    secs[$1]="${secs[$1]:-} $s"
-    [ "$kb" -gt "${peak[$1]:-0}" ] && peak[$1]=$kb
-    return 0
-}
 for run in $(seq "$RUNS"); do
     fs=$(fresh_fs "$work" "st$run")
     "$st" --repo "$fs/repo" init
-    timed "$work/t" "$st" --repo "$fs/repo" commit -b bench --tree "$SRC"; keep st_cold
+    timed "$work/t" "$st" --repo "$fs/repo" commit -b bench --tree "$SRC"; keep st_cold "$work/t"
     sleep 1   # files changed in the last second are never taken from the stat cache
-    timed "$work/t" "$st" --repo "$fs/repo" commit -b bench --tree "$SRC"; keep st_warm
+    timed "$work/t" "$st" --repo "$fs/repo" commit -b bench --tree "$SRC"; keep st_warm "$work/t"
     fs=$(fresh_fs "$work" "os$run")
     ostree init --repo="$fs/repo" --mode=bare-user
-    timed "$work/t" ostree commit --repo="$fs/repo" --branch=bench --tree=dir="$SRC"; keep os_cold
-    timed "$work/t" ostree commit --repo="$fs/repo" --branch=bench --tree=dir="$SRC"; keep os_warm
+    timed "$work/t" ostree commit --repo="$fs/repo" --branch=bench --tree=dir="$SRC"; keep os_cold "$work/t"
+    timed "$work/t" ostree commit --repo="$fs/repo" --branch=bench --tree=dir="$SRC"; keep os_warm "$work/t"
     cleanup_fs "$work"
 done
-best() { printf '%s\n' ${secs[$1]} | sort -n | head -1; }
-row() { printf '%-34s %8s s %8s MiB   (runs:%s)\n' "$1" "$(best "$2")" "$(( ${peak[$2]} / 1024 ))" "${secs[$2]}"; }
 row "sealtree commit, empty repo" st_cold
 row "sealtree commit, unchanged" st_warm
 row "ostree commit, empty repo" os_cold

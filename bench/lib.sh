@@ -5,12 +5,13 @@
 # run: on a reused one, ext4 skipping recently freed inodes swings the
 # figures by up to 2x.
 
-# fresh_fs WORK NAME [SIZE]: mount a new ext4 filesystem of SIZE (default
-# 4G) at WORK/NAME and print that path; unmounted by cleanup_fs WORK.
+# fresh_fs WORK NAME [SIZE [INODES]]: mount a new ext4 filesystem of SIZE
+# (default 4G; INODES inodes, default mkfs's) at WORK/NAME and print that
+# path; unmounted by cleanup_fs WORK.
 fresh_fs() {
-    local work=$1 name=$2 size=${3:-4G}
+    local work=$1 name=$2 size=${3:-4G} inodes=${4:-}
     truncate -s "$size" "$work/$name.img"
-    mkfs.ext4 -q -F "$work/$name.img"
+    mkfs.ext4 -q -F ${inodes:+-N "$inodes"} "$work/$name.img"
     mkdir -p "$work/$name"
     mount -o loop "$work/$name.img" "$work/$name"
     echo "$work/$name"
@@ -30,4 +31,21 @@ timed() {
     local out=$1
     shift
     /usr/bin/time -f '%e %M' -o "$out" "$@" > /dev/null
+}
+
+# Figures by name across runs: keep NAME FILE adds the "SECONDS PEAK_KIB"
+# that `timed` wrote to FILE; best NAME is the fastest run; row LABEL NAME
+# prints the best, the highest peak and every run.
+declare -A BENCH_SECS BENCH_PEAK
+keep() {
+    local s kb
+    read -r s kb < "$2"
+    BENCH_SECS[$1]="${BENCH_SECS[$1]:-} $s"
+    [ "$kb" -gt "${BENCH_PEAK[$1]:-0}" ] && BENCH_PEAK[$1]=$kb
+    return 0
+}
+best() { printf '%s\n' ${BENCH_SECS[$1]} | sort -n | head -1; }
+peak_mib() { echo $(( ${BENCH_PEAK[$1]} / 1024 )); }
+row() {
+    printf '%-44s %8s s %8s MiB   (runs:%s)\n' "$1" "$(best "$2")" "$(peak_mib "$2")" "${BENCH_SECS[$2]}"
 }

@@ -67,23 +67,16 @@ bytes=$(cd "$work/srv/st" && du -sb objects | cut -f1)
 awk -v u="$url/st" '{ printf "url = \"%s/%s\"\noutput = \"%s\"\n", u, $0, $0 }' "$work/objects.txt" > "$work/curl.cfg"
 (cd "$work/srv/st" && xargs cat < "$work/objects.txt" > /dev/null)   # warm the page cache
 
-st_s=() ; st_kb=0 ; curl_s=() ; curl_kb=0 ; os_s=() ; os_kb=0
-keep() { # keep ARRAY_NAME PEAK_NAME: append this run's figures
-    read -r secs kb < "$work/t"
-    eval "$1+=(\"$secs\")"
-    [ "$kb" -gt "${!2}" ] && eval "$2=$kb"
-    return 0
-}
 for run in $(seq "$RUNS"); do
     fs=$(fresh_fs "$work" "st$run")
     "$st" --repo "$fs/repo" init
     "$st" --repo "$fs/repo" remote add origin "$url/st" --trusted "$work/k.pub"
     timed "$work/t" "$st" --repo "$fs/repo" pull origin bench
-    keep st_s st_kb
+    keep st "$work/t"
 
     fs=$(fresh_fs "$work" "curl$run")
     timed "$work/t" bash -c "cd '$fs' && curl -s --no-progress-meter --fail --create-dirs --parallel --parallel-max 8 -K '$work/curl.cfg'"
-    keep curl_s curl_kb
+    keep curl "$work/t"
     got=$(find "$fs/objects" -type f | wc -l)
     [ "$got" = "$objects" ] || { echo "curl fetched $got of $objects objects" >&2; exit 1; }
 
@@ -91,14 +84,12 @@ for run in $(seq "$RUNS"); do
     ostree init --repo="$fs/repo" --mode=bare-user
     ostree remote add --repo="$fs/repo" --no-gpg-verify origin "$url/os"
     timed "$work/t" ostree pull --repo="$fs/repo" origin bench
-    keep os_s os_kb
+    keep os "$work/t"
     cleanup_fs "$work"
 done
-best() { printf '%s\n' "$@" | sort -n | head -1; }
-s=$(best "${st_s[@]}"); c=$(best "${curl_s[@]}"); o=$(best "${os_s[@]}")
-row() { printf '%-50s %8s s %6s MiB\n' "$1" "$2" "$(( $3 / 1024 ))"; }
-echo "$objects objects, $bytes bytes; runs: sealtree ${st_s[*]}, curl ${curl_s[*]}, ostree ${os_s[*]}"
-row "sealtree pull (signed, verified, durable)" "$s" "$st_kb"
-row "curl, 8 parallel connections (raw HTTP)" "$c" "$curl_kb"
-row "ostree pull (archive repo, unsigned)" "$o" "$os_kb"
+s=$(best st); c=$(best curl); o=$(best os)
+echo "$objects objects, $bytes bytes"
+row "sealtree pull (signed, verified, durable)" st
+row "curl, 8 parallel connections (raw HTTP)" curl
+row "ostree pull (archive repo, unsigned)" os
 awk "BEGIN{printf \"pull: ratio to curl %.2f (aim <= 1.11), to ostree %.2f\n\", $s / $c, $s / $o}"

@@ -68,7 +68,10 @@ pub struct WalkStats {
 /// A regular file whose content is still to be read.
 struct Pending {
     inode: InodeId,
-    path: Box<Path>,
+    /// Its directory, by position in [`Builder::dirs`], and its name: a
+    /// million paths spelled out would take more than the tree.
+    dir: u32,
+    name: Name,
     /// Others may not read it: its object is private too.
     private: bool,
     /// Its size and times when scanned.
@@ -78,6 +81,10 @@ struct Pending {
 impl Pending {
     fn size(&self) -> u64 {
         self.stamp.size
+    }
+
+    fn path(&self, dirs: &[Box<Path>]) -> PathBuf {
+        dirs[self.dir as usize].join(OsStr::from_bytes(&self.name))
     }
 }
 
@@ -106,11 +113,15 @@ fn read_dir_tree_here(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkS
     let mut builder = Builder {
         tree: Tree::new(root_inode),
         pending: Vec::new(),
+        dirs: Vec::new(),
         links: HashMap::new(),
     };
     builder.dir(crate::tree::ROOT, root, scanned);
     let Builder {
-        mut tree, pending, ..
+        mut tree,
+        pending,
+        dirs,
+        ..
     } = builder;
     tree.canonicalize_hardlinks();
 
@@ -148,7 +159,7 @@ fn read_dir_tree_here(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkS
         let results = batch
             .par_iter()
             .map(|p| {
-                let done = read_content(p, staging.as_ref(), options, present.as_ref());
+                let done = read_content(p, &dirs, staging.as_ref(), options, present.as_ref());
                 if let Some(bar) = options.progress {
                     bar.inc(p.size());
                 }
@@ -226,12 +237,19 @@ fn scan_dir(path: &Path, options: &WalkOptions) -> Result<Vec<Scanned>, WalkErro
 struct Builder {
     tree: Tree,
     pending: Vec<Pending>,
+    /// The paths of the directories read.
+    dirs: Vec<Box<Path>>,
     /// (device, inode) of multiply-linked files already seen.
     links: HashMap<(u64, u64), InodeId>,
 }
 
 impl Builder {
     fn dir(&mut self, dir: InodeId, dir_path: &Path, entries: Vec<Scanned>) {
+        let dir_index = self.dirs.len() as u32;
+        self.dirs.push(dir_path.into());
+        // Names come sorted: a B-tree built from a sorted list has full
+        // nodes, where one filled in order has them about half full.
+        let mut names = Vec::with_capacity(entries.len());
         for entry in entries {
             let Scanned {
                 name,
@@ -245,7 +263,13 @@ impl Builder {
             if !is_dir && nlink > 1 {
                 if let Some(&id) = self.links.get(&key) {
                     self.tree.inodes[id].nlink += 1;
-                    self.link(dir, name, id, true);
+                    names.push((
+                        name,
+                        DirEntry {
+                            inode: id,
+                            hardlink: true,
+                        },
+                    ));
                     continue;
                 }
             }
@@ -253,14 +277,21 @@ impl Builder {
             let regular_size = (inode.file_type() == Some(FileType::Regular)).then_some(inode.size);
             let private = crate::objects::is_private(inode.mode);
             let id = self.tree.add_inode(inode);
-            self.link(dir, name.clone(), id, false);
+            names.push((
+                name.clone(),
+                DirEntry {
+                    inode: id,
+                    hardlink: false,
+                },
+            ));
             if !is_dir && nlink > 1 {
                 self.links.insert(key, id);
             }
             match regular_size {
                 Some(size) if size > 0 => self.pending.push(Pending {
                     inode: id,
-                    path: dir_path.join(OsStr::from_bytes(&name)).into(),
+                    dir: dir_index,
+                    name: name.clone(),
                     private,
                     stamp,
                 }),
@@ -270,12 +301,7 @@ impl Builder {
                 self.dir(id, &dir_path.join(OsStr::from_bytes(&name)), children);
             }
         }
-    }
-
-    fn link(&mut self, dir: InodeId, name: Name, inode: InodeId, hardlink: bool) {
-        self.tree.inodes[dir]
-            .entries
-            .insert(name, DirEntry { inode, hardlink });
+        self.tree.inodes[dir].entries = names.into_iter().collect();
     }
 }
 
@@ -340,11 +366,12 @@ thread_local! {
 /// Returns the digest, the inline content and whether the cache supplied it.
 fn read_content(
     p: &Pending,
+    dirs: &[Box<Path>],
     staging: Option<&crate::objects::Staging>,
     options: &WalkOptions,
     present: Option<&HashSet<Digest>>,
 ) -> Result<(Digest, Option<Vec<u8>>, bool), WalkError> {
-    let path = &p.path;
+    let path = &p.path(dirs);
     if p.size() > DEFAULT_INLINE_THRESHOLD {
         if let Some(digest) = options.cache.and_then(|c| c.get(&p.stamp)) {
             let stored = match (present, options.store) {
