@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -384,10 +384,24 @@ fn read_content(
             }
         }
     }
-    let mut file = File::open(path).map_err(err(path, "cannot open"))?;
+    // The very file scanned, not whatever its name leads to now: a link
+    // or another file renamed over it since the scan would be read with
+    // the mode and privacy of the one scanned.
+    let mut file = match crate::objects::open_regular(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::Other => return Err(changed(path)),
+        Err(e) => return Err(err(path, "cannot open")(e)),
+    };
+    let opened = file.metadata().map_err(err(path, "cannot stat"))?;
+    if (opened.dev(), opened.ino()) != (p.stamp.dev, p.stamp.ino) {
+        return Err(changed(path));
+    }
     let (digest, content) = if p.size() <= DEFAULT_INLINE_THRESHOLD {
         let mut data = Vec::with_capacity(p.size() as usize);
-        file.read_to_end(&mut data)
+        // One byte more than expected shows a file that grew.
+        (&mut file)
+            .take(p.size() + 1)
+            .read_to_end(&mut data)
             .map_err(err(path, "cannot read"))?;
         if data.len() as u64 != p.size() {
             return Err(changed(path));

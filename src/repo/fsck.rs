@@ -164,6 +164,12 @@ pub fn fsck(repo: &Repo, repair: bool) -> Result<FsckReport, RepoError> {
         if !images_ok.contains(&digest) {
             if repair {
                 let written = crate::compose::write_image_temp(&plan, &repo.images_dir())?;
+                if written.digest != digest {
+                    return Err(RepoError::Invalid(format!(
+                        "the image of commit {id} came out as {} on a second writing",
+                        hex::encode(written.digest)
+                    )));
+                }
                 written.persist(&repo.image_path(&digest))?;
                 images_ok.insert(digest);
                 report
