@@ -194,14 +194,6 @@ impl WrittenImage {
     pub fn persist(self, path: &Path) -> Result<(), ComposeError> {
         persist(self.file, path)
     }
-
-    /// The image's bytes, read back.
-    pub fn copy_to(&mut self, out: &mut impl Write) -> io::Result<u64> {
-        use std::io::Seek;
-        let file = self.file.as_file_mut();
-        file.seek(io::SeekFrom::Start(0))?;
-        io::copy(file, out)
-    }
 }
 
 /// Write the image `plan` lays out to a temporary file in `dir`, hashing
