@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod clock;
 pub mod compose;
+pub mod delta;
 pub mod dumpfile;
 pub mod erofs;
 pub mod fsverity;

@@ -118,6 +118,12 @@ enum Command {
         #[arg(long, value_name = "SPAN", default_value = "7d", requires = "sign_key",
               value_parser = sealtree::clock::parse_span)]
         expires: i64,
+        /// Static deltas: for each branch in the signed index, a delta to
+        /// its commit from each of its last N ancestors (made once, then
+        /// reused), listed in the index. Pulls from those commits fetch
+        /// the delta instead of every changed file.
+        #[arg(long, value_name = "N", default_value_t = 0, requires = "sign_key")]
+        deltas: usize,
     },
     /// Remote repositories to pull from.
     #[command(subcommand)]
@@ -137,6 +143,9 @@ enum Command {
         /// Take an expired signed index (old media, air-gapped machines).
         #[arg(long)]
         allow_expired: bool,
+        /// Fetch changed files whole, even where the index lists a delta.
+        #[arg(long)]
+        no_deltas: bool,
     },
     /// In the initramfs: verify the deployment named by sealtree= on the
     /// kernel command line (or, sealed in a UKI, by the boot loader's
@@ -367,14 +376,26 @@ impl Cli {
                 Ok(())
             }
             Command::Admin(args) => admin::run(args),
-            Command::Publish { sign_key, expires } => {
+            Command::Publish {
+                sign_key,
+                expires,
+                deltas,
+            } => {
                 let key = sign_key.as_deref().map(sign::read_secret_key).transpose()?;
-                let published = remote::publish(&open()?, key.as_ref().map(|k| (k, expires)))?;
+                let published =
+                    remote::publish(&open()?, key.as_ref().map(|k| (k, expires)), deltas)?;
                 for (name, id) in &published.refs.branches {
                     println!("{name} {id}");
                 }
                 for (branch, why) in &published.unindexed {
                     eprintln!("sealtree: {branch}: not in the signed index: {why}");
+                }
+                for delta in &published.deltas {
+                    let how = if delta.reused { "kept" } else { "made" };
+                    println!("delta {} {how}, {} bytes", delta.name, delta.bytes);
+                }
+                for (commits, why) in &published.skipped_deltas {
+                    eprintln!("sealtree: no delta for {commits}: {why}");
                 }
                 if let Some(index) = &published.index {
                     println!(
@@ -416,6 +437,7 @@ impl Cli {
                 jobs,
                 allow_downgrade,
                 allow_expired,
+                no_deltas,
             } => {
                 let repo = open()?;
                 let remote = remote::open(&repo, &name)?;
@@ -434,6 +456,7 @@ impl Cli {
                         progress: Some(&bar),
                         allow_downgrade,
                         allow_expired,
+                        no_deltas,
                         ..Default::default()
                     },
                 );
@@ -447,6 +470,12 @@ impl Cli {
                     report.objects_present,
                     report.signed_by
                 );
+                if let Some((delta, rebuilt)) = &report.delta {
+                    println!("delta {delta}: {rebuilt} objects rebuilt");
+                }
+                if let Some(why) = &report.delta_fallback {
+                    eprintln!("sealtree: {why}; fetched the objects whole instead");
+                }
                 if let Some((published, expires)) = report.index {
                     println!(
                         "signed index published {}, expires {}",

@@ -89,6 +89,36 @@ impl Fetcher {
         })
     }
 
+    /// A reader of the body of `path` from byte `offset` on (to resume a
+    /// download), and the offset it really starts at: 0 when the server
+    /// sends the whole body instead.
+    pub fn open_at(&self, path: &str, offset: u64) -> Result<(impl Read + use<>, u64), FetchError> {
+        let (body, start) = match self {
+            Fetcher::Http(f) => {
+                let (body, start) = f.open_at(path, offset)?;
+                (Body::Http(body), start)
+            }
+            Fetcher::Local(f) => {
+                let mut file = f.open(path)?;
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(|e| {
+                    FetchError {
+                        url: self.url(path),
+                        what: e.to_string(),
+                        not_found: false,
+                    }
+                })?;
+                (Body::Local(file), offset)
+            }
+        };
+        Ok((
+            ReadNaming {
+                inner: body,
+                url: self.url(path),
+            },
+            start,
+        ))
+    }
+
     fn body(&self, path: &str) -> Result<Body, FetchError> {
         Ok(match self {
             Fetcher::Http(f) => Body::Http(f.open(path)?),

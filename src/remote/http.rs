@@ -69,6 +69,17 @@ impl HttpFetcher {
 
     /// A reader of the body of `path`; 404 is `not_found`.
     pub fn open(&self, path: &str) -> Result<Steady<ureq::BodyReader<'static>>, FetchError> {
+        Ok(self.open_at(path, 0)?.0)
+    }
+
+    /// A reader of the body of `path` from byte `offset` on, and the
+    /// offset it starts at: `offset` if the server honoured the range, 0
+    /// if it sent the whole body.
+    pub fn open_at(
+        &self,
+        path: &str,
+        offset: u64,
+    ) -> Result<(Steady<ureq::BodyReader<'static>>, u64), FetchError> {
         let mut url = self.url(path);
         let fail = |url: &str, what: String| FetchError {
             url: url.to_string(),
@@ -76,7 +87,11 @@ impl HttpFetcher {
             not_found: false,
         };
         for _ in 0..=MAX_REDIRECTS {
-            let response = self.agent.get(&url).call().map_err(|e| FetchError {
+            let mut request = self.agent.get(&url);
+            if offset > 0 {
+                request = request.header("range", format!("bytes={offset}-"));
+            }
+            let response = request.call().map_err(|e| FetchError {
                 url: url.clone(),
                 not_found: matches!(e, ureq::Error::StatusCode(404)),
                 what: match e {
@@ -85,7 +100,27 @@ impl HttpFetcher {
                 },
             })?;
             if !response.status().is_redirection() {
-                return Ok(Steady::new(response.into_body().into_reader()));
+                let start = if response.status().as_u16() == 206 {
+                    // Only the range asked for is taken as one.
+                    let range = response
+                        .headers()
+                        .get("content-range")
+                        .and_then(|r| r.to_str().ok())
+                        .unwrap_or_default();
+                    if !range.starts_with(&format!("bytes {offset}-")) {
+                        return Err(fail(
+                            &url,
+                            format!(
+                                "HTTP 206 for bytes {offset}- with content-range '{}'",
+                                range.escape_debug()
+                            ),
+                        ));
+                    }
+                    offset
+                } else {
+                    0
+                };
+                return Ok((Steady::new(response.into_body().into_reader()), start));
             }
             let status = response.status().as_u16();
             let to = response

@@ -7,6 +7,7 @@
 //! remote added with `--unsigned-index` is read from `refs.json` alone,
 //! without freshness, until it serves a signed index.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
@@ -17,7 +18,7 @@ use super::publish::PublishedRefs;
 use super::{Remote, RemoteError};
 use crate::clock::{format_utc, now};
 use crate::repo::Repo;
-use crate::sign::{self, Index};
+use crate::sign::{self, Index, IndexedDelta};
 
 /// An index is a few lines per branch.
 const INDEX_LIMIT: u64 = 16 << 20;
@@ -32,6 +33,8 @@ pub struct BranchTip {
     /// What the signed index says of the branch (none for a remote added
     /// with `--unsigned-index` that serves no index).
     pub indexed: Option<Indexed>,
+    /// The static deltas the signed index lists, by name.
+    pub deltas: BTreeMap<String, IndexedDelta>,
 }
 
 /// A branch as a verified index names it.
@@ -176,6 +179,7 @@ pub fn branch_tip(
             published: index.published,
             expires: index.expires,
         }),
+        deltas: index.deltas,
     })
 }
 
@@ -192,5 +196,6 @@ fn unsigned_tip(fetcher: &Fetcher, branch: &str) -> Result<BranchTip, RemoteErro
     Ok(BranchTip {
         commit,
         indexed: None,
+        deltas: BTreeMap::new(),
     })
 }

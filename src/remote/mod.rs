@@ -2,6 +2,7 @@
 //! server, or a copy of one in a local directory (`file://`: a USB stick
 //! or a second disk, for offline updates), and pulling from it.
 
+mod delta_pull;
 mod fetch;
 mod http;
 mod index;
@@ -30,6 +31,8 @@ pub enum RemoteError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Sign(#[from] crate::sign::SignError),
+    #[error(transparent)]
+    Delta(#[from] crate::delta::DeltaError),
     #[error("{0}")]
     Invalid(String),
 }

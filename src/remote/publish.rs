@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::RemoteError;
+use crate::delta;
 use crate::repo::Repo;
-use crate::sign::{self, Index, IndexedBranch, SecretKey};
+use crate::sign::{self, Index, IndexedBranch, IndexedDelta, SecretKey};
 
 /// `refs.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -28,11 +29,21 @@ pub struct Published {
     pub index: Option<Index>,
     /// Branches left out of the index, and why (no statement to pull).
     pub unindexed: Vec<(String, String)>,
+    /// The static deltas the index lists.
+    pub deltas: Vec<delta::Generated>,
+    /// Deltas not made, and why (an ancestor whose content is not here).
+    pub skipped_deltas: Vec<(String, String)>,
 }
 
 /// Write `refs.json` (atomically) for the current branches, and with
-/// `signing` (a key, and seconds the index stays valid) the signed index.
-pub fn publish(repo: &Repo, signing: Option<(&SecretKey, i64)>) -> Result<Published, RemoteError> {
+/// `signing` (a key, and seconds the index stays valid) the signed index,
+/// listing for each indexed branch static deltas to its commit from its
+/// last `deltas` ancestors (made unless they are there).
+pub fn publish(
+    repo: &Repo,
+    signing: Option<(&SecretKey, i64)>,
+    deltas: usize,
+) -> Result<Published, RemoteError> {
     let _lock = repo.lock()?;
     let history = repo.history()?;
     let index_path = repo.root().join("index.json");
@@ -62,6 +73,8 @@ pub fn publish(repo: &Repo, signing: Option<(&SecretKey, i64)>) -> Result<Publis
             .collect(),
     };
     let mut unindexed = Vec::new();
+    let mut made = Vec::new();
+    let mut skipped_deltas = Vec::new();
     let index = match signing {
         Some((key, valid_for)) => {
             // Strictly later than the index before, even within one
@@ -81,8 +94,33 @@ pub fn publish(repo: &Repo, signing: Option<(&SecretKey, i64)>) -> Result<Publis
                     Err(why) => unindexed.push((name.clone(), why)),
                 }
             }
+            for name in indexed.keys() {
+                let tip = branches
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .expect("an indexed branch is a branch")
+                    .1;
+                for from in ancestors(repo, tip, deltas)? {
+                    match delta::generate(repo, from, tip) {
+                        Ok(generated) => made.push(generated),
+                        Err(e) => skipped_deltas.push((format!("{from}..{tip}"), e.to_string())),
+                    }
+                }
+            }
+            made.sort_by(|a, b| a.name.cmp(&b.name));
+            made.dedup_by(|a, b| a.name == b.name);
             let index = Index {
                 branches: indexed,
+                deltas: made
+                    .iter()
+                    .map(|g| {
+                        let entry = IndexedDelta {
+                            sha256: g.superblock_sha256.clone(),
+                            size: g.superblock_size,
+                        };
+                        (g.name.clone(), entry)
+                    })
+                    .collect(),
                 expires: published + valid_for,
                 key: key.public().encoded(),
                 published,
@@ -103,7 +141,30 @@ pub fn publish(repo: &Repo, signing: Option<(&SecretKey, i64)>) -> Result<Publis
         refs,
         index,
         unindexed,
+        deltas: made,
+        skipped_deltas,
     })
+}
+
+/// Up to `count` first-parent ancestors of `tip` whose content is here
+/// and whose image differs from the tip's: the commits clients update
+/// from.
+fn ancestors(repo: &Repo, tip: ObjectId, count: usize) -> Result<Vec<ObjectId>, RemoteError> {
+    let history = repo.history()?;
+    let image = history.info(tip)?.meta.image_digest;
+    let mut out = Vec::new();
+    let mut next = history.info(tip)?.parents.first().copied();
+    while let Some(id) = next.filter(|_| out.len() < count) {
+        if !history.has_object(id) || repo.is_partial(id) {
+            break;
+        }
+        let info = history.info(id)?;
+        if info.meta.image_digest != image {
+            out.push(id);
+        }
+        next = info.parents.first().copied();
+    }
+    Ok(out)
 }
 
 /// The index entry of branch `name` at `commit`, or why it has none: a

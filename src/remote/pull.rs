@@ -28,7 +28,7 @@ use crate::tree::{FileType, Tree};
 const COMMIT_LIMIT: u64 = 1 << 20;
 const TREE_LIMIT: u64 = 4096;
 const META_LIMIT: u64 = 1 << 20;
-const DUMP_FALLBACK_LIMIT: u64 = 256 << 20;
+pub(super) const DUMP_FALLBACK_LIMIT: u64 = 256 << 20;
 /// Objects fetched at once (a barrier between chunks).
 const CHUNK: usize = 64;
 /// Objects are published (two syncfs) after this many, or this long.
@@ -48,6 +48,8 @@ pub struct PullOptions<'a> {
     pub allow_downgrade: bool,
     /// Take an expired index (air-gapped machines, old media).
     pub allow_expired: bool,
+    /// Fetch objects whole even when the index lists a delta.
+    pub no_deltas: bool,
 }
 
 /// What a pull did.
@@ -64,6 +66,12 @@ pub struct PullReport {
     pub image_digest: String,
     /// The signed index the commit was named by: published, expires.
     pub index: Option<(i64, i64)>,
+    /// The static delta used (`FROM-TO`), and the objects rebuilt from it;
+    /// its bytes are in `bytes_fetched`.
+    pub delta: Option<(String, u64)>,
+    /// A delta that was listed but not used, and why: the objects were
+    /// fetched whole instead.
+    pub delta_fallback: Option<String>,
 }
 
 /// A version of `branch` this repository has seen that `version` (of
@@ -217,6 +225,24 @@ pub fn pull(
     }
     let signed_by = key.encoded();
 
+    // A static delta from a commit here, if the index lists one; its
+    // first part holds the commit's dumpfile, rebuilt before the history
+    // is fetched so that it is not fetched whole.
+    let mut delta_fallback = None;
+    let mut delta = None;
+    if !options.check_only && !options.no_deltas {
+        if let Some((name, entry)) =
+            super::delta_pull::choose(repo, &tip.deltas, branch, &statement.image_digest, previous)?
+        {
+            let started = super::delta_pull::DeltaPull::start(repo, &fetcher, &name, &entry)
+                .and_then(|mut d| d.rebuild_dump(repo, &fetcher).map(|()| d));
+            match started {
+                Ok(d) => delta = Some(d),
+                Err(e) => delta_fallback = Some(format!("delta {name}: {e}")),
+            }
+        }
+    }
+
     // 3. Commit metadata: git objects, each checked against its id.
     let tree = fetch_history(repo, &fetcher, commit)?;
     let mut report = PullReport {
@@ -228,6 +254,8 @@ pub fn pull(
         signed_by,
         image_digest: statement.image_digest.clone(),
         index: tip.indexed.as_ref().map(|i| (i.published, i.expires)),
+        delta: None,
+        delta_fallback,
     };
     if options.check_only {
         return Ok(report);
@@ -258,12 +286,30 @@ pub fn pull(
         .objects()
         .digests()
         .map_err(|e| RemoteError::Invalid(format!("{}: {e}", repo.objects().root().display())))?;
-    let mut needed: Vec<(Digest, u64)> = needed_objects(&tree).into_iter().collect();
+    let wanted = needed_objects(&tree);
+    let mut needed: Vec<(Digest, u64)> = wanted.iter().map(|(d, s)| (*d, *s)).collect();
     needed.sort();
     let total = needed.len();
     needed.retain(|(d, _)| !present.contains(d));
     report.objects_present = (total - needed.len()) as u64;
+    drop(present);
+    // What a delta does not rebuild, whatever the reason, is fetched whole.
+    if let Some(mut d) = delta.take() {
+        let jobs = if options.jobs == 0 { 8 } else { options.jobs };
+        match d.apply(repo, &fetcher, &wanted, jobs) {
+            Ok(rebuilt) => {
+                report.delta = Some((d.name().to_string(), rebuilt));
+                delta = Some(d);
+            }
+            Err(e) => {
+                report.delta_fallback = Some(format!("delta {}: {e}", d.name()));
+                d.finish();
+            }
+        }
+        needed.retain(|(d, _)| !repo.objects().contains(d));
+    }
     fetch_objects(repo, &fetcher, &needed, options, &mut report)?;
+    report.bytes_fetched += delta.as_ref().map_or(0, |d| d.bytes());
 
     // 5. Image, statement, and only then the ref.
     let image_path = repo.image_path(&image.digest);
@@ -280,6 +326,9 @@ pub fn pull(
     // named could lose its objects to prune, then come back as an
     // ancestor of a later pull, unchecked.
     repo.set_partial(commit, false)?;
+    if let Some(d) = delta {
+        d.finish();
+    }
     Ok(report)
 }
 
@@ -541,6 +590,6 @@ fn fetch_objects(
         wait(publishing.take())
     })?;
     staging.commit().map_err(staging_err)?;
-    report.bytes_fetched = bytes.into_inner();
+    report.bytes_fetched += bytes.into_inner();
     Ok(())
 }

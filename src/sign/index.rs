@@ -18,6 +18,10 @@ use super::{malformed, PublicKey, SecretKey, SignError, TrustedKeys};
 #[serde(deny_unknown_fields)]
 pub struct Index {
     pub branches: BTreeMap<String, IndexedBranch>,
+    /// Static deltas by name (`FROM-TO`, image digests): an index without
+    /// any reads as before deltas existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deltas: BTreeMap<String, IndexedDelta>,
     /// Seconds since the epoch after which the index is stale.
     pub expires: i64,
     /// The signer's public key, base64 (for messages; trusted for nothing).
@@ -41,6 +45,16 @@ pub struct IndexedBranch {
     pub statement: String,
     /// The version of the commit's signed statement.
     pub version: u64,
+}
+
+/// A static delta as the index names it: its superblock file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexedDelta {
+    /// SHA-256 of `deltas/NAME/superblock`, hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 pub const INDEX_TYPE: &str = "sealtree-index-v1";

@@ -6,7 +6,7 @@ mod index;
 mod keys;
 mod statement;
 
-pub use index::{sign_index, verify_index, Index, IndexedBranch, INDEX_TYPE};
+pub use index::{sign_index, verify_index, Index, IndexedBranch, IndexedDelta, INDEX_TYPE};
 pub use keys::{
     generate, parse_public_keys, read_public_keys, read_secret_key, PublicKey, SecretKey,
     TrustedKeys,

@@ -118,6 +118,20 @@ impl Nginx {
             .collect()
     }
 
+    /// Request paths in the access log so far, with the status and the
+    /// body bytes sent.
+    pub fn responses(&self) -> Vec<(String, u16, u64)> {
+        let log = fs::read_to_string(self.dir.path().join("logs/access.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| {
+                let mut fields = l.split('"');
+                let path = fields.nth(1)?.split(' ').nth(1)?.to_string();
+                let mut sent = fields.next()?.split_whitespace();
+                Some((path, sent.next()?.parse().ok()?, sent.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Forget the requests so far.
     pub fn clear_log(&self) {
         let _ = fs::write(self.dir.path().join("logs/access.log"), "");
