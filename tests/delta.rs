@@ -243,6 +243,11 @@ fn a_corrupted_or_hostile_delta_is_refused_by_name_and_the_pull_falls_back_to_ob
             Box::new(|| flip("superblock")),
         ),
         (
+            "missing part",
+            format!("/deltas/{name}/1: HTTP 404"),
+            Box::new(|| fs::remove_file(dir.join("1")).unwrap()),
+        ),
+        (
             "swapped outputs",
             format!("/deltas/{name}/1: object "),
             Box::new(swap_outputs),
@@ -408,5 +413,8 @@ fn publishing_deltas_is_deterministic_and_reuses_what_it_made() {
     let to = image_of(&p, "server", "os");
     assert!(listed.keys().all(|k| k.ends_with(&to)), "{index}");
     assert!(!listed.contains_key(&name), "{index}");
+    // What the index no longer lists is gone from the server.
+    assert!(!dir.exists());
+    assert_eq!(delta_names(&p).len(), 2);
     assert!(publish("2").matches(" kept, ").count() == 2);
 }

@@ -470,8 +470,8 @@ impl Cli {
                     report.objects_present,
                     report.signed_by
                 );
-                if let Some((delta, rebuilt)) = &report.delta {
-                    println!("delta {delta}: {rebuilt} objects rebuilt");
+                if let Some((delta, rebuilt, bytes)) = &report.delta {
+                    println!("delta {delta}: {rebuilt} objects rebuilt from {bytes} bytes");
                 }
                 if let Some(why) = &report.delta_fallback {
                     eprintln!("sealtree: {why}; fetched the objects whole instead");

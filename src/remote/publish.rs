@@ -137,6 +137,11 @@ pub fn publish(
     };
     let json = serde_json::to_vec_pretty(&refs).expect("refs serialize");
     write(repo, "refs.json", &json)?;
+    // Deltas the index no longer lists go (a client holding the index
+    // before falls back to objects), as do any a killed publish left.
+    if let Some(index) = &index {
+        remove_unlisted_deltas(repo, &index.deltas)?;
+    }
     Ok(Published {
         refs,
         index,
@@ -144,6 +149,26 @@ pub fn publish(
         deltas: made,
         skipped_deltas,
     })
+}
+
+fn remove_unlisted_deltas(
+    repo: &Repo,
+    listed: &BTreeMap<String, IndexedDelta>,
+) -> Result<(), RemoteError> {
+    let dir = repo.root().join("deltas");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| RemoteError::Invalid(format!("{}: {e}", dir.display())))?;
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(|n| listed.contains_key(n)) {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path)
+                .map_err(|e| RemoteError::Invalid(format!("{}: {e}", path.display())))?;
+        }
+    }
+    Ok(())
 }
 
 /// Up to `count` first-parent ancestors of `tip` whose content is here

@@ -66,9 +66,9 @@ pub struct PullReport {
     pub image_digest: String,
     /// The signed index the commit was named by: published, expires.
     pub index: Option<(i64, i64)>,
-    /// The static delta used (`FROM-TO`), and the objects rebuilt from it;
-    /// its bytes are in `bytes_fetched`.
-    pub delta: Option<(String, u64)>,
+    /// The static delta used (`FROM-TO`), the objects rebuilt from it and
+    /// the bytes fetched of it (counted in `bytes_fetched` too).
+    pub delta: Option<(String, u64, u64)>,
     /// A delta that was listed but not used, and why: the objects were
     /// fetched whole instead.
     pub delta_fallback: Option<String>,
@@ -298,7 +298,7 @@ pub fn pull(
         let jobs = if options.jobs == 0 { 8 } else { options.jobs };
         match d.apply(repo, &fetcher, &wanted, jobs) {
             Ok(rebuilt) => {
-                report.delta = Some((d.name().to_string(), rebuilt));
+                report.delta = Some((d.name().to_string(), rebuilt, d.bytes()));
                 delta = Some(d);
             }
             Err(e) => {
