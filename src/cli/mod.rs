@@ -474,7 +474,7 @@ impl Cli {
                     println!("delta {delta}: {rebuilt} objects rebuilt from {bytes} bytes");
                 }
                 if let Some(why) = &report.delta_fallback {
-                    eprintln!("sealtree: {why}; fetched the objects whole instead");
+                    eprintln!("sealtree: {why}; fetched whole what it did not rebuild");
                 }
                 if let Some((published, expires)) = report.index {
                     println!(

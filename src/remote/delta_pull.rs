@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gix::ObjectId;
@@ -74,6 +75,8 @@ pub struct DeltaPull {
     dir: PathBuf,
     /// Bytes downloaded (parts arrive in parallel).
     bytes: AtomicU64,
+    /// Objects rebuilt and stored.
+    rebuilt: AtomicU64,
 }
 
 impl DeltaPull {
@@ -97,20 +100,25 @@ impl DeltaPull {
         let (from, to) = name.split_once('-').unwrap_or_default();
         let superblock = delta::read_superblock(&bytes, &url, from, to)?;
         // Parts of any other delta left by an interrupted pull are of no
-        // more use.
+        // more use. Nothing here is followed if it is a link.
         let incoming = repo.root().join("incoming");
-        for entry in fs::read_dir(&incoming).into_iter().flatten().flatten() {
-            if entry.file_name() != name {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
         let dir = incoming.join(name);
-        fs::create_dir_all(&dir).map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
+        let made = real_dir(&incoming).and_then(|()| {
+            for entry in fs::read_dir(&incoming)? {
+                let entry = entry?;
+                if entry.file_name() != name {
+                    remove_any(&entry.path())?;
+                }
+            }
+            real_dir(&dir)
+        });
+        made.map_err(|e| invalid(format!("{}: {e}", incoming.display())))?;
         Ok(DeltaPull {
             name: name.to_string(),
             superblock,
             dir,
             bytes: AtomicU64::new(bytes.len() as u64),
+            rebuilt: AtomicU64::new(0),
         })
     }
 
@@ -178,14 +186,15 @@ impl DeltaPull {
     /// Rebuild the objects of the parts that make some still missing,
     /// `jobs` parts at once, each part's objects made durable and
     /// published once it is done. `wanted`: every object the target
-    /// commit needs, and its size. Returns the objects rebuilt.
+    /// commit needs, and its size. What was rebuilt stays rebuilt when
+    /// another part fails.
     pub fn apply(
         &mut self,
         repo: &Repo,
         fetcher: &Fetcher,
         wanted: &HashMap<Digest, u64>,
         jobs: usize,
-    ) -> Result<u64, RemoteError> {
+    ) -> Result<(), RemoteError> {
         let store = repo.objects();
         let todo: Vec<usize> = (0..self.superblock.parts.len())
             .filter(|&i| missing_some(&self.superblock.parts[i], |d| store.contains(d)))
@@ -195,7 +204,6 @@ impl DeltaPull {
             .num_threads(jobs.clamp(1, MAX_PARTS_AT_ONCE))
             .build()
             .map_err(|e| invalid(e.to_string()))?;
-        let objects = AtomicU64::new(0);
         let this = &*self;
         pool.install(|| {
             todo.par_iter().try_for_each(|&i| {
@@ -215,20 +223,10 @@ impl DeltaPull {
                 staging
                     .commit()
                     .map_err(|e| invalid(format!("{}: {e}", store.root().display())))?;
-                objects.fetch_add(applied.objects, Ordering::Relaxed);
+                this.rebuilt.fetch_add(applied.objects, Ordering::Relaxed);
                 Ok::<_, RemoteError>(())
             })
-        })?;
-        Ok(objects.into_inner())
-    }
-
-    /// The delta is done with: its downloaded parts go.
-    pub fn finish(self) {
-        let _ = fs::remove_dir_all(&self.dir);
-        if let Some(incoming) = self.dir.parent() {
-            // Gone once empty; another pull's parts stay.
-            let _ = fs::remove_dir(incoming);
-        }
+        })
     }
 
     fn part_url(&self, fetcher: &Fetcher, i: usize) -> String {
@@ -244,26 +242,23 @@ impl DeltaPull {
         let path = self.dir.join(i.to_string());
         let url = self.part_url(fetcher, i);
         let local = |e: std::io::Error| invalid(format!("{}: {e}", path.display()));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(local)?;
-        let have = file.metadata().map_err(local)?.len();
+        let mut file = open_part(&path).map_err(local)?;
+        let mut have = file.metadata().map_err(local)?.len();
         if have > part.size {
             file.set_len(0).map_err(local)?;
+            have = 0;
         }
         if have != part.size {
-            let have = have.min(part.size);
             let (body, start) = fetcher.open_at(&format!("deltas/{}/{i}", self.name), have)?;
             file.set_len(start).map_err(local)?;
             file.seek(SeekFrom::Start(start)).map_err(local)?;
-            // No more than the superblock says it has.
-            let copied = std::io::copy(&mut body.take(part.size - start + 1), &mut file)
-                .map_err(|e| invalid(format!("{url}: {e}")))?;
-            self.bytes.fetch_add(copied, Ordering::Relaxed);
+            // No more than the superblock says it has. What arrives stays
+            // however the download ends: the next pull resumes from it.
+            let mut body = CountingReader {
+                inner: body.take((part.size - start).saturating_add(1)),
+                count: &self.bytes,
+            };
+            std::io::copy(&mut body, &mut file).map_err(|e| invalid(format!("{url}: {e}")))?;
             file.flush().map_err(local)?;
         }
         let sha256 = sha256_of(&mut file).map_err(local)?;
@@ -282,6 +277,83 @@ impl DeltaPull {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
+
+    /// Objects rebuilt and stored.
+    pub fn rebuilt(&self) -> u64 {
+        self.rebuilt.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts what it reads into `count`.
+struct CountingReader<'a, R> {
+    inner: R,
+    count: &'a AtomicU64,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Make `path` a directory of its own: anything else there (a link, a
+/// file) is removed first, so nothing written beneath it lands elsewhere.
+fn real_dir(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => fs::remove_file(path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fs::create_dir(path)
+}
+
+/// Remove `path`, whatever it is; a link goes, not what it names.
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A part's download file, created if need be: a regular file in its
+/// own right, never through a link (refused by `O_NOFOLLOW`, then
+/// replaced) nor a FIFO or device (`O_NONBLOCK`, then replaced).
+fn open_part(path: &Path) -> std::io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc_flags())
+            .open(path)
+    };
+    if let Ok(file) = open() {
+        if file.metadata()?.is_file() {
+            return Ok(file);
+        }
+    }
+    remove_any(path)?;
+    let file = open()?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+fn libc_flags() -> i32 {
+    (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits()
+}
+
+/// Once a pull is done, no delta's parts are of use: `incoming/` goes
+/// (a link there is removed, not followed).
+pub fn clear_incoming(repo: &Repo) {
+    let _ = remove_any(&repo.root().join("incoming"));
 }
 
 /// Whether `part` makes an object `have` says is not here.

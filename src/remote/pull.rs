@@ -229,15 +229,20 @@ pub fn pull(
     // first part holds the commit's dumpfile, rebuilt before the history
     // is fetched so that it is not fetched whole.
     let mut delta_fallback = None;
+    let mut delta_spent = 0;
     let mut delta = None;
     if !options.check_only && !options.no_deltas {
         if let Some((name, entry)) =
             super::delta_pull::choose(repo, &tip.deltas, branch, &statement.image_digest, previous)?
         {
-            let started = super::delta_pull::DeltaPull::start(repo, &fetcher, &name, &entry)
-                .and_then(|mut d| d.rebuild_dump(repo, &fetcher).map(|()| d));
-            match started {
-                Ok(d) => delta = Some(d),
+            match super::delta_pull::DeltaPull::start(repo, &fetcher, &name, &entry) {
+                Ok(mut d) => match d.rebuild_dump(repo, &fetcher) {
+                    Ok(()) => delta = Some(d),
+                    Err(e) => {
+                        delta_fallback = Some(format!("delta {name}: {e}"));
+                        delta_spent = d.bytes();
+                    }
+                },
                 Err(e) => delta_fallback = Some(format!("delta {name}: {e}")),
             }
         }
@@ -296,20 +301,15 @@ pub fn pull(
     // What a delta does not rebuild, whatever the reason, is fetched whole.
     if let Some(mut d) = delta.take() {
         let jobs = if options.jobs == 0 { 8 } else { options.jobs };
-        match d.apply(repo, &fetcher, &wanted, jobs) {
-            Ok(rebuilt) => {
-                report.delta = Some((d.name().to_string(), rebuilt, d.bytes()));
-                delta = Some(d);
-            }
-            Err(e) => {
-                report.delta_fallback = Some(format!("delta {}: {e}", d.name()));
-                d.finish();
-            }
+        if let Err(e) = d.apply(repo, &fetcher, &wanted, jobs) {
+            report.delta_fallback = Some(format!("delta {}: {e}", d.name()));
         }
+        report.delta = Some((d.name().to_string(), d.rebuilt(), d.bytes()));
+        delta_spent = d.bytes();
         needed.retain(|(d, _)| !repo.objects().contains(d));
     }
+    report.bytes_fetched = delta_spent;
     fetch_objects(repo, &fetcher, &needed, options, &mut report)?;
-    report.bytes_fetched += delta.as_ref().map_or(0, |d| d.bytes());
 
     // 5. Image, statement, and only then the ref.
     let image_path = repo.image_path(&image.digest);
@@ -326,9 +326,7 @@ pub fn pull(
     // named could lose its objects to prune, then come back as an
     // ancestor of a later pull, unchecked.
     repo.set_partial(commit, false)?;
-    if let Some(d) = delta {
-        d.finish();
-    }
+    super::delta_pull::clear_incoming(repo);
     Ok(report)
 }
 
