@@ -405,6 +405,13 @@ fn what_is_planted_in_incoming_is_replaced_never_followed() {
             }),
         ),
         (
+            "a part, a hard link to a file",
+            Box::new(|| {
+                fs::create_dir_all(&parts).unwrap();
+                fs::hard_link(victim.join("small"), parts.join("0")).unwrap();
+            }),
+        ),
+        (
             "a part longer than the part",
             Box::new(|| {
                 fs::create_dir_all(&parts).unwrap();

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -322,7 +322,8 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
 
 /// A part's download file, created if need be: a regular file in its
 /// own right, never through a link (refused by `O_NOFOLLOW`, then
-/// replaced) nor a FIFO or device (`O_NONBLOCK`, then replaced).
+/// replaced), a FIFO or device (`O_NONBLOCK`, then replaced) or a hard
+/// link (replaced).
 fn open_part(path: &Path) -> std::io::Result<File> {
     let open = || {
         OpenOptions::new()
@@ -333,15 +334,17 @@ fn open_part(path: &Path) -> std::io::Result<File> {
             .custom_flags(libc_flags())
             .open(path)
     };
+    // Nor a second name of a file elsewhere (a hard link).
+    let own = |file: &File| file.metadata().map(|m| m.is_file() && m.nlink() == 1);
     if let Ok(file) = open() {
-        if file.metadata()?.is_file() {
+        if own(&file)? {
             return Ok(file);
         }
     }
     remove_any(path)?;
     let file = open()?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
+    if !own(&file)? {
+        return Err(std::io::Error::other("not a regular file of its own"));
     }
     Ok(file)
 }
