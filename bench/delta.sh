@@ -23,9 +23,8 @@ mapfile -t trees < <(bench/debian-pair.sh)
 cargo build --release --quiet
 st="$PWD/target/release/sealtree"
 work=$(mktemp -d /var/tmp/sealtree-bench-delta.XXXXXX)
-port=$((20000 + RANDOM % 20000))
 cleanup() {
-    [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
+    stop_nginx "$work"
     cleanup_fs "$work"
     rm -rf "$work"
 }
@@ -61,30 +60,8 @@ read -r os_gen _ < "$work/t"
 ostree summary --repo="$srv/os" -u
 os_delta=$(files_bytes "$srv/os/deltas")
 
-mkdir -p "$work/nginx/logs" "$work/nginx/tmp"
-cat > "$work/nginx/nginx.conf" <<CONF
-user root;
-worker_processes 2;
-error_log $work/nginx/logs/error.log;
-pid $work/nginx/nginx.pid;
-events { worker_connections 1024; }
-http {
-    log_format bytes '\$uri \$status \$body_bytes_sent';
-    access_log $work/nginx/logs/access.log bytes;
-    sendfile on;
-    keepalive_requests 1000000;
-    client_body_temp_path $work/nginx/tmp/body;
-    proxy_temp_path $work/nginx/tmp/proxy;
-    fastcgi_temp_path $work/nginx/tmp/fastcgi;
-    uwsgi_temp_path $work/nginx/tmp/uwsgi;
-    scgi_temp_path $work/nginx/tmp/scgi;
-    server { listen 127.0.0.1:$port; root $srv; }
-}
-CONF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
-sleep 0.5
-url="http://127.0.0.1:$port"
 log=$work/nginx/logs/access.log
+url=$(start_nginx "$work" "$srv" "$log")
 
 # serve NAME DIR: the server's repository NAME is DIR from now on.
 serve() { ln -sfn "$2" "$srv/$1"; }

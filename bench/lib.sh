@@ -49,3 +49,37 @@ peak_mib() { echo $(( ${BENCH_PEAK[$1]} / 1024 )); }
 row() {
     printf '%-44s %8s s %8s MiB   (runs:%s)\n' "$1" "$(best "$2")" "$(peak_mib "$2")" "${BENCH_SECS[$2]}"
 }
+
+# start_nginx WORK ROOT [LOG]: serve ROOT with a new nginx on 127.0.0.1
+# (its files under WORK/nginx), logging "URI STATUS BYTES" per request to
+# LOG if given; prints its URL. stop_nginx WORK stops it.
+start_nginx() {
+    local work=$1 root=$2 log=${3:-} port=$((20000 + RANDOM % 20000)) access="access_log off;"
+    [ -n "$log" ] && access="log_format bytes '\$uri \$status \$body_bytes_sent'; access_log $log bytes;"
+    mkdir -p "$work/nginx/logs" "$work/nginx/tmp"
+    cat > "$work/nginx/nginx.conf" <<CONF
+user root;
+worker_processes 2;
+error_log $work/nginx/logs/error.log;
+pid $work/nginx/nginx.pid;
+events { worker_connections 1024; }
+http {
+    $access
+    sendfile on;
+    keepalive_requests 1000000;
+    client_body_temp_path $work/nginx/tmp/body;
+    proxy_temp_path $work/nginx/tmp/proxy;
+    fastcgi_temp_path $work/nginx/tmp/fastcgi;
+    uwsgi_temp_path $work/nginx/tmp/uwsgi;
+    scgi_temp_path $work/nginx/tmp/scgi;
+    server { listen 127.0.0.1:$port; root $root; }
+}
+CONF
+    nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
+    sleep 0.5
+    echo "http://127.0.0.1:$port"
+}
+
+stop_nginx() {
+    [ -f "$1/nginx/nginx.pid" ] && kill "$(cat "$1/nginx/nginx.pid")" 2>/dev/null || true
+}

@@ -20,9 +20,8 @@ done
 cargo build --release --quiet
 st="$PWD/target/release/sealtree"
 work=$(mktemp -d /var/tmp/sealtree-bench-pull.XXXXXX)
-port=$((20000 + RANDOM % 20000))
 cleanup() {
-    [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
+    stop_nginx "$work"
     cleanup_fs "$work"
     rm -rf "$work"
 }
@@ -37,28 +36,7 @@ echo "preparing: a sealtree repository and an archive-mode ostree repository of 
 ostree init --repo="$work/srv/os" --mode=archive
 ostree commit --repo="$work/srv/os" --branch=bench --tree=dir="$SRC" > /dev/null
 
-mkdir -p "$work/nginx/logs" "$work/nginx/tmp"
-cat > "$work/nginx/nginx.conf" <<CONF
-user root;
-worker_processes 2;
-error_log $work/nginx/logs/error.log;
-pid $work/nginx/nginx.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    keepalive_requests 1000000;
-    client_body_temp_path $work/nginx/tmp/body;
-    proxy_temp_path $work/nginx/tmp/proxy;
-    fastcgi_temp_path $work/nginx/tmp/fastcgi;
-    uwsgi_temp_path $work/nginx/tmp/uwsgi;
-    scgi_temp_path $work/nginx/tmp/scgi;
-    server { listen 127.0.0.1:$port; root $work/srv; }
-}
-CONF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
-sleep 0.5
-url="http://127.0.0.1:$port"
+url=$(start_nginx "$work" "$work/srv")
 
 # The object files, as curl's config: one url and output per object.
 (cd "$work/srv/st" && find objects -type f) > "$work/objects.txt"

@@ -147,17 +147,7 @@ fn a_delta_pull_makes_the_commit_a_plain_pull_makes_for_fewer_bytes() {
 
     // The same update without the delta, into a repository at version 1.
     p.ok("plain", &["init"]);
-    p.ok(
-        "plain",
-        &[
-            "remote",
-            "add",
-            "origin",
-            &nginx.url(),
-            "--trusted",
-            &p.s("key.pub"),
-        ],
-    );
+    p.add_remote_to("plain", &nginx.url(), "key.pub");
     let v1 = p.ok("server", &["show", "os^"]);
     let v1 = v1.lines().next().unwrap().strip_prefix("commit ").unwrap();
     // Version 1 is committed here from the same tree: the same image.

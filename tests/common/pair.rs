@@ -123,8 +123,14 @@ impl Pair {
 
     /// Remote origin of the client at `url`, trusting the key file `key`.
     pub fn add_remote(&self, url: &str, key: &str) {
+        self.add_remote_to("client", url, key);
+    }
+
+    /// Remote origin of repository `repo` at `url`, trusting the key file
+    /// `key`.
+    pub fn add_remote_to(&self, repo: &str, url: &str, key: &str) {
         self.ok(
-            "client",
+            repo,
             &[
                 "remote",
                 "add",
