@@ -207,7 +207,8 @@ pub fn apply_frames(
     Ok(applied)
 }
 
-fn parse_digest(hex: &str) -> Option<Digest> {
+/// A digest named in a superblock (hex).
+pub fn parse_digest(hex: &str) -> Option<Digest> {
     let mut digest = [0u8; 32];
     hex::decode_to_slice(hex, &mut digest).ok()?;
     Some(digest)

@@ -19,7 +19,7 @@
 mod apply;
 mod generate;
 
-pub use apply::{apply_frames, read_superblock, rebuild_blob, Applied};
+pub use apply::{apply_frames, parse_digest, read_superblock, rebuild_blob, Applied};
 pub use generate::{generate, Generated};
 
 use serde::{Deserialize, Serialize};

@@ -362,10 +362,9 @@ pub fn clear_incoming(repo: &Repo) {
 /// Whether `part` makes an object `have` says is not here.
 fn missing_some(part: &Part, have: impl Fn(&Digest) -> bool) -> bool {
     part.frames.iter().any(|frame| match &frame.output {
-        Output::Objects(names) => names.iter().any(|n| {
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(n, &mut digest).is_err() || !have(&digest)
-        }),
+        Output::Objects(names) => names
+            .iter()
+            .any(|n| delta::parse_digest(n).is_none_or(|d| !have(&d))),
         Output::Blob(_) => false,
     })
 }

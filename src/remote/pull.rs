@@ -52,6 +52,17 @@ pub struct PullOptions<'a> {
     pub no_deltas: bool,
 }
 
+impl PullOptions<'_> {
+    /// Requests (or delta parts) in flight at once.
+    fn jobs(&self) -> usize {
+        if self.jobs == 0 {
+            8
+        } else {
+            self.jobs
+        }
+    }
+}
+
 /// What a pull did.
 #[derive(Debug)]
 pub struct PullReport {
@@ -299,9 +310,8 @@ pub fn pull(
     report.objects_present = (total - needed.len()) as u64;
     drop(present);
     // What a delta does not rebuild, whatever the reason, is fetched whole.
-    if let Some(mut d) = delta.take() {
-        let jobs = if options.jobs == 0 { 8 } else { options.jobs };
-        if let Err(e) = d.apply(repo, &fetcher, &wanted, jobs) {
+    if let Some(mut d) = delta {
+        if let Err(e) = d.apply(repo, &fetcher, &wanted, options.jobs()) {
             report.delta_fallback = Some(format!("delta {}: {e}", d.name()));
         }
         report.delta = Some((d.name().to_string(), d.rebuilt(), d.bytes()));
@@ -510,7 +520,7 @@ fn fetch_objects(
     options: &PullOptions,
     report: &mut PullReport,
 ) -> Result<(), RemoteError> {
-    let jobs = if options.jobs == 0 { 8 } else { options.jobs };
+    let jobs = options.jobs();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .build()
