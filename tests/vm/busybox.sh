@@ -194,7 +194,7 @@ refused() {
     entry "$id"
     boot "$name" "$E_LINUX" "$E_INITRD" "$E_OPTIONS" "$work/plan-$name"
     local line
-    line=$(grep -a 'sealtree-prepare-root: FAILED' "$work/$name.log" | tr -d '\r' | head -1)
+    line=$({ grep -a -m1 'sealtree-prepare-root: FAILED' "$work/$name.log" || true; } | tr -d '\r')
     local ok=pass why=""
     [ -n "$line" ] || { ok=fail; why="no refusal"; }
     for want in "$@"; do

@@ -99,6 +99,14 @@ esp() {
     MTOOLS_SKIP_CHECK=1 "$tool" -i "$disk@@$ESP_OFFSET" "$@"
 }
 
+# log_line PATTERN LOG: the first line of a serial log matching PATTERN,
+# without CR or the kernel's timestamp; empty when there is none. grep
+# reads the file itself: with pipefail, a reader stopping early would kill
+# a writer upstream (SIGPIPE) and the script with it.
+log_line() {
+    { grep -a -m1 -e "$1" "$2" || true; } | tr -d '\r' | sed 's/^\[ *[0-9.]*\] //'
+}
+
 # qboot NAME PLAN DISK [DISK...]: one boot of DISK through OVMF (its
 # variables in $R/vars.fd, made on first use) and systemd-boot; PLAN goes
 # to the agent on the second disk. The boot ends when qemu exits

@@ -139,7 +139,7 @@ echo "AGENT-KILL"
 sleep 600
 PLAN
 qboot refused "$R/plan" "$DISK"
-refusal=$(tr -d '\r' < "$R/refused.log" | grep -a -m1 'sealtree-prepare-root: FAILED' | sed 's/^\[ *[0-9.]*\] //')
+refusal=$(log_line 'sealtree-prepare-root: FAILED' "$R/refused.log")
 expect="epoch: deployment $D1 (commit $C1) is of epoch 1, below the floor 2 kept in the TPM"
 name="epoch-3: refused at boot: ${refusal:-no refusal}"
 if [ -z "$BOOTED" ] && grep -qF "$expect" <<< "$refusal"; then

@@ -144,7 +144,7 @@ refused_boot() {
     local name=$1 scenario=$2 expect=$3 id=$4
     qboot "$name" "$R/plan-d2" "$DISK"
     local line
-    line=$(tr -d '\r' < "$R/$name.log" | grep -a -m1 'sealtree-prepare-root: FAILED' | sed 's/^\[ *[0-9.]*\] //')
+    line=$(log_line 'sealtree-prepare-root: FAILED' "$R/$name.log")
     if [ -z "$BOOTED" ] && grep -qF "$expect" <<< "$line"; then
         result "$scenario: $line" pass
     else
@@ -190,8 +190,8 @@ D5=$(tr -d '\r' < "$R/back-2.agent" | sed -n 's/^AGENT: deployed //p')
 
 say "sealed-5: the loader starts $D2's UKI with 'rw init=/bin/sh' and no sealtree="
 qboot edited "$R/plan-d2" "$DISK"
-cmdline=$(tr -d '\r' < "$R/edited.log" | grep -a -m1 'Command line:' | sed 's/.*Command line: //')
-refusal=$(tr -d '\r' < "$R/edited.log" | grep -a -m1 'sealtree-prepare-root: FAILED' | sed 's/^\[ *[0-9.]*\] //')
+cmdline=$(log_line 'Command line:' "$R/edited.log" | sed 's/.*Command line: //')
+refusal=$(log_line 'sealtree-prepare-root: FAILED' "$R/edited.log")
 name="sealed-5: edited options ignored (kernel command line '$cmdline'); ${refusal:-booted ${BOOTED:-nothing}}"
 if [ "$cmdline" = "rw console=ttyS0 rd.shell=0 rd.emergency=reboot" ] &&
     { [ -n "$refusal" ] || [ "$BOOTED" = "$D2" ]; }; then
