@@ -83,8 +83,7 @@ pub fn compose(source: Source, options: &ComposeOptions) -> Result<Composed, Com
                     threads: options.threads,
                     store: store.as_ref(),
                     skip_xattrs: options.filters.skip_xattrs,
-                    cache: None,
-                    progress: None,
+                    ..WalkOptions::default()
                 },
             )?;
             (tree, Some(stats))
@@ -143,8 +142,7 @@ pub fn read_dumpfile(path: &Path) -> Result<Tree, ComposeError> {
     })
 }
 
-/// Files being written have this prefix until renamed into place.
-pub const TEMP_PREFIX: &str = ".sealtree-";
+use crate::lockfile::TEMP_PREFIX;
 
 /// Write `bytes` to `path` atomically: a temporary file beside it, synced,
 /// then renamed, so `path` holds either its old content or all of the new.

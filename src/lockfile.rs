@@ -24,7 +24,10 @@ pub fn lock_waiting(path: &Path, waiting: &str) -> io::Result<Flock<File>> {
     }
 }
 
-/// Remove the temporary files (see [`crate::compose::TEMP_PREFIX`]) in
+/// Files being written have this prefix until renamed into place.
+pub const TEMP_PREFIX: &str = ".sealtree-";
+
+/// Remove the temporary files (see [`TEMP_PREFIX`]) in
 /// `dir`: called with the lock held, they are from a writer that died.
 pub fn remove_temporaries(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -34,7 +37,7 @@ pub fn remove_temporaries(dir: &Path) {
         if entry
             .file_name()
             .as_encoded_bytes()
-            .starts_with(crate::compose::TEMP_PREFIX.as_bytes())
+            .starts_with(TEMP_PREFIX.as_bytes())
             && entry.file_type().is_ok_and(|t| t.is_file())
         {
             let _ = fs::remove_file(entry.path());

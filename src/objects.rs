@@ -48,6 +48,16 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// The digests of the objects in a store, sorted: at a million objects,
+/// half the memory of a hash set and no rehashing peak.
+pub struct DigestSet(Vec<Digest>);
+
+impl DigestSet {
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.0.binary_search(digest).is_ok()
+    }
+}
+
 impl ObjectStore {
     /// Open the store at `root`, creating the directory if needed.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<ObjectStore> {
@@ -75,8 +85,8 @@ impl ObjectStore {
     }
 
     /// The digests of all stored objects (names only, nothing is read).
-    pub fn digests(&self) -> io::Result<HashSet<Digest>> {
-        let mut out = HashSet::new();
+    pub fn digests(&self) -> io::Result<DigestSet> {
+        let mut out = Vec::new();
         for byte in 0..=255u8 {
             let prefix = format!("{byte:02x}");
             let dir = match fs::read_dir(self.root.join(&prefix)) {
@@ -88,11 +98,12 @@ impl ObjectStore {
                 let name = entry?.file_name();
                 let full = [prefix.as_bytes(), name.as_encoded_bytes()].concat();
                 if let Some(d) = fsverity::parse_hex(&full) {
-                    out.insert(d);
+                    out.push(d);
                 }
             }
         }
-        Ok(out)
+        out.sort_unstable();
+        Ok(DigestSet(out))
     }
 
     /// Everything in the store: objects by digest, and entries that are

@@ -3,7 +3,7 @@
 //! commit of an unchanged tree trusts the digest instead of re-reading.
 
 use std::fs::{self, Metadata};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -80,35 +80,70 @@ impl StatCache {
         let (s, d) = &self.entries[at];
         (s == stamp).then_some(*d)
     }
+}
 
-    /// Write the cache for `files` atomically. Files changed within a
-    /// second of `started` (nanoseconds since the epoch, taken before they
-    /// were read) are left out: a write in the same timestamp tick could
-    /// leave their stamps unchanged.
-    pub fn save(path: &Path, files: &[(FileStamp, Digest)], started: i128) -> io::Result<()> {
-        let mut out = Vec::with_capacity(MAGIC.len() + files.len() * RECORD);
-        out.extend_from_slice(MAGIC);
-        for (s, d) in files {
-            let ns = |t: (i64, i64)| t.0 as i128 * 1_000_000_000 + t.1 as i128;
-            if ns(s.ctime) >= started - 1_000_000_000 || ns(s.mtime) >= started - 1_000_000_000 {
-                continue;
-            }
-            for v in [
-                s.dev,
-                s.ino,
-                s.size,
-                s.mtime.0 as u64,
-                s.mtime.1 as u64,
-                s.ctime.0 as u64,
-                s.ctime.1 as u64,
-            ] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(d);
-        }
+/// The next stat cache, written as files are hashed: a million stamps are
+/// never held at once. Only a hint for a later commit, so a write that
+/// fails is remembered and reported by [`Writer::persist`], not at once.
+pub struct Writer {
+    out: io::BufWriter<tempfile::NamedTempFile>,
+    started: i128,
+    error: Option<io::Error>,
+}
+
+impl Writer {
+    /// A new cache beside `path`. Files changed within a second of
+    /// `started` (nanoseconds since the epoch, taken before they were
+    /// read) are left out: a write in the same timestamp tick could leave
+    /// their stamps unchanged.
+    pub fn create(path: &Path, started: i128) -> io::Result<Writer> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        io::Write::write_all(&mut tmp, &out)?;
+        // Named as a temporary: one a killed commit leaves is removed
+        // when the next writer takes the lock.
+        let tmp = tempfile::Builder::new()
+            .prefix(crate::lockfile::TEMP_PREFIX)
+            .tempfile_in(dir)?;
+        let mut out = io::BufWriter::with_capacity(1 << 16, tmp);
+        out.write_all(MAGIC)?;
+        Ok(Writer {
+            out,
+            started,
+            error: None,
+        })
+    }
+
+    /// Record that the file with `stamp` has `digest`.
+    pub fn add(&mut self, s: &FileStamp, digest: &Digest) {
+        let ns = |t: (i64, i64)| t.0 as i128 * 1_000_000_000 + t.1 as i128;
+        let recent = self.started - 1_000_000_000;
+        if self.error.is_some() || ns(s.ctime) >= recent || ns(s.mtime) >= recent {
+            return;
+        }
+        let mut rec = [0u8; RECORD];
+        let fields = [
+            s.dev,
+            s.ino,
+            s.size,
+            s.mtime.0 as u64,
+            s.mtime.1 as u64,
+            s.ctime.0 as u64,
+            s.ctime.1 as u64,
+        ];
+        for (slot, v) in rec.chunks_exact_mut(8).zip(fields) {
+            slot.copy_from_slice(&v.to_le_bytes());
+        }
+        rec[56..].copy_from_slice(digest);
+        if let Err(e) = self.out.write_all(&rec) {
+            self.error = Some(e);
+        }
+    }
+
+    /// Make the cache the one at `path`, atomically.
+    pub fn persist(self, path: &Path) -> io::Result<()> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let tmp = self.out.into_inner().map_err(|e| e.into_error())?;
         tmp.as_file().sync_all()?;
         tmp.persist(path)?;
         Ok(())

@@ -2,19 +2,20 @@
 //! pass, then every regular file hashed (and optionally copied into an
 //! object store) on a pool of threads, streaming, so any file size works.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use crate::fsverity::{self, Digest};
-use crate::objects::{CommitStats, ObjectStore};
-use crate::statcache::{FileStamp, StatCache};
+use crate::objects::{CommitStats, DigestSet, ObjectStore};
+use crate::statcache::{self, FileStamp, StatCache};
 use crate::tree::{
     object_path, DirEntry, FileType, Inode, InodeId, Mtime, Name, Tree, DEFAULT_INLINE_THRESHOLD,
 };
@@ -50,6 +51,9 @@ pub struct WalkOptions<'a> {
     pub skip_xattrs: bool,
     /// Advanced by the bytes of each file read (hidden unless on a terminal).
     pub progress: Option<&'a indicatif::ProgressBar>,
+    /// Given the stamp and digest of every file too large to inline, for
+    /// the next stat cache.
+    pub stamps: Option<&'a Mutex<statcache::Writer>>,
 }
 
 /// What reading a directory found.
@@ -60,9 +64,6 @@ pub struct WalkStats {
     /// Files whose digest came from the stat cache, unread.
     pub files_cached: u64,
     pub store: CommitStats,
-    /// Stamp and digest of every file too large to inline, for the next
-    /// stat cache.
-    pub stamps: Vec<(FileStamp, Digest)>,
 }
 
 /// A regular file whose content is still to be read.
@@ -144,18 +145,12 @@ fn read_dir_tree_here(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkS
         _ => None,
     };
     if let Some(bar) = options.progress {
-        bar.set_length(pending.iter().map(|p| p.size()).sum());
+        bar.set_length(pending.iter().flatten().map(|p| p.size()).sum());
     }
     let mut stats = WalkStats::default();
-    // Only files too large to inline are looked up in the stat cache.
-    stats.stamps.reserve_exact(
-        pending
-            .iter()
-            .filter(|p| p.size() > DEFAULT_INLINE_THRESHOLD)
-            .count(),
-    );
-    // In batches, so the results of a million files are never held at once.
-    for batch in pending.chunks(16 * 1024) {
+    // Batch by batch, each dropped once read: the results of a million
+    // files are never held at once, nor their entries once read.
+    for batch in pending {
         let results = batch
             .par_iter()
             .map(|p| {
@@ -177,8 +172,14 @@ fn read_dir_tree_here(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkS
                 stats.files_hashed += 1;
                 stats.bytes_hashed += p.size();
             }
-            if p.size() > DEFAULT_INLINE_THRESHOLD {
-                stats.stamps.push((p.stamp, digest));
+            // Only files too large to inline are looked up in the stat cache.
+            if let Some(stamps) = options
+                .stamps
+                .filter(|_| p.size() > DEFAULT_INLINE_THRESHOLD)
+            {
+                if let Ok(mut stamps) = stamps.lock() {
+                    stamps.add(&p.stamp, &digest);
+                }
             }
         }
     }
@@ -236,14 +237,29 @@ fn scan_dir(path: &Path, options: &WalkOptions) -> Result<Vec<Scanned>, WalkErro
 /// resolve the same way on every run.
 struct Builder {
     tree: Tree,
-    pending: Vec<Pending>,
+    /// Files to read, in batches of [`BATCH`].
+    pending: Vec<Vec<Pending>>,
     /// The paths of the directories read.
     dirs: Vec<Box<Path>>,
     /// (device, inode) of multiply-linked files already seen.
     links: HashMap<(u64, u64), InodeId>,
 }
 
+/// Files read in parallel between two updates of the tree.
+const BATCH: usize = 16 * 1024;
+
 impl Builder {
+    fn add_pending(&mut self, p: Pending) {
+        match self.pending.last_mut() {
+            Some(batch) if batch.len() < BATCH => batch.push(p),
+            _ => {
+                let mut batch = Vec::with_capacity(BATCH);
+                batch.push(p);
+                self.pending.push(batch);
+            }
+        }
+    }
+
     fn dir(&mut self, dir: InodeId, dir_path: &Path, entries: Vec<Scanned>) {
         let dir_index = self.dirs.len() as u32;
         self.dirs.push(dir_path.into());
@@ -288,7 +304,7 @@ impl Builder {
                 self.links.insert(key, id);
             }
             match regular_size {
-                Some(size) if size > 0 => self.pending.push(Pending {
+                Some(size) if size > 0 => self.add_pending(Pending {
                     inode: id,
                     dir: dir_index,
                     name: name.clone(),
@@ -369,7 +385,7 @@ fn read_content(
     dirs: &[Box<Path>],
     staging: Option<&crate::objects::Staging>,
     options: &WalkOptions,
-    present: Option<&HashSet<Digest>>,
+    present: Option<&DigestSet>,
 ) -> Result<(Digest, Option<Vec<u8>>, bool), WalkError> {
     let path = &p.path(dirs);
     if p.size() > DEFAULT_INLINE_THRESHOLD {

@@ -335,12 +335,14 @@ fn a_pull_killed_or_cut_off_mid_delta_resumes_without_fetching_again_what_it_has
         .iter()
         .filter(|r| r.0 == format!("/deltas/{name}/1"))
         .collect();
-    // Asked whole once; after that only for the rest (nginx may not log
-    // the request it was killed during).
-    assert!(part1.len() >= 2, "{requests:?}");
-    assert_eq!(part1[0].1, 200, "{requests:?}");
+    // Asked whole at most once, first; after that only for the rest, and
+    // the last request (the one that completed) for the rest. nginx logs
+    // a request when it ends, so one in flight when nginx was stopped, or
+    // restarted before it saw its client gone, is not in the log.
+    assert!(!part1.is_empty(), "{requests:?}");
     assert!(part1[1..].iter().all(|r| r.1 == 206), "{requests:?}");
-    let last = part1.last().unwrap().2;
+    let &&(_, status, last) = part1.last().unwrap();
+    assert_eq!(status, 206, "{requests:?}");
     assert!(
         last <= size - cut_at,
         "resumed part 1 with {last} bytes, {cut_at} of {size} were here"

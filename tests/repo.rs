@@ -576,6 +576,14 @@ fn unchanged_tree_recommits_from_the_stat_cache() {
     let stats = second.walk.unwrap();
     assert_eq!((stats.files_hashed, stats.files_cached), (0, 30));
     assert_eq!(first.meta, second.meta);
+    // The cache is written beside the repository as files are hashed,
+    // then renamed: nothing temporary stays.
+    let names: Vec<_> = fs::read_dir(repo.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.contains(&"statcache".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with('.')), "{names:?}");
     // A changed file is read again.
     write(&src.join("f3"), 10_003, 99);
     let third = repo::commit(

@@ -62,7 +62,7 @@ pub fn generate(repo: &Repo, from: ObjectId, to: ObjectId) -> Result<Generated, 
         history.dump_id(from)?,
         history.dump_id(to)?,
     );
-    let tmp = deltas.join(format!("{}{name}", crate::compose::TEMP_PREFIX));
+    let tmp = deltas.join(format!("{}{name}", crate::lockfile::TEMP_PREFIX));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io_err(tmp.display()))?;
     }

@@ -2,6 +2,7 @@
 //! images/, the dumpfile and metadata into a git commit, then the branch.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gix::ObjectId;
@@ -12,7 +13,7 @@ use super::{io_err, Repo, RepoError, IMAGE_FORMAT_VERSION};
 use crate::compose::{read_dumpfile, write_image_temp};
 use crate::erofs::{self, ImageOptions};
 use crate::fsverity;
-use crate::statcache::StatCache;
+use crate::statcache::{self, StatCache};
 use crate::tar_import;
 use crate::tree::{object_path, FileType, Tree};
 use crate::walk::{self, WalkOptions, WalkStats};
@@ -80,9 +81,14 @@ pub fn commit(
     let mut image_source = None;
     let mut layers = Vec::new();
     let mut layer_records = Vec::new();
+    let mut stamps = None;
     let (tree, walk) = match source {
         CommitSource::Directory(dir) => {
             let cache = StatCache::load(&statcache_path);
+            // Only a hint for the next commit: without it, nothing is lost.
+            stamps = statcache::Writer::create(&statcache_path, started)
+                .ok()
+                .map(Mutex::new);
             let (tree, stats) = walk::read_dir_tree(
                 dir,
                 &WalkOptions {
@@ -91,6 +97,7 @@ pub fn commit(
                     skip_xattrs: false,
                     cache: Some(&cache),
                     progress: options.progress,
+                    stamps: stamps.as_ref(),
                 },
             )?;
             (tree, Some(stats))
@@ -167,9 +174,8 @@ pub fn commit(
         record.persist().map_err(io_err(&repo.layer_cache_dir()))?;
     }
 
-    if let Some(stats) = &walk {
-        // Only a hint for the next commit: failing to save it loses nothing.
-        let _ = StatCache::save(&statcache_path, &stats.stamps, started);
+    if let Some(Ok(stamps)) = stamps.map(Mutex::into_inner) {
+        let _ = stamps.persist(&statcache_path);
     }
     Ok(Committed {
         id,

@@ -92,7 +92,7 @@ pub fn fsck(repo: &Repo, repair: bool) -> Result<FsckReport, RepoError> {
             // A writer's temporary file (the next writer removes it).
             if name
                 .as_encoded_bytes()
-                .starts_with(crate::compose::TEMP_PREFIX.as_bytes())
+                .starts_with(crate::lockfile::TEMP_PREFIX.as_bytes())
             {
                 report.temporary.push(entry.path());
             } else {

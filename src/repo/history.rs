@@ -44,7 +44,7 @@ impl DumpFile {
     /// Write the dumpfile of `tree` under a temporary name in `dir`.
     pub fn write(tree: &Tree, dir: &Path) -> io::Result<DumpFile> {
         let mut file = tempfile::Builder::new()
-            .prefix(crate::compose::TEMP_PREFIX)
+            .prefix(crate::lockfile::TEMP_PREFIX)
             .tempfile_in(dir)?;
         let mut out = io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
         crate::dumpfile::write(tree, &mut out)?;
