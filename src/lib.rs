@@ -23,3 +23,4 @@ pub mod tree;
 pub mod uki;
 pub mod url;
 pub mod walk;
+pub mod writeback;

@@ -13,11 +13,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use nix::errno::Errno;
 
 use crate::fsverity::{self, Digest, EnableOutcome, HashingWriter};
+use crate::writeback::Writeback;
 
 /// Prefix of staging directories; the store's owner may remove stale ones.
 pub const STAGING_PREFIX: &str = ".staging-";
@@ -156,6 +157,7 @@ impl ObjectStore {
             staged: Mutex::new(Vec::new()),
             public: Mutex::new(HashSet::new()),
             verity_unsupported: AtomicBool::new(false),
+            writeback: OnceLock::new(),
         })
     }
 }
@@ -223,6 +225,8 @@ pub struct Staging<'s> {
     public: Mutex<HashSet<Digest>>,
     /// Set once the filesystem has said it has no fs-verity.
     verity_unsupported: AtomicBool,
+    /// Started with the first object copied: an unchanged tree copies none.
+    writeback: OnceLock<Writeback>,
 }
 
 /// What committing a staging area did.
@@ -298,6 +302,7 @@ impl Staging<'_> {
             return Ok(false);
         }
         let path = self.staged_path(digest)?;
+        self.start_writeback();
         let written = (|| {
             let mut out = OpenOptions::new()
                 .write(true)
@@ -421,6 +426,7 @@ impl Staging<'_> {
             return Ok(());
         }
         let path = self.staged_path(&digest)?;
+        self.start_writeback();
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(object_mode(private)))?;
         tmp.persist(&path).map_err(|e| e.error)?;
@@ -436,6 +442,14 @@ impl Staging<'_> {
         if !private {
             self.public.lock().unwrap().insert(*digest);
         }
+    }
+
+    /// Write back in the background from the first object on (see
+    /// [`Writeback`]). Pulls, which make batches durable as they go, do
+    /// without.
+    fn start_writeback(&self) {
+        self.writeback
+            .get_or_init(|| Writeback::start(self.dir.path()));
     }
 
     /// Where `digest` is staged; its directory is made if need be.
@@ -490,6 +504,9 @@ impl Staging<'_> {
                 let path = self.dir.path().join(crate::tree::object_path(digest));
                 fs::set_permissions(&path, fs::Permissions::from_mode(object_mode(false)))?;
             }
+        }
+        if let Some(writeback) = self.writeback.get() {
+            writeback.stop();
         }
         let root = File::open(&self.store.root)?;
         nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;
