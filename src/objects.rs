@@ -151,6 +151,7 @@ impl ObjectStore {
             .tempdir_in(&self.root)?;
         Ok(Staging {
             store: self,
+            durable: File::open(&self.root)?,
             dir,
             made_dirs: std::array::from_fn(|_| AtomicBool::new(false)),
             claimed: Mutex::new(HashSet::new()),
@@ -211,6 +212,11 @@ pub struct Listing {
 /// Objects written but not yet published. Dropping it discards them.
 pub struct Staging<'s> {
     store: &'s ObjectStore,
+    /// The store, opened before anything is written, for the final
+    /// `syncfs`: a write error is reported to each open file once, and
+    /// only to files open when it happened (once another `syncfs`, such
+    /// as the writeback's, has seen it).
+    durable: File,
     dir: tempfile::TempDir,
     /// Which of the per-first-byte subdirectories exist yet. One per byte
     /// keeps concurrent writers from contending on a single directory;
@@ -508,8 +514,7 @@ impl Staging<'_> {
         if let Some(writeback) = self.writeback.get() {
             writeback.stop();
         }
-        let root = File::open(&self.store.root)?;
-        nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;
+        nix::unistd::syncfs(self.durable.as_raw_fd()).map_err(io::Error::from)?;
         // A prefix directory the store does not have yet is renamed in
         // whole (one rename instead of one per object: a first commit or
         // pull fills all 256).
@@ -564,7 +569,7 @@ impl Staging<'_> {
                 }
             }
         }
-        nix::unistd::syncfs(root.as_raw_fd()).map_err(io::Error::from)?;
+        nix::unistd::syncfs(self.durable.as_raw_fd()).map_err(io::Error::from)?;
         Ok(stats)
     }
 }

@@ -5,7 +5,7 @@
 use std::fs::{self, Metadata};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::fsverity::Digest;
 
@@ -86,30 +86,41 @@ impl StatCache {
 /// never held at once. Only a hint for a later commit, so a write that
 /// fails is remembered and reported by [`Writer::persist`], not at once.
 pub struct Writer {
-    out: io::BufWriter<tempfile::NamedTempFile>,
+    path: PathBuf,
+    /// Made on the first record, after the tree is scanned: a commit of a
+    /// tree holding the repository never sees it.
+    out: Option<io::BufWriter<tempfile::NamedTempFile>>,
     started: i128,
     error: Option<io::Error>,
 }
 
 impl Writer {
-    /// A new cache beside `path`. Files changed within a second of
+    /// A new cache to replace `path`. Files changed within a second of
     /// `started` (nanoseconds since the epoch, taken before they were
     /// read) are left out: a write in the same timestamp tick could leave
     /// their stamps unchanged.
-    pub fn create(path: &Path, started: i128) -> io::Result<Writer> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        // Named as a temporary: one a killed commit leaves is removed
-        // when the next writer takes the lock.
-        let tmp = tempfile::Builder::new()
-            .prefix(crate::lockfile::TEMP_PREFIX)
-            .tempfile_in(dir)?;
-        let mut out = io::BufWriter::with_capacity(1 << 16, tmp);
-        out.write_all(MAGIC)?;
-        Ok(Writer {
-            out,
+    pub fn new(path: &Path, started: i128) -> Writer {
+        Writer {
+            path: path.to_path_buf(),
+            out: None,
             started,
             error: None,
-        })
+        }
+    }
+
+    /// The temporary file beside `path`, named as a temporary: one a
+    /// killed commit leaves is removed when the next writer takes the lock.
+    fn out(&mut self) -> io::Result<&mut io::BufWriter<tempfile::NamedTempFile>> {
+        if self.out.is_none() {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            let tmp = tempfile::Builder::new()
+                .prefix(crate::lockfile::TEMP_PREFIX)
+                .tempfile_in(dir)?;
+            let mut out = io::BufWriter::with_capacity(1 << 16, tmp);
+            out.write_all(MAGIC)?;
+            self.out = Some(out);
+        }
+        Ok(self.out.as_mut().expect("made above"))
     }
 
     /// Record that the file with `stamp` has `digest`.
@@ -133,19 +144,21 @@ impl Writer {
             slot.copy_from_slice(&v.to_le_bytes());
         }
         rec[56..].copy_from_slice(digest);
-        if let Err(e) = self.out.write_all(&rec) {
+        if let Err(e) = self.out().and_then(|out| out.write_all(&rec)) {
             self.error = Some(e);
         }
     }
 
-    /// Make the cache the one at `path`, atomically.
-    pub fn persist(self, path: &Path) -> io::Result<()> {
+    /// Make the cache the one at the path given, atomically.
+    pub fn persist(mut self) -> io::Result<()> {
+        self.out()?;
         if let Some(e) = self.error {
             return Err(e);
         }
-        let tmp = self.out.into_inner().map_err(|e| e.into_error())?;
+        let out = self.out.expect("made above");
+        let tmp = out.into_inner().map_err(|e| e.into_error())?;
         tmp.as_file().sync_all()?;
-        tmp.persist(path)?;
+        tmp.persist(&self.path)?;
         Ok(())
     }
 }

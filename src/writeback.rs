@@ -28,13 +28,15 @@ impl Writeback {
         let stopped = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = Arc::clone(&stopped);
         let dir = File::open(path);
-        let thread = std::thread::spawn(move || {
+        // Only a head start: without a thread, the final syncfs does it all.
+        let thread = std::thread::Builder::new().spawn(move || {
             let Ok(dir) = dir else { return };
             let (lock, wake) = &*flag;
             let mut stop = lock.lock().unwrap_or_else(|e| e.into_inner());
             while !*stop {
                 drop(stop);
-                // Errors are the final syncfs's to report.
+                // Errors are the final syncfs's to report, on a file
+                // opened before any of this (see `Staging`).
                 let _ = nix::unistd::syncfs(dir.as_raw_fd());
                 stop = lock.lock().unwrap_or_else(|e| e.into_inner());
                 if !*stop {
@@ -47,7 +49,7 @@ impl Writeback {
         });
         Writeback {
             stopped,
-            thread: Mutex::new(Some(thread)),
+            thread: Mutex::new(thread.ok()),
         }
     }
 

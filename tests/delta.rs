@@ -296,7 +296,14 @@ fn a_pull_killed_or_cut_off_mid_delta_resumes_without_fetching_again_what_it_has
             .spawn()
             .unwrap();
         let start = Instant::now();
+        // A resume never starts the part over: what is here only grows.
+        let had = have();
         while have() < at_least {
+            assert!(
+                have() >= had,
+                "part 1 started over: {} of {had} bytes",
+                have()
+            );
             assert!(start.elapsed() < Duration::from_secs(60), "no part arrived");
             assert!(
                 child.try_wait().unwrap().is_none(),

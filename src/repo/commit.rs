@@ -86,9 +86,7 @@ pub fn commit(
         CommitSource::Directory(dir) => {
             let cache = StatCache::load(&statcache_path);
             // Only a hint for the next commit: without it, nothing is lost.
-            stamps = statcache::Writer::create(&statcache_path, started)
-                .ok()
-                .map(Mutex::new);
+            stamps = Some(Mutex::new(statcache::Writer::new(&statcache_path, started)));
             let (tree, stats) = walk::read_dir_tree(
                 dir,
                 &WalkOptions {
@@ -175,7 +173,7 @@ pub fn commit(
     }
 
     if let Some(Ok(stamps)) = stamps.map(Mutex::into_inner) {
-        let _ = stamps.persist(&statcache_path);
+        let _ = stamps.persist();
     }
     Ok(Committed {
         id,
