@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::dumpfile::{self, ParseError};
 use crate::erofs::{self, ImageError, ImageOptions, ImagePlan, ReadError};
 use crate::fsverity::{self, Digest};
+use crate::lockfile::TEMP_PREFIX;
 use crate::objects::ObjectStore;
 use crate::tree::{SourceFilters, Tree};
 use crate::walk::{self, WalkError, WalkOptions, WalkStats};
@@ -141,8 +142,6 @@ pub fn read_dumpfile(path: &Path) -> Result<Tree, ComposeError> {
         error,
     })
 }
-
-use crate::lockfile::TEMP_PREFIX;
 
 /// Write `bytes` to `path` atomically: a temporary file beside it, synced,
 /// then renamed, so `path` holds either its old content or all of the new.
