@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Commit speed side by side in one run: sealtree commit of a tree (default
 # /usr/share) into an empty repository, then again unchanged, and the same
-# with `ostree commit` into an empty bare-user repository. Each run's
+# with `ostree commit` into an empty bare-user repository; for scale, the
+# copy alone (`cp -r` and a sync, nothing hashed). Each run's
 # repositories live on a fresh ext4 filesystem. Best of RUNS; peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +30,13 @@ for run in $(seq "$RUNS"); do
     ostree init --repo="$fs/repo" --mode=bare-user
     timed "$work/t" ostree commit --repo="$fs/repo" --branch=bench --tree=dir="$SRC"; keep os_cold "$work/t"
     timed "$work/t" ostree commit --repo="$fs/repo" --branch=bench --tree=dir="$SRC"; keep os_warm "$work/t"
+    fs=$(fresh_fs "$work" "cp$run")
+    timed "$work/t" sh -c 'cp -r "$1" "$2" && sync -f "$2"' sh "$SRC" "$fs/copy"; keep cp "$work/t"
     cleanup_fs "$work"
 done
 row "sealtree commit, empty repo" st_cold
 row "sealtree commit, unchanged" st_warm
 row "ostree commit, empty repo" os_cold
 row "ostree commit, unchanged" os_warm
+row "cp -r and sync (no hashing)" cp
 awk "BEGIN{printf \"commit: ratio cold %.3f (aim <= 0.25), unchanged %.3f (aim <= 0.05)\n\", $(best st_cold) / $(best os_cold), $(best st_warm) / $(best os_warm)}"

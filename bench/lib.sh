@@ -7,21 +7,25 @@
 
 # fresh_fs WORK NAME [SIZE [INODES]]: mount a new ext4 filesystem of SIZE
 # (default 4G; INODES inodes, default mkfs's) at WORK/NAME and print that
-# path; unmounted by cleanup_fs WORK.
+# path; unmounted by cleanup_fs WORK. Its inode tables and journal are
+# zeroed by mkfs, not by a kernel thread during the timed run.
 fresh_fs() {
     local work=$1 name=$2 size=${3:-4G} inodes=${4:-}
     truncate -s "$size" "$work/$name.img"
-    mkfs.ext4 -q -F ${inodes:+-N "$inodes"} "$work/$name.img"
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 ${inodes:+-N "$inodes"} "$work/$name.img"
     mkdir -p "$work/$name"
     mount -o loop "$work/$name.img" "$work/$name"
+    sync   # mkfs's writes are on disk, not written back during the run
     echo "$work/$name"
 }
 
-# cleanup_fs WORK: unmount every filesystem fresh_fs mounted under WORK.
+# cleanup_fs WORK: unmount every filesystem fresh_fs mounted under WORK
+# and delete its image, so that no run's pages stay cached into the next.
 cleanup_fs() {
     local work=$1 m
     for m in $(findmnt -rn -o TARGET | grep "^$work/" | sort -r); do
         umount "$m" || umount -l "$m"
+        rm -f "$m.img"
     done
 }
 

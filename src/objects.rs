@@ -34,6 +34,11 @@ pub struct ObjectStore {
 /// so a link planted in objects/ or images/ cannot point a reader at
 /// another file, and a FIFO or device cannot hang it.
 pub fn open_regular(path: &Path) -> io::Result<File> {
+    open_regular_with_metadata(path).map(|(file, _)| file)
+}
+
+/// [`open_regular`], with the metadata of the file opened.
+pub fn open_regular_with_metadata(path: &Path) -> io::Result<(File, fs::Metadata)> {
     use nix::libc::{ELOOP, O_NOFOLLOW, O_NONBLOCK};
     let file = OpenOptions::new()
         .read(true)
@@ -43,10 +48,11 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
             Some(ELOOP) => io::Error::other("a symbolic link, not a stored file"),
             _ => e,
         })?;
-    if !file.metadata()?.file_type().is_file() {
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
         return Err(io::Error::other("not a regular file"));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// The digests of the objects in a store, sorted: at a million objects,
@@ -151,6 +157,7 @@ impl ObjectStore {
             .tempdir_in(&self.root)?;
         Ok(Staging {
             store: self,
+            store_empty: !self.has_objects()?,
             durable: File::open(&self.root)?,
             dir,
             made_dirs: std::array::from_fn(|_| AtomicBool::new(false)),
@@ -164,6 +171,22 @@ impl ObjectStore {
 }
 
 impl ObjectStore {
+    /// Whether any object is stored: stops at the first one found.
+    fn has_objects(&self) -> io::Result<bool> {
+        for byte in 0..=255u8 {
+            match fs::read_dir(self.root.join(format!("{byte:02x}"))) {
+                Ok(mut dir) => {
+                    if dir.next().is_some() {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
     /// Remove staging directories whose writer has died (a crash or kill
     /// mid-run): their objects were never published.
     fn remove_abandoned_staging(&self) -> io::Result<()> {
@@ -195,6 +218,17 @@ fn object_mode(private: bool) -> u32 {
     }
 }
 
+/// The process's umask, read once (from /proc: setting it to read it
+/// would race with files other threads create); `None` if unknown.
+fn umask() -> Option<u32> {
+    static UMASK: OnceLock<Option<u32>> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(value.trim(), 8).ok()
+    })
+}
+
 /// Whether a file of `mode` is private: others may not read it.
 pub fn is_private(mode: u32) -> bool {
     mode & 0o004 == 0
@@ -212,6 +246,11 @@ pub struct Listing {
 /// Objects written but not yet published. Dropping it discards them.
 pub struct Staging<'s> {
     store: &'s ObjectStore,
+    /// The store held no object when staging began: nothing to look up
+    /// per object (one another writer publishes meanwhile is found by the
+    /// rename at commit), and no content worth hashing before it is
+    /// copied.
+    store_empty: bool,
     /// The store, opened before anything is written, for the final
     /// `syncfs`: a write error is reported to each open file once, and
     /// only to files open when it happened (once another `syncfs`, such
@@ -300,7 +339,7 @@ impl Staging<'_> {
         private: bool,
         write: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> io::Result<bool> {
-        if self.store.contains(digest) {
+        if self.stored(digest) {
             return Ok(false);
         }
         if !self.claimed.lock().unwrap().insert(*digest) {
@@ -309,14 +348,20 @@ impl Staging<'_> {
         }
         let path = self.staged_path(digest)?;
         self.start_writeback();
+        let mode = object_mode(private);
         let written = (|| {
+            // Made with its final mode (the staging directory is private
+            // until committed); set again only where the umask took bits.
             let mut out = OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o600)
+                .mode(mode)
                 .open(&path)?;
             write(&mut out)?;
-            out.set_permissions(fs::Permissions::from_mode(object_mode(private)))
+            if umask().is_none_or(|mask| mask & mode != 0) {
+                out.set_permissions(fs::Permissions::from_mode(mode))?;
+            }
+            Ok(())
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&path);
@@ -359,7 +404,7 @@ impl Staging<'_> {
     ) -> io::Result<Result<u64, Digest>> {
         // Content already here, or claimed by another writer: hashed and
         // checked, not kept.
-        if self.store.contains(expected) || !self.claimed.lock().unwrap().insert(*expected) {
+        if self.stored(expected) || !self.claimed.lock().unwrap().insert(*expected) {
             let mut hashing = HashingWriter::new(io::sink());
             io::copy(reader, &mut hashing)?;
             let (digest, len) = hashing.hasher.finalize();
@@ -406,13 +451,26 @@ impl Staging<'_> {
         reader: &mut impl io::Read,
     ) -> io::Result<(tempfile::NamedTempFile, Digest, u64)> {
         let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path())?;
-        let (digest, len) = {
-            let mut hashing =
-                HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut()));
-            io::copy(reader, &mut hashing)?;
-            io::Write::flush(&mut hashing.inner)?;
-            hashing.hasher.finalize()
-        };
+        let mut hasher = fsverity::Hasher::default();
+        // Filled before each write: io::copy would read 8 KiB at a time.
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let mut filled = 0;
+            while filled < buf.len() {
+                match reader.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+            hasher.update(&buf[..filled]);
+            io::Write::write_all(tmp.as_file_mut(), &buf[..filled])?;
+        }
+        let (digest, len) = hasher.finalize();
         Ok((tmp, digest, len))
     }
 
@@ -424,7 +482,7 @@ impl Staging<'_> {
         digest: Digest,
         private: bool,
     ) -> io::Result<()> {
-        if self.store.contains(&digest) {
+        if self.stored(&digest) {
             return Ok(());
         }
         if !self.claimed.lock().unwrap().insert(digest) {
@@ -440,6 +498,17 @@ impl Staging<'_> {
             && self.enable_verity(&path, &digest)?;
         self.staged.lock().unwrap().push((digest, verity, private));
         Ok(())
+    }
+
+    /// Whether the store has `digest` (never, if it was empty).
+    fn stored(&self, digest: &Digest) -> bool {
+        !self.store_empty && self.store.contains(digest)
+    }
+
+    /// Whether the store held no object when staging began: content is
+    /// then new unless it repeats within this staging area.
+    pub fn store_was_empty(&self) -> bool {
+        self.store_empty
     }
 
     /// Content claimed already, perhaps from a private file, now also

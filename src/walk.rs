@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::fsverity::{self, Digest};
-use crate::objects::{CommitStats, DigestSet, ObjectStore};
+use crate::objects::{CommitStats, DigestSet, ObjectStore, Staging};
 use crate::statcache::{self, FileStamp, StatCache};
 use crate::tree::{
     object_path, DirEntry, FileType, Inode, InodeId, Mtime, Name, Tree, DEFAULT_INLINE_THRESHOLD,
@@ -89,8 +89,25 @@ impl Pending {
     }
 }
 
-/// Read the tree under `root`.
+/// Read the tree under `root`; contents copied into the store are
+/// published in it.
 pub fn read_dir_tree(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkStats), WalkError> {
+    let (tree, mut stats, staging) = read_dir_tree_staged(root, options)?;
+    if let (Some(staging), Some(store)) = (staging, options.store) {
+        stats.store = staging
+            .commit()
+            .map_err(err(store.root(), "cannot publish objects"))?;
+    }
+    Ok((tree, stats))
+}
+
+/// [`read_dir_tree`], with the contents copied into the store left staged:
+/// the caller publishes them ([`Staging::commit`]) before anything that
+/// names them is kept, and may do other work meanwhile.
+pub fn read_dir_tree_staged<'a>(
+    root: &Path,
+    options: &WalkOptions<'a>,
+) -> Result<(Tree, WalkStats, Option<Staging<'a>>), WalkError> {
     // Scanning recurses once per directory level; paths of PATH_MAX
     // bytes can nest 2048 levels, more than a default thread stack holds.
     rayon::ThreadPoolBuilder::new()
@@ -101,8 +118,11 @@ pub fn read_dir_tree(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkSt
         .install(|| read_dir_tree_here(root, options))
 }
 
-/// [`read_dir_tree`] on the current rayon pool.
-fn read_dir_tree_here(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkStats), WalkError> {
+/// [`read_dir_tree_staged`] on the current rayon pool.
+fn read_dir_tree_here<'a>(
+    root: &Path,
+    options: &WalkOptions<'a>,
+) -> Result<(Tree, WalkStats, Option<Staging<'a>>), WalkError> {
     let meta = fs::metadata(root).map_err(err(root, "cannot read"))?;
     if !meta.is_dir() {
         return Err(err(root, "not a directory")(io::Error::from(
@@ -183,12 +203,7 @@ fn read_dir_tree_here(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkS
             }
         }
     }
-    if let (Some(staging), Some(store)) = (staging, options.store) {
-        stats.store = staging
-            .commit()
-            .map_err(err(store.root(), "cannot publish objects"))?;
-    }
-    Ok((tree, stats))
+    Ok((tree, stats, staging))
 }
 
 /// One directory entry as scanned, before hard links are resolved. Only
@@ -383,7 +398,7 @@ thread_local! {
 fn read_content(
     p: &Pending,
     dirs: &[Box<Path>],
-    staging: Option<&crate::objects::Staging>,
+    staging: Option<&Staging>,
     options: &WalkOptions,
     present: Option<&DigestSet>,
 ) -> Result<(Digest, Option<Vec<u8>>, bool), WalkError> {
@@ -403,38 +418,25 @@ fn read_content(
     // The very file scanned, not whatever its name leads to now: a link
     // or another file renamed over it since the scan would be read with
     // the mode and privacy of the one scanned.
-    let mut file = match crate::objects::open_regular(path) {
-        Ok(file) => file,
+    let (mut file, opened) = match crate::objects::open_regular_with_metadata(path) {
+        Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::Other => return Err(changed(path)),
         Err(e) => return Err(err(path, "cannot open")(e)),
     };
-    let opened = file.metadata().map_err(err(path, "cannot stat"))?;
     if (opened.dev(), opened.ino()) != (p.stamp.dev, p.stamp.ino) {
         return Err(changed(path));
     }
+    // A file that grew or shrank while it was read is caught by the size
+    // checked after reading, below.
     let (digest, content) = if p.size() <= DEFAULT_INLINE_THRESHOLD {
-        let mut data = Vec::with_capacity(p.size() as usize);
-        // One byte more than expected shows a file that grew.
-        (&mut file)
-            .take(p.size() + 1)
-            .read_to_end(&mut data)
-            .map_err(err(path, "cannot read"))?;
-        if data.len() as u64 != p.size() {
-            return Err(changed(path));
-        }
+        let mut data = vec![0; p.size() as usize];
+        read_exactly(&mut file, &mut data, path)?;
         (fsverity::digest_bytes(&data), Some(data))
     } else if p.size() <= READ_WHOLE && staging.is_some() {
         // Read once, hashed and copied from memory.
         let digest = WHOLE.with_borrow_mut(|data| {
-            data.clear();
-            // One byte more than expected shows a file that grew.
-            (&mut file)
-                .take(p.size() + 1)
-                .read_to_end(data)
-                .map_err(err(path, "cannot read"))?;
-            if data.len() as u64 != p.size() {
-                return Err(changed(path));
-            }
+            data.resize(p.size() as usize, 0);
+            read_exactly(&mut file, data, path)?;
             let digest = fsverity::digest_bytes(data);
             staging
                 .expect("checked")
@@ -442,6 +444,15 @@ fn read_content(
                 .map_err(err(path, "cannot store"))?;
             Ok(digest)
         })?;
+        (digest, None)
+    } else if let Some(staging) = staging.filter(|s| s.store_was_empty()) {
+        // Nothing to find in the store: copied as it is hashed, one read.
+        let (digest, len) = staging
+            .add_reader(&mut file, p.private)
+            .map_err(err(path, "cannot store"))?;
+        if len != p.size() {
+            return Err(changed(path));
+        }
         (digest, None)
     } else {
         let (digest, len) = fsverity::digest_reader(&mut file).map_err(err(path, "cannot read"))?;
@@ -467,6 +478,14 @@ fn read_content(
         return Err(changed(path));
     }
     Ok((digest, content, false))
+}
+
+/// Fill `buf` from `file`; a file shorter than that changed since its scan.
+fn read_exactly(file: &mut fs::File, buf: &mut [u8], path: &Path) -> Result<(), WalkError> {
+    file.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => changed(path),
+        _ => err(path, "cannot read")(e),
+    })
 }
 
 fn changed(path: &Path) -> WalkError {

@@ -692,6 +692,38 @@ fn object_mode(repo: &Path, file: &Path) -> u32 {
     fs::metadata(&path).unwrap().permissions().mode() & 0o7777
 }
 
+/// Objects get their modes whatever the committer's umask: made with
+/// their final mode, and set again where the umask took bits.
+#[test]
+fn objects_keep_their_modes_under_a_strict_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestRepo::new();
+    let src = t.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    // Read whole, and (over 1 MiB) copied as it is hashed.
+    write(&src.join("small"), 5000, 1);
+    write(&src.join("large"), 3 << 20, 2);
+    write(&src.join("secret"), 5000, 3);
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new("sh")
+        .args(["-c", "umask 077 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_sealtree"))
+        .args(["commit", "-b", "os", "--tree"])
+        .arg(&src)
+        .env("SEALTREE_REPO", t.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(object_mode(&t.path(), &src.join("small")), 0o644);
+    assert_eq!(object_mode(&t.path(), &src.join("large")), 0o644);
+    assert_eq!(object_mode(&t.path(), &src.join("secret")), 0o600);
+    t.ok(&["fsck"]);
+}
+
 #[test]
 fn objects_of_private_files_stay_private_until_published() {
     use std::os::unix::fs::PermissionsExt;

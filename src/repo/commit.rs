@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use gix::ObjectId;
 
-use super::history::{DumpBlob, DumpFile, History};
+use super::history::{DumpFile, History};
 use super::meta::CommitMeta;
 use super::{io_err, Repo, RepoError, IMAGE_FORMAT_VERSION};
 use crate::compose::{read_dumpfile, write_image_temp};
@@ -82,12 +82,15 @@ pub fn commit(
     let mut layers = Vec::new();
     let mut layer_records = Vec::new();
     let mut stamps = None;
-    let (tree, walk) = match source {
+    let cache;
+    // Contents read from a directory, still to be published.
+    let mut staged = None;
+    let (tree, mut walk) = match source {
         CommitSource::Directory(dir) => {
-            let cache = StatCache::load(&statcache_path);
+            cache = StatCache::load(&statcache_path);
             // Only a hint for the next commit: without it, nothing is lost.
             stamps = Some(Mutex::new(statcache::Writer::new(&statcache_path, started)));
-            let (tree, stats) = walk::read_dir_tree(
+            let (tree, stats, staging) = walk::read_dir_tree_staged(
                 dir,
                 &WalkOptions {
                     threads: options.threads,
@@ -98,6 +101,7 @@ pub fn commit(
                     stamps: stamps.as_ref(),
                 },
             )?;
+            staged = staging;
             (tree, Some(stats))
         }
         CommitSource::Tar(archive) => {
@@ -150,16 +154,39 @@ pub fn commit(
         }
     };
 
-    let mut dump = DumpFile::write(&tree, repo.root()).map_err(io_err(repo.root()))?;
     let parent = history.branch(branch)?;
-    let dump_len = dump.len;
-    let (dump_blob, digest) = match unchanged(repo, &history, parent, dump.id)? {
-        Some(digest) => (DumpBlob::Stored(dump.id), digest),
-        None => (DumpBlob::New(&mut dump), write_image(repo, &tree)?),
-    };
-    let mut meta = CommitMeta::describe(&tree, dump_len, &digest, IMAGE_FORMAT_VERSION);
+    // Unless every file came from the stat cache, the tree almost surely
+    // differs from the parent's: its image is written beside the dumpfile
+    // rather than after it.
+    let likely_new = parent.is_none() || walk.as_ref().is_none_or(|w| w.files_hashed > 0);
+    let (dump, digest) = std::thread::scope(|scope| {
+        // The copied contents are made durable and published meanwhile,
+        // before the commit naming them is written.
+        let publishing = staged.map(|staging| scope.spawn(move || staging.commit()));
+        let mut early_image = likely_new.then(|| scope.spawn(|| write_image(repo, &tree)));
+        let dump = DumpFile::write(&tree, repo.root()).map_err(io_err(repo.root()))?;
+        let digest = match unchanged(repo, &history, parent, dump.id)? {
+            // An early image is the parent's, and left as it is.
+            Some(digest) => digest,
+            None => {
+                let image = early_image
+                    .take()
+                    .unwrap_or_else(|| scope.spawn(|| write_image(repo, &tree)));
+                history.store_dump(&dump)?;
+                joined(image)?
+            }
+        };
+        if let Some(publishing) = publishing {
+            let published = joined(publishing).map_err(io_err(repo.objects().root()))?;
+            if let Some(walk) = walk.as_mut() {
+                walk.store = published;
+            }
+        }
+        Ok::<_, RepoError>((dump, digest))
+    })?;
+    let mut meta = CommitMeta::describe(&tree, dump.len, &digest, IMAGE_FORMAT_VERSION);
     meta.image_source = image_source;
-    let id = history.write_commit(dump_blob, &meta, message, parent, crate::clock::now())?;
+    let id = history.write_commit(dump.id, &meta, message, parent, crate::clock::now())?;
     if let Some(key) = options.sign_key {
         super::sign_commit(repo, id, branch, key, options.epoch)?;
     }
@@ -207,6 +234,13 @@ fn unchanged(
         return Ok(None);
     }
     Ok(Some(digest))
+}
+
+/// What a scoped thread returned; its panic goes on in the caller.
+fn joined<T>(thread: std::thread::ScopedJoinHandle<T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Build the tree's image and store it under its digest.

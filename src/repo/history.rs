@@ -25,13 +25,6 @@ pub struct History {
     repo: gix::Repository,
 }
 
-/// The dumpfile of a new commit.
-pub enum DumpBlob<'a> {
-    /// Already stored (unchanged from the parent).
-    Stored(ObjectId),
-    New(&'a mut DumpFile),
-}
-
 /// A tree's dumpfile, written to a temporary file rather than held in
 /// memory (a million entries make 130 MB of it), and its blob id.
 pub struct DumpFile {
@@ -112,10 +105,32 @@ impl History {
         Ok(commit.id)
     }
 
-    /// Write a commit object (not yet on any branch).
+    /// Store a dumpfile as a blob, unless it is stored already.
+    pub fn store_dump(&self, dump: &DumpFile) -> Result<(), RepoError> {
+        use gix::objs::Write as _;
+        if self.repo.has_object(dump.id) {
+            return Ok(());
+        }
+        let mut file = io::BufReader::new(dump.file.reopen().map_err(git_err)?);
+        let written = self
+            .repo
+            .objects
+            .write_stream(gix::objs::Kind::Blob, dump.len, &mut file)
+            .map_err(git_err)?;
+        if written != dump.id {
+            return Err(RepoError::Invalid(format!(
+                "the dumpfile changed while it was stored ({written}, not {})",
+                dump.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Write a commit object (not yet on any branch) of `meta` and the
+    /// dumpfile blob `dump_id`, which must be stored.
     pub fn write_commit(
         &self,
-        dump: DumpBlob,
+        dump_id: ObjectId,
         meta: &CommitMeta,
         message: &str,
         parent: Option<ObjectId>,
@@ -123,27 +138,6 @@ impl History {
     ) -> Result<ObjectId, RepoError> {
         let meta_json =
             serde_json::to_vec_pretty(meta).map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let dump_id = match dump {
-            DumpBlob::Stored(id) => id,
-            DumpBlob::New(dump) => {
-                use gix::objs::Write as _;
-                if !self.repo.has_object(dump.id) {
-                    let mut file = io::BufReader::new(dump.file.reopen().map_err(git_err)?);
-                    let written = self
-                        .repo
-                        .objects
-                        .write_stream(gix::objs::Kind::Blob, dump.len, &mut file)
-                        .map_err(git_err)?;
-                    if written != dump.id {
-                        return Err(RepoError::Invalid(format!(
-                            "the dumpfile changed while it was stored ({written}, not {})",
-                            dump.id
-                        )));
-                    }
-                }
-                dump.id
-            }
-        };
         let meta_id = self.repo.write_blob(&meta_json).map_err(git_err)?.detach();
         let mut tree = gix::objs::Tree::empty();
         tree.entries.push(gix::objs::tree::Entry {
