@@ -98,7 +98,7 @@ impl ObjectStore {
             let prefix = format!("{byte:02x}");
             let dir = match fs::read_dir(self.root.join(&prefix)) {
                 Ok(d) => d,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if no_fanout(&e) => continue,
                 Err(e) => return Err(e),
             };
             for entry in dir {
@@ -180,7 +180,7 @@ impl ObjectStore {
                         return Ok(true);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if no_fanout(&e) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -206,6 +206,15 @@ impl ObjectStore {
         }
         Ok(())
     }
+}
+
+/// Whether reading a fanout directory failed for want of one: missing,
+/// or a stray file in its place (fsck reports it), holding no object.
+fn no_fanout(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ENOENT | nix::libc::ENOTDIR)
+    )
 }
 
 /// An object's mode: readable by all, unless it came from a file others
