@@ -155,23 +155,17 @@ pub fn commit(
     };
 
     let parent = history.branch(branch)?;
-    // Unless every file came from the stat cache, the tree almost surely
-    // differs from the parent's: its image is written beside the dumpfile
-    // rather than after it.
-    let likely_new = parent.is_none() || walk.as_ref().is_none_or(|w| w.files_hashed > 0);
     let (dump, digest) = std::thread::scope(|scope| {
         // The copied contents are made durable and published meanwhile,
         // before the commit naming them is written.
         let publishing = staged.map(|staging| scope.spawn(move || staging.commit()));
-        let mut early_image = likely_new.then(|| scope.spawn(|| write_image(repo, &tree)));
         let dump = DumpFile::write(&tree, repo.root()).map_err(io_err(repo.root()))?;
         let digest = match unchanged(repo, &history, parent, dump.id)? {
-            // An early image is the parent's, and left as it is.
             Some(digest) => digest,
             None => {
-                let image = early_image
-                    .take()
-                    .unwrap_or_else(|| scope.spawn(|| write_image(repo, &tree)));
+                // Not beside the dumpfile's writing: both hold much memory
+                // for a large tree, storing its blob little.
+                let image = scope.spawn(|| write_image(repo, &tree));
                 history.store_dump(&dump)?;
                 joined(image)?
             }
