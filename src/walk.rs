@@ -38,15 +38,16 @@ fn err<'p>(path: &'p Path, what: &'static str) -> impl FnOnce(io::Error) -> Walk
     }
 }
 
-/// How to read a directory.
+/// How to read a directory. The store has a lifetime of its own, `'s`:
+/// the staging area [`read_dir_tree_staged`] returns borrows only it.
 #[derive(Default)]
-pub struct WalkOptions<'a> {
+pub struct WalkOptions<'a, 's> {
     /// Digests of files whose stamps are unchanged since they were hashed.
     pub cache: Option<&'a StatCache>,
     /// Threads for hashing and copying (0: one per core).
     pub threads: usize,
     /// Copy external file contents into this store.
-    pub store: Option<&'a ObjectStore>,
+    pub store: Option<&'s ObjectStore>,
     /// Leave out extended attributes (faster when they are not wanted).
     pub skip_xattrs: bool,
     /// Advanced by the bytes of each file read (hidden unless on a terminal).
@@ -104,10 +105,10 @@ pub fn read_dir_tree(root: &Path, options: &WalkOptions) -> Result<(Tree, WalkSt
 /// [`read_dir_tree`], with the contents copied into the store left staged:
 /// the caller publishes them ([`Staging::commit`]) before anything that
 /// names them is kept, and may do other work meanwhile.
-pub fn read_dir_tree_staged<'a>(
+pub fn read_dir_tree_staged<'s>(
     root: &Path,
-    options: &WalkOptions<'a>,
-) -> Result<(Tree, WalkStats, Option<Staging<'a>>), WalkError> {
+    options: &WalkOptions<'_, 's>,
+) -> Result<(Tree, WalkStats, Option<Staging<'s>>), WalkError> {
     // Scanning recurses once per directory level; paths of PATH_MAX
     // bytes can nest 2048 levels, more than a default thread stack holds.
     rayon::ThreadPoolBuilder::new()
@@ -119,10 +120,10 @@ pub fn read_dir_tree_staged<'a>(
 }
 
 /// [`read_dir_tree_staged`] on the current rayon pool.
-fn read_dir_tree_here<'a>(
+fn read_dir_tree_here<'s>(
     root: &Path,
-    options: &WalkOptions<'a>,
-) -> Result<(Tree, WalkStats, Option<Staging<'a>>), WalkError> {
+    options: &WalkOptions<'_, 's>,
+) -> Result<(Tree, WalkStats, Option<Staging<'s>>), WalkError> {
     let meta = fs::metadata(root).map_err(err(root, "cannot read"))?;
     if !meta.is_dir() {
         return Err(err(root, "not a directory")(io::Error::from(

@@ -82,12 +82,11 @@ pub fn commit(
     let mut layers = Vec::new();
     let mut layer_records = Vec::new();
     let mut stamps = None;
-    let cache;
     // Contents read from a directory, still to be published.
     let mut staged = None;
     let (tree, mut walk) = match source {
         CommitSource::Directory(dir) => {
-            cache = StatCache::load(&statcache_path);
+            let cache = StatCache::load(&statcache_path);
             // Only a hint for the next commit: without it, nothing is lost.
             stamps = Some(Mutex::new(statcache::Writer::new(&statcache_path, started)));
             let (tree, stats, staging) = walk::read_dir_tree_staged(
