@@ -227,17 +227,6 @@ fn object_mode(private: bool) -> u32 {
     }
 }
 
-/// The process's umask, read once (from /proc: setting it to read it
-/// would race with files other threads create); `None` if unknown.
-fn umask() -> Option<u32> {
-    static UMASK: OnceLock<Option<u32>> = OnceLock::new();
-    *UMASK.get_or_init(|| {
-        let status = fs::read_to_string("/proc/self/status").ok()?;
-        let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-        u32::from_str_radix(value.trim(), 8).ok()
-    })
-}
-
 /// Whether a file of `mode` is private: others may not read it.
 pub fn is_private(mode: u32) -> bool {
     mode & 0o004 == 0
@@ -357,20 +346,15 @@ impl Staging<'_> {
         }
         let path = self.staged_path(digest)?;
         self.start_writeback();
-        let mode = object_mode(private);
         let written = (|| {
-            // Made with its final mode (the staging directory is private
-            // until committed); set again only where the umask took bits.
             let mut out = OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(mode)
+                .mode(0o600)
                 .open(&path)?;
             write(&mut out)?;
-            if umask().is_none_or(|mask| mask & mode != 0) {
-                out.set_permissions(fs::Permissions::from_mode(mode))?;
-            }
-            Ok(())
+            // Set, not left to the umask or a default ACL.
+            out.set_permissions(fs::Permissions::from_mode(object_mode(private)))
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&path);

@@ -448,8 +448,10 @@ fn read_content(
         (digest, None)
     } else if let Some(staging) = staging.filter(|s| s.store_was_empty()) {
         // Nothing to find in the store: copied as it is hashed, one read.
+        // One byte more than scanned shows a file that grew, and bounds
+        // what a file growing without end can make it write.
         let (digest, len) = staging
-            .add_reader(&mut file, p.private)
+            .add_reader(&mut (&mut file).take(p.size() + 1), p.private)
             .map_err(err(path, "cannot store"))?;
         if len != p.size() {
             return Err(changed(path));

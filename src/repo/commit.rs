@@ -10,7 +10,7 @@ use gix::ObjectId;
 use super::history::{DumpFile, History};
 use super::meta::CommitMeta;
 use super::{io_err, Repo, RepoError, IMAGE_FORMAT_VERSION};
-use crate::compose::{read_dumpfile, write_image_temp};
+use crate::compose::{read_dumpfile, write_image_temp, WrittenImage};
 use crate::erofs::{self, ImageOptions};
 use crate::fsverity;
 use crate::statcache::{self, StatCache};
@@ -159,14 +159,14 @@ pub fn commit(
         // before the commit naming them is written.
         let publishing = staged.map(|staging| scope.spawn(move || staging.commit()));
         let dump = DumpFile::write(&tree, repo.root()).map_err(io_err(repo.root()))?;
-        let digest = match unchanged(repo, &history, parent, dump.id)? {
-            Some(digest) => digest,
+        let image = match unchanged(repo, &history, parent, dump.id)? {
+            Some(digest) => Err(digest),
             None => {
                 // Not beside the dumpfile's writing: both hold much memory
                 // for a large tree, storing its blob little.
-                let image = scope.spawn(|| write_image(repo, &tree));
+                let image = scope.spawn(|| build_image(repo, &tree));
                 history.store_dump(&dump)?;
-                joined(image)?
+                Ok(joined(image)?)
             }
         };
         if let Some(publishing) = publishing {
@@ -175,6 +175,11 @@ pub fn commit(
                 walk.store = published;
             }
         }
+        // Kept only once the contents are: a failed commit leaves no image.
+        let digest = match image {
+            Ok(image) => keep_image(repo, image)?,
+            Err(parents) => parents,
+        };
         Ok::<_, RepoError>((dump, digest))
     })?;
     let mut meta = CommitMeta::describe(&tree, dump.len, &digest, IMAGE_FORMAT_VERSION);
@@ -236,8 +241,8 @@ fn joined<T>(thread: std::thread::ScopedJoinHandle<T>) -> T {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// Build the tree's image and store it under its digest.
-fn write_image(repo: &Repo, tree: &Tree) -> Result<fsverity::Digest, RepoError> {
+/// Write the tree's image under a temporary name in images/.
+fn build_image(repo: &Repo, tree: &Tree) -> Result<WrittenImage, RepoError> {
     let plan = erofs::plan_image(
         tree,
         &ImageOptions {
@@ -245,11 +250,15 @@ fn write_image(repo: &Repo, tree: &Tree) -> Result<fsverity::Digest, RepoError> 
             max_version: IMAGE_FORMAT_VERSION,
         },
     )?;
-    let written = write_image_temp(&plan, &repo.images_dir())?;
-    let digest = written.digest;
+    Ok(write_image_temp(&plan, &repo.images_dir())?)
+}
+
+/// Store a written image under its digest (unless it is there already).
+fn keep_image(repo: &Repo, image: WrittenImage) -> Result<fsverity::Digest, RepoError> {
+    let digest = image.digest;
     let image_path = repo.image_path(&digest);
     if !image_path.exists() {
-        written.persist(&image_path)?;
+        image.persist(&image_path)?;
     }
     Ok(digest)
 }
