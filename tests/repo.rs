@@ -692,8 +692,9 @@ fn object_mode(repo: &Path, file: &Path) -> u32 {
     fs::metadata(&path).unwrap().permissions().mode() & 0o7777
 }
 
-/// Objects get their modes whatever the committer's umask: made with
-/// their final mode, and set again where the umask took bits.
+/// Objects get their modes whatever the committer's umask: the mode is
+/// set, not left to the umask, for content read whole and for content
+/// copied as it is hashed.
 #[test]
 fn objects_keep_their_modes_under_a_strict_umask() {
     use std::os::unix::fs::PermissionsExt;
