@@ -159,26 +159,32 @@ pub fn commit(
         // before the commit naming them is written.
         let publishing = staged.map(|staging| scope.spawn(move || staging.commit()));
         let dump = DumpFile::write(&tree, repo.root()).map_err(io_err(repo.root()))?;
-        let image = match unchanged(repo, &history, parent, dump.id)? {
-            Some(digest) => Err(digest),
+        let walk = &mut walk;
+        let published = move || -> Result<(), RepoError> {
+            if let Some(publishing) = publishing {
+                let stats = joined(publishing).map_err(io_err(repo.objects().root()))?;
+                if let Some(walk) = walk.as_mut() {
+                    walk.store = stats;
+                }
+            }
+            Ok(())
+        };
+        let digest = match unchanged(repo, &history, parent, dump.id)? {
+            Some(digest) => {
+                published()?;
+                digest
+            }
             None => {
                 // Not beside the dumpfile's writing: both hold much memory
                 // for a large tree, storing its blob little.
                 let image = scope.spawn(|| build_image(repo, &tree));
                 history.store_dump(&dump)?;
-                Ok(joined(image)?)
+                let image = joined(image)?;
+                // Kept only once the contents are: a failed commit leaves
+                // no image.
+                published()?;
+                keep_image(repo, image)?
             }
-        };
-        if let Some(publishing) = publishing {
-            let published = joined(publishing).map_err(io_err(repo.objects().root()))?;
-            if let Some(walk) = walk.as_mut() {
-                walk.store = published;
-            }
-        }
-        // Kept only once the contents are: a failed commit leaves no image.
-        let digest = match image {
-            Ok(image) => keep_image(repo, image)?,
-            Err(parents) => parents,
         };
         Ok::<_, RepoError>((dump, digest))
     })?;
