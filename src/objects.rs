@@ -227,6 +227,30 @@ fn object_mode(private: bool) -> u32 {
     }
 }
 
+/// Copy everything `reader` yields into `out`, hashing the very bytes
+/// written: their digest and length.
+fn copy_hashing(reader: &mut impl Read, out: &mut File) -> io::Result<(Digest, u64)> {
+    let mut hasher = fsverity::Hasher::default();
+    // Filled before each write: io::copy would read 8 KiB at a time.
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buf[..filled]);
+        io::Write::write_all(out, &buf[..filled])?;
+    }
+}
+
 /// Whether a file of `mode` is private: others may not read it.
 pub fn is_private(mode: u32) -> bool {
     mode & 0o004 == 0
@@ -294,19 +318,7 @@ impl Staging<'_> {
         // and where there is no fs-verity nothing else would notice.
         self.stage_new(digest, private, |out| {
             source.seek(SeekFrom::Start(0))?;
-            let mut hasher = fsverity::Hasher::default();
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = match source.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                hasher.update(&buf[..n]);
-                io::Write::write_all(out, &buf[..n])?;
-            }
-            let actual = hasher.finalize().0;
+            let (actual, _) = copy_hashing(source, out)?;
             if actual != *digest {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -444,26 +456,7 @@ impl Staging<'_> {
         reader: &mut impl io::Read,
     ) -> io::Result<(tempfile::NamedTempFile, Digest, u64)> {
         let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path())?;
-        let mut hasher = fsverity::Hasher::default();
-        // Filled before each write: io::copy would read 8 KiB at a time.
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let mut filled = 0;
-            while filled < buf.len() {
-                match reader.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if filled == 0 {
-                break;
-            }
-            hasher.update(&buf[..filled]);
-            io::Write::write_all(tmp.as_file_mut(), &buf[..filled])?;
-        }
-        let (digest, len) = hasher.finalize();
+        let (digest, len) = copy_hashing(reader, tmp.as_file_mut())?;
         Ok((tmp, digest, len))
     }
 
