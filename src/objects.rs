@@ -7,15 +7,18 @@
 //! at any point leaves either no object or a complete one under each name.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::fsverity::{self, Digest, EnableOutcome, HashingWriter};
 use crate::writeback::Writeback;
@@ -39,15 +42,56 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
 
 /// [`open_regular`], with the metadata of the file opened.
 pub fn open_regular_with_metadata(path: &Path) -> io::Result<(File, fs::Metadata)> {
-    use nix::libc::{ELOOP, O_NOFOLLOW, O_NONBLOCK};
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(O_NOFOLLOW | O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(ELOOP) => io::Error::other("a symbolic link, not a stored file"),
-            _ => e,
-        })?;
+    regular(open_at(
+        None,
+        path,
+        OFlag::O_RDONLY | REGULAR_ONLY,
+        Mode::empty(),
+    ))
+}
+
+/// [`open_regular_with_metadata`] for `name` in the directory `dir`
+/// (opened by [`open_dir`]): no path walked from the root again.
+pub fn open_regular_in(dir: &File, name: &OsStr) -> io::Result<(File, fs::Metadata)> {
+    regular(open_at(
+        Some(dir),
+        Path::new(name),
+        OFlag::O_RDONLY | REGULAR_ONLY,
+        Mode::empty(),
+    ))
+}
+
+/// A directory, opened only to open files in it (O_PATH).
+pub fn open_dir(path: &Path) -> io::Result<File> {
+    open_at(
+        None,
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )
+}
+
+/// Never through a link at the last step, and never blocking on a FIFO.
+const REGULAR_ONLY: OFlag = OFlag::O_NOFOLLOW.union(OFlag::O_NONBLOCK);
+
+/// openat(2): `path` relative to `dir`, or to the working directory.
+fn open_at(dir: Option<&File>, path: &Path, flags: OFlag, mode: Mode) -> io::Result<File> {
+    let fd = nix::fcntl::openat(
+        dir.map(|d| d.as_raw_fd()),
+        path,
+        flags | OFlag::O_CLOEXEC,
+        mode,
+    )?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The file opened, if it is a regular file, with its metadata.
+fn regular(opened: io::Result<File>) -> io::Result<(File, fs::Metadata)> {
+    let file = opened.map_err(|e| match e.raw_os_error() {
+        Some(nix::libc::ELOOP) => io::Error::other("a symbolic link, not a stored file"),
+        _ => e,
+    })?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {
         return Err(io::Error::other("not a regular file"));
@@ -160,7 +204,8 @@ impl ObjectStore {
             store_empty: !self.has_objects()?,
             durable: File::open(&self.root)?,
             dir,
-            made_dirs: std::array::from_fn(|_| AtomicBool::new(false)),
+            fanout: std::array::from_fn(|_| OnceLock::new()),
+            modes_hold: [OnceLock::new(), OnceLock::new()],
             claimed: Mutex::new(HashSet::new()),
             staged: Mutex::new(Vec::new()),
             public: Mutex::new(HashSet::new()),
@@ -279,10 +324,17 @@ pub struct Staging<'s> {
     /// as the writeback's, has seen it).
     durable: File,
     dir: tempfile::TempDir,
-    /// Which of the per-first-byte subdirectories exist yet. One per byte
-    /// keeps concurrent writers from contending on a single directory;
-    /// made on first use, as an unchanged tree needs none.
-    made_dirs: [AtomicBool; 256],
+    /// The per-first-byte subdirectories made so far, each opened once:
+    /// objects are created relative to it, not by a path walked each
+    /// time. One per byte keeps concurrent writers from contending on a
+    /// single directory; made on first use, as an unchanged tree needs
+    /// none.
+    fanout: [OnceLock<File>; 256],
+    /// Whether objects come out of their create with the mode asked for,
+    /// public and private: a umask or a default ACL on objects/ may take
+    /// bits. Checked on the first of each; every object is made in a
+    /// directory made alike, so the first answers for the rest.
+    modes_hold: [OnceLock<bool>; 2],
     claimed: Mutex<HashSet<Digest>>,
     /// Staged objects, whether the kernel enabled fs-verity on each, and
     /// whether it was staged private.
@@ -359,14 +411,9 @@ impl Staging<'_> {
         let path = self.staged_path(digest)?;
         self.start_writeback();
         let written = (|| {
-            let mut out = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?;
+            let mut out = self.create_staged(digest, private)?;
             write(&mut out)?;
-            // Set, not left to the umask or a default ACL.
-            out.set_permissions(fs::Permissions::from_mode(object_mode(private)))
+            self.settle_mode(&out, private)
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&path);
@@ -423,16 +470,16 @@ impl Staging<'_> {
         // is private until committed), and removed unless it has it.
         let path = self.staged_path(expected)?;
         let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(object_mode(false))
-                .open(&path)?;
-            let mut hashing =
-                HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, &mut file));
-            io::copy(reader, &mut hashing)?;
-            io::Write::flush(&mut hashing.inner)?;
-            Ok::<_, io::Error>(hashing.hasher.finalize())
+            let mut file = self.create_staged(expected, false)?;
+            let hashed = {
+                let mut hashing =
+                    HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, &mut file));
+                io::copy(reader, &mut hashing)?;
+                io::Write::flush(&mut hashing.inner)?;
+                hashing.hasher.finalize()
+            };
+            self.settle_mode(&file, false)?;
+            Ok::<_, io::Error>(hashed)
         })();
         match written {
             Ok((digest, len)) if &digest == expected => {
@@ -515,16 +562,56 @@ impl Staging<'_> {
 
     /// Where `digest` is staged; its directory is made if need be.
     fn staged_path(&self, digest: &Digest) -> io::Result<PathBuf> {
-        let path = self.dir.path().join(crate::tree::object_path(digest));
-        if !self.made_dirs[digest[0] as usize].load(Ordering::Acquire) {
-            match fs::create_dir(path.parent().expect("object path has a parent")) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            self.made_dirs[digest[0] as usize].store(true, Ordering::Release);
+        self.fanout_dir(digest[0])?;
+        Ok(self.dir.path().join(crate::tree::object_path(digest)))
+    }
+
+    /// The staging subdirectory for objects whose digest starts with
+    /// `first`, made and opened on first use.
+    fn fanout_dir(&self, first: u8) -> io::Result<&File> {
+        let slot = &self.fanout[first as usize];
+        if let Some(dir) = slot.get() {
+            return Ok(dir);
         }
-        Ok(path)
+        let path = self.dir.path().join(format!("{first:02x}"));
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        // Another thread may have opened it meanwhile: either will do.
+        let _ = slot.set(open_dir(&path)?);
+        Ok(slot.get().expect("set above"))
+    }
+
+    /// Create the staged file for `digest`, new, with its object's mode
+    /// (as far as the umask lets: see [`Staging::settle_mode`]).
+    fn create_staged(&self, digest: &Digest, private: bool) -> io::Result<File> {
+        let name = &hex::encode(digest)[2..];
+        open_at(
+            Some(self.fanout_dir(digest[0])?),
+            Path::new(name),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(object_mode(private)),
+        )
+    }
+
+    /// Give a staged object its mode where its create did not: set, not
+    /// left to the umask or a default ACL.
+    fn settle_mode(&self, file: &File, private: bool) -> io::Result<()> {
+        let want = object_mode(private);
+        let slot = &self.modes_hold[usize::from(private)];
+        let holds = match slot.get() {
+            Some(holds) => *holds,
+            None => {
+                let holds = file.metadata()?.mode() & 0o7777 == want;
+                *slot.get_or_init(|| holds)
+            }
+        };
+        if !holds {
+            file.set_permissions(fs::Permissions::from_mode(want))?;
+        }
+        Ok(())
     }
 
     /// Enable fs-verity on a staged copy and check the kernel's digest.

@@ -2,19 +2,21 @@
 //! pass, then every regular file hashed (and optionally copied into an
 //! object store) on a pool of threads, streaming, so any file size works.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, Metadata};
+use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use crate::fsverity::{self, Digest};
-use crate::objects::{CommitStats, DigestSet, ObjectStore, Staging};
+use crate::objects::{self, CommitStats, DigestSet, ObjectStore, Staging};
 use crate::statcache::{self, FileStamp, StatCache};
 use crate::tree::{
     object_path, DirEntry, FileType, Inode, InodeId, Mtime, Name, Tree, DEFAULT_INLINE_THRESHOLD,
@@ -70,7 +72,7 @@ pub struct WalkStats {
 /// A regular file whose content is still to be read.
 struct Pending {
     inode: InodeId,
-    /// Its directory, by position in [`Builder::dirs`], and its name: a
+    /// Its directory, by position in [`SourceDirs`], and its name: a
     /// million paths spelled out would take more than the tree.
     dir: u32,
     name: Name,
@@ -84,9 +86,57 @@ impl Pending {
     fn size(&self) -> u64 {
         self.stamp.size
     }
+}
 
-    fn path(&self, dirs: &[Box<Path>]) -> PathBuf {
-        dirs[self.dir as usize].join(OsStr::from_bytes(&self.name))
+/// The directories of one walk, by position.
+struct SourceDirs {
+    /// Which walk of this process they are.
+    walk: u64,
+    paths: Vec<Box<Path>>,
+}
+
+/// Walks begun, to tell one walk's [`SourceDirs`] from another's.
+static WALKS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The directory this thread last read a file in, by walk and
+    /// position. Files of a directory come together, so most are opened
+    /// relative to it, without walking their whole path again.
+    static OPEN_DIR: RefCell<Option<(u64, u32, File)>> = const { RefCell::new(None) };
+}
+
+impl SourceDirs {
+    fn new() -> SourceDirs {
+        SourceDirs {
+            walk: WALKS.fetch_add(1, Ordering::Relaxed),
+            paths: Vec::new(),
+        }
+    }
+
+    /// Add the directory `path`; its position.
+    fn push(&mut self, path: &Path) -> u32 {
+        self.paths.push(path.into());
+        (self.paths.len() - 1) as u32
+    }
+
+    fn path(&self, p: &Pending) -> PathBuf {
+        self.paths[p.dir as usize].join(OsStr::from_bytes(&p.name))
+    }
+
+    /// Open `p` as [`objects::open_regular_with_metadata`] would by its
+    /// path.
+    fn open(&self, p: &Pending) -> io::Result<(File, Metadata)> {
+        OPEN_DIR.with_borrow_mut(|open| {
+            let dir = match open {
+                Some((walk, dir, file)) if *walk == self.walk && *dir == p.dir => file,
+                _ => {
+                    *open = None;
+                    let file = objects::open_dir(&self.paths[p.dir as usize])?;
+                    &open.insert((self.walk, p.dir, file)).2
+                }
+            };
+            objects::open_regular_in(dir, OsStr::from_bytes(&p.name))
+        })
     }
 }
 
@@ -135,7 +185,7 @@ fn read_dir_tree_here<'s>(
     let mut builder = Builder {
         tree: Tree::new(root_inode),
         pending: Vec::new(),
-        dirs: Vec::new(),
+        dirs: SourceDirs::new(),
         links: HashMap::new(),
     };
     builder.dir(crate::tree::ROOT, root, scanned);
@@ -255,8 +305,8 @@ struct Builder {
     tree: Tree,
     /// Files to read, in batches of [`BATCH`].
     pending: Vec<Vec<Pending>>,
-    /// The paths of the directories read.
-    dirs: Vec<Box<Path>>,
+    /// The directories read.
+    dirs: SourceDirs,
     /// (device, inode) of multiply-linked files already seen.
     links: HashMap<(u64, u64), InodeId>,
 }
@@ -277,8 +327,7 @@ impl Builder {
     }
 
     fn dir(&mut self, dir: InodeId, dir_path: &Path, entries: Vec<Scanned>) {
-        let dir_index = self.dirs.len() as u32;
-        self.dirs.push(dir_path.into());
+        let dir_index = self.dirs.push(dir_path);
         // Names come sorted: a B-tree built from a sorted list has full
         // nodes, where one filled in order has them about half full.
         let mut names = Vec::with_capacity(entries.len());
@@ -398,12 +447,12 @@ thread_local! {
 /// Returns the digest, the inline content and whether the cache supplied it.
 fn read_content(
     p: &Pending,
-    dirs: &[Box<Path>],
+    dirs: &SourceDirs,
     staging: Option<&Staging>,
     options: &WalkOptions,
     present: Option<&DigestSet>,
 ) -> Result<(Digest, Option<Vec<u8>>, bool), WalkError> {
-    let path = &p.path(dirs);
+    let path = &dirs.path(p);
     if p.size() > DEFAULT_INLINE_THRESHOLD {
         if let Some(digest) = options.cache.and_then(|c| c.get(&p.stamp)) {
             let stored = match (present, options.store) {
@@ -419,7 +468,7 @@ fn read_content(
     // The very file scanned, not whatever its name leads to now: a link
     // or another file renamed over it since the scan would be read with
     // the mode and privacy of the one scanned.
-    let (mut file, opened) = match crate::objects::open_regular_with_metadata(path) {
+    let (mut file, opened) = match dirs.open(p) {
         Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::Other => return Err(changed(path)),
         Err(e) => return Err(err(path, "cannot open")(e)),
