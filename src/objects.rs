@@ -661,52 +661,55 @@ impl Staging<'_> {
             writeback.stop();
         }
         nix::unistd::syncfs(self.durable.as_raw_fd()).map_err(io::Error::from)?;
-        // A prefix directory the store does not have yet is renamed in
-        // whole (one rename instead of one per object: a first commit or
-        // pull fills all 256).
+        // Renamed relative to open directories, never through a link: a
+        // link planted as a prefix directory (objects/ab -> /etc/cron.d)
+        // must not take objects out of the store.
+        let staging_dir = open_dir(self.dir.path())?;
+        let store_dir = open_dir(&self.store.root)?;
         staged.sort_unstable_by_key(|entry| entry.0[0]);
         for entries in staged.chunk_by(|a, b| a.0[0] == b.0[0]) {
-            let first = &entries[0];
-            let prefix = first.0[0];
+            let prefix = format!("{:02x}", entries[0].0[0]);
             stats.verity_enabled += entries.iter().filter(|e| e.1).count() as u64;
-            let to_dir = self
-                .store
-                .path(&first.0)
-                .parent()
-                .expect("object path has a parent")
-                .to_path_buf();
-            let from_dir = self.dir.path().join(format!("{prefix:02x}"));
-            if !to_dir.exists() {
-                match nix::fcntl::renameat2(
-                    None,
-                    &from_dir,
-                    None,
-                    &to_dir,
-                    nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-                ) {
-                    Ok(()) => {
-                        stats.added += entries.len() as u64;
-                        continue;
-                    }
-                    // Another writer made it meanwhile: object by object.
-                    Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {}
-                    Err(e) => return Err(e.into()),
+            // A prefix directory the store does not have yet is renamed in
+            // whole (one rename instead of one per object: a first commit
+            // or pull fills all 256).
+            match rename_new(&staging_dir, &prefix, &store_dir, &prefix) {
+                Ok(()) => {
+                    stats.added += entries.len() as u64;
+                    continue;
                 }
+                // The store has it: object by object.
+                Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {}
+                Err(e) => return Err(e.into()),
             }
-            fs::create_dir_all(&to_dir)?;
+            let from_dir = self.fanout[entries[0].0[0] as usize]
+                .get()
+                .expect("a staged object's directory is open");
+            let to_dir = open_at(
+                Some(&store_dir),
+                Path::new(&prefix),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(|e| match e.raw_os_error() {
+                Some(nix::libc::ELOOP | nix::libc::ENOTDIR) => io::Error::other(format!(
+                    "{}: not a directory (a link or file in its place)",
+                    self.store.root.join(&prefix).display()
+                )),
+                _ => e,
+            })?;
             for (digest, _, _) in entries {
-                let from = self.dir.path().join(crate::tree::object_path(digest));
-                let to = self.store.path(digest);
-                match nix::fcntl::renameat2(
-                    None,
-                    &from,
-                    None,
-                    &to,
-                    nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-                ) {
+                let name = &hex::encode(digest)[2..];
+                match rename_new(from_dir, name, &to_dir, name) {
                     Ok(()) => stats.added += 1,
                     // Another writer published the same content first.
-                    Err(Errno::EEXIST) => fs::remove_file(&from)?,
+                    Err(Errno::EEXIST) => {
+                        nix::unistd::unlinkat(
+                            Some(from_dir.as_raw_fd()),
+                            name,
+                            nix::unistd::UnlinkatFlags::NoRemoveDir,
+                        )?;
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -714,4 +717,15 @@ impl Staging<'_> {
         nix::unistd::syncfs(self.durable.as_raw_fd()).map_err(io::Error::from)?;
         Ok(stats)
     }
+}
+
+/// Rename `from` in `from_dir` to `to` in `to_dir`, unless `to` exists.
+fn rename_new(from_dir: &File, from: &str, to_dir: &File, to: &str) -> nix::Result<()> {
+    nix::fcntl::renameat2(
+        Some(from_dir.as_raw_fd()),
+        from,
+        Some(to_dir.as_raw_fd()),
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
 }

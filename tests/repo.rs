@@ -725,6 +725,38 @@ fn objects_keep_their_modes_under_a_strict_umask() {
     t.ok(&["fsck"]);
 }
 
+/// A link planted where a prefix directory belongs (objects/ab ->
+/// elsewhere, say /etc/cron.d) never takes an object out of the store:
+/// the commit fails naming it, and nothing lands where it points.
+#[test]
+fn a_link_planted_as_a_prefix_directory_takes_no_object_out_of_the_store() {
+    let t = TestRepo::new();
+    let src = t.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("file"), 5000, 7);
+    let outside = t.scratch("outside");
+    fs::create_dir_all(&outside).unwrap();
+    for byte in 0..=255u8 {
+        let prefix = t.path().join("objects").join(format!("{byte:02x}"));
+        std::os::unix::fs::symlink(&outside, prefix).unwrap();
+    }
+    let out = t.run(&[
+        OsStr::new("commit"),
+        OsStr::new("-b"),
+        OsStr::new("os"),
+        OsStr::new("--tree"),
+        src.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a commit through a planted link");
+    assert!(
+        stderr.contains("not a directory (a link or file in its place)"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{stderr}");
+    assert_eq!(t.ok(&["refs"]), "");
+}
+
 #[test]
 fn objects_of_private_files_stay_private_until_published() {
     use std::os::unix::fs::PermissionsExt;

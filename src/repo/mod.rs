@@ -46,12 +46,10 @@ pub const IMAGE_FORMAT_VERSION: u32 = 1;
 /// A repository operation that failed, with what it was doing.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is in the message, so not also a source: printed as a
+    // chain, it would be said twice.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error("{0} is not a sealtree repository (run `sealtree init`)")]
     NotARepo(String),
     #[error("git: {0}")]
@@ -67,9 +65,9 @@ pub enum RepoError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
-    move |source| RepoError::Io {
+    move |error| RepoError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
