@@ -824,3 +824,36 @@ fn redirects_are_followed_only_on_the_same_scheme_host_and_port() {
         "{err}"
     );
 }
+
+/// Pulled objects get their mode whatever the puller's umask, as
+/// committed ones do: 0644, as the server published them.
+#[test]
+fn pulled_objects_keep_their_modes_under_a_strict_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Pair::offline();
+    let src = p.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("small"), 6_000, 1);
+    write(&src.join("large"), 3 << 20, 2);
+    p.publish(&src);
+    p.add_remote(&p.file_url("server"), "key.pub");
+    let out = std::process::Command::new("sh")
+        .args(["-c", "umask 077 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_sealtree"))
+        .args(["pull", "origin", "os"])
+        .env("SEALTREE_REPO", p.path("client"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in ["small", "large"] {
+        let name = object_name(&src.join(file));
+        let object = p.path("client/objects").join(&name[..2]).join(&name[2..]);
+        let mode = fs::metadata(&object).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644, "{file}");
+    }
+    p.ok("client", &["fsck"]);
+}
