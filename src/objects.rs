@@ -246,7 +246,12 @@ impl ObjectStore {
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(Errno::ESRCH)
             });
             if !alive {
-                fs::remove_dir_all(entry.path())?;
+                // A file or link by that name is removed as itself.
+                if entry.file_type()?.is_dir() {
+                    fs::remove_dir_all(entry.path())?;
+                } else {
+                    fs::remove_file(entry.path())?;
+                }
             }
         }
         Ok(())

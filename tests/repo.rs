@@ -757,6 +757,33 @@ fn a_link_planted_as_a_prefix_directory_takes_no_object_out_of_the_store() {
     assert_eq!(t.ok(&["refs"]), "");
 }
 
+/// A commit keeps the staging area's 256 prefix directories open: a low
+/// soft limit on open files (the hard one higher) does not fail it.
+#[test]
+fn a_low_soft_limit_on_open_files_does_not_fail_a_commit() {
+    let t = TestRepo::new();
+    let src = t.scratch("src");
+    for i in 0..2000 {
+        let dir = src.join(format!("d{}", i % 300));
+        fs::create_dir_all(&dir).unwrap();
+        write(&dir.join(format!("f{i}")), 100 + i, i as u8);
+    }
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -Sn 64 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_sealtree"))
+        .args(["commit", "-b", "os", "--tree"])
+        .arg(&src)
+        .env("SEALTREE_REPO", t.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.ok(&["fsck"]);
+}
+
 #[test]
 fn objects_of_private_files_stay_private_until_published() {
     use std::os::unix::fs::PermissionsExt;
