@@ -837,18 +837,8 @@ fn pulled_objects_keep_their_modes_under_a_strict_umask() {
     write(&src.join("large"), 3 << 20, 2);
     p.publish(&src);
     p.add_remote(&p.file_url("server"), "key.pub");
-    let out = std::process::Command::new("sh")
-        .args(["-c", "umask 077 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_sealtree"))
-        .args(["pull", "origin", "os"])
-        .env("SEALTREE_REPO", p.path("client"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let pull = ["pull", "origin", "os"].map(std::ffi::OsStr::new);
+    sealtree_ok_after("umask 077", &p.path("client"), &pull);
     for file in ["small", "large"] {
         let name = object_name(&src.join(file));
         let object = p.path("client/objects").join(&name[..2]).join(&name[2..]);

@@ -706,18 +706,11 @@ fn objects_keep_their_modes_under_a_strict_umask() {
     write(&src.join("large"), 3 << 20, 2);
     write(&src.join("secret"), 5000, 3);
     fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
-    let out = Command::new("sh")
-        .args(["-c", "umask 077 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_sealtree"))
-        .args(["commit", "-b", "os", "--tree"])
-        .arg(&src)
-        .env("SEALTREE_REPO", t.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let commit = ["commit", "-b", "os", "--tree"].map(OsStr::new);
+    sealtree_ok_after(
+        "umask 077",
+        &t.path(),
+        &[&commit[..], &[src.as_os_str()]].concat(),
     );
     assert_eq!(object_mode(&t.path(), &src.join("small")), 0o644);
     assert_eq!(object_mode(&t.path(), &src.join("large")), 0o644);
@@ -768,18 +761,11 @@ fn a_low_soft_limit_on_open_files_does_not_fail_a_commit() {
         fs::create_dir_all(&dir).unwrap();
         write(&dir.join(format!("f{i}")), 100 + i, i as u8);
     }
-    let out = Command::new("sh")
-        .args(["-c", "ulimit -Sn 64 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_sealtree"))
-        .args(["commit", "-b", "os", "--tree"])
-        .arg(&src)
-        .env("SEALTREE_REPO", t.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let commit = ["commit", "-b", "os", "--tree"].map(OsStr::new);
+    sealtree_ok_after(
+        "ulimit -Sn 64",
+        &t.path(),
+        &[&commit[..], &[src.as_os_str()]].concat(),
     );
     t.ok(&["fsck"]);
 }

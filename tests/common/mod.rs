@@ -30,6 +30,24 @@ pub fn sealtree() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sealtree"))
 }
 
+/// Run sealtree on the repository `repo` with `args` after the shell
+/// command `setup` (a umask, a ulimit), and insist it succeeds.
+pub fn sealtree_ok_after(setup: &str, repo: &std::path::Path, args: &[&std::ffi::OsStr]) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{setup} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_sealtree"))
+        .args(args)
+        .env("SEALTREE_REPO", repo)
+        .output()
+        .expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "after {setup}: sealtree {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Run sealtree with `args`, returning its output.
 pub fn run(args: &[&std::ffi::OsStr]) -> Output {
     sealtree().args(args).output().expect("spawn sealtree")
