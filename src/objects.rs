@@ -549,6 +549,13 @@ impl Staging<'_> {
         self.store_empty
     }
 
+    /// The staging directory's device and inode: a walk of a tree that
+    /// holds the store leaves it out, as objects are written to it.
+    pub fn dir_id(&self) -> io::Result<(u64, u64)> {
+        let meta = fs::metadata(self.dir.path())?;
+        Ok((meta.dev(), meta.ino()))
+    }
+
     /// Content claimed already, perhaps from a private file, now also
     /// from one others may read: the object is not private.
     fn note_public(&self, digest: &Digest, private: bool) {
@@ -592,7 +599,8 @@ impl Staging<'_> {
     /// Create the staged file for `digest`, new, with its object's mode
     /// (as far as the umask lets: see [`Staging::settle_mode`]).
     fn create_staged(&self, digest: &Digest, private: bool) -> io::Result<File> {
-        let name = &hex::encode(digest)[2..];
+        let hex = fsverity::Hex::new(digest);
+        let name = &hex.as_str()[2..];
         open_at(
             Some(self.fanout_dir(digest[0])?),
             Path::new(name),
@@ -704,7 +712,8 @@ impl Staging<'_> {
                 _ => e,
             })?;
             for (digest, _, _) in entries {
-                let name = &hex::encode(digest)[2..];
+                let hex = fsverity::Hex::new(digest);
+                let name = &hex.as_str()[2..];
                 match rename_new(from_dir, name, &to_dir, name) {
                     Ok(()) => stats.added += 1,
                     // Another writer published the same content first.

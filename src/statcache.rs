@@ -71,6 +71,11 @@ impl StatCache {
         StatCache { entries }
     }
 
+    /// Whether it holds no stamp (a first commit, or a cache lost).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The digest of a file whose stamp is unchanged.
     pub fn get(&self, stamp: &FileStamp) -> Option<Digest> {
         let at = self

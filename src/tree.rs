@@ -263,8 +263,13 @@ pub struct SourceFilters {
 
 /// The object-store path of a digest: `XX/YYYY…` in lower-case hex.
 pub fn object_path(digest: &[u8; 32]) -> String {
-    let hex = hex::encode(digest);
-    format!("{}/{}", &hex[..2], &hex[2..])
+    let hex = crate::fsverity::Hex::new(digest);
+    let hex = hex.as_str();
+    let mut path = String::with_capacity(65);
+    path.push_str(&hex[..2]);
+    path.push('/');
+    path.push_str(&hex[2..]);
+    path
 }
 
 /// Path components all symlink resolutions of one tree may take together

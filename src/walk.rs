@@ -21,6 +21,7 @@ use crate::statcache::{self, FileStamp, StatCache};
 use crate::tree::{
     object_path, DirEntry, FileType, Inode, InodeId, Mtime, Name, Tree, DEFAULT_INLINE_THRESHOLD,
 };
+use xattr::FileExt as _;
 
 /// A path that could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -69,75 +70,27 @@ pub struct WalkStats {
     pub store: CommitStats,
 }
 
-/// A regular file whose content is still to be read.
-struct Pending {
-    inode: InodeId,
-    /// Its directory, by position in [`SourceDirs`], and its name: a
-    /// million paths spelled out would take more than the tree.
-    dir: u32,
-    name: Name,
-    /// Others may not read it: its object is private too.
-    private: bool,
-    /// Its size and times when scanned.
-    stamp: FileStamp,
-}
+/// A file's digest and, if it is small enough to inline, its content.
+type Content = (Digest, Option<Vec<u8>>);
 
-impl Pending {
-    fn size(&self) -> u64 {
-        self.stamp.size
-    }
-}
-
-/// The directories of one walk, by position.
-struct SourceDirs {
-    /// Which walk of this process they are.
-    walk: u64,
-    paths: Vec<Box<Path>>,
-}
-
-/// Walks begun, to tell one walk's [`SourceDirs`] from another's.
-static WALKS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// The directory this thread last read a file in, by walk and
-    /// position. Files of a directory come together, so most are opened
-    /// relative to it, without walking their whole path again.
-    static OPEN_DIR: RefCell<Option<(u64, u32, File)>> = const { RefCell::new(None) };
-}
-
-impl SourceDirs {
-    fn new() -> SourceDirs {
-        SourceDirs {
-            walk: WALKS.fetch_add(1, Ordering::Relaxed),
-            paths: Vec::new(),
-        }
-    }
-
-    /// Add the directory `path`; its position.
-    fn push(&mut self, path: &Path) -> u32 {
-        self.paths.push(path.into());
-        (self.paths.len() - 1) as u32
-    }
-
-    fn path(&self, p: &Pending) -> PathBuf {
-        self.paths[p.dir as usize].join(OsStr::from_bytes(&p.name))
-    }
-
-    /// Open `p` as [`objects::open_regular_with_metadata`] would by its
-    /// path.
-    fn open(&self, p: &Pending) -> io::Result<(File, Metadata)> {
-        OPEN_DIR.with_borrow_mut(|open| {
-            let dir = match open {
-                Some((walk, dir, file)) if *walk == self.walk && *dir == p.dir => file,
-                _ => {
-                    *open = None;
-                    let file = objects::open_dir(&self.paths[p.dir as usize])?;
-                    &open.insert((self.walk, p.dir, file)).2
-                }
-            };
-            objects::open_regular_in(dir, OsStr::from_bytes(&p.name))
-        })
-    }
+/// What the threads of one walk share: files are read as they are
+/// scanned, so the reading overlaps the scan and no list of files to read
+/// is kept.
+struct Reader<'a, 's> {
+    options: &'a WalkOptions<'a, 's>,
+    staging: Option<&'a Staging<'s>>,
+    /// Digests in the store, listed once (with a stat cache).
+    present: Option<&'a DigestSet>,
+    /// The staging area's directory (device, inode), left out of the
+    /// tree: a tree that holds the store would otherwise take in the
+    /// objects being written.
+    skip: Option<(u64, u64)>,
+    /// Contents of files with more than one link, by (device, inode):
+    /// read through the first link scanned, `None` until it is read.
+    linked: Mutex<HashMap<(u64, u64), Option<Content>>>,
+    files_hashed: AtomicU64,
+    bytes_hashed: AtomicU64,
+    files_cached: AtomicU64,
 }
 
 /// Read the tree under `root`; contents copied into the store are
@@ -180,22 +133,7 @@ fn read_dir_tree_here<'s>(
             io::ErrorKind::NotADirectory,
         )));
     }
-    let root_inode = inode_from(root, &meta, options)?;
-    let scanned = scan_dir(root, options)?;
-    let mut builder = Builder {
-        tree: Tree::new(root_inode),
-        pending: Vec::new(),
-        dirs: SourceDirs::new(),
-        links: HashMap::new(),
-    };
-    builder.dir(crate::tree::ROOT, root, scanned);
-    let Builder {
-        mut tree,
-        pending,
-        dirs,
-        ..
-    } = builder;
-    tree.canonicalize_hardlinks();
+    let root_inode = inode_from(root, &meta, None, options)?;
 
     let staging = match options.store {
         Some(store) => Some(
@@ -203,6 +141,13 @@ fn read_dir_tree_here<'s>(
                 .staging()
                 .map_err(err(store.root(), "cannot create a staging directory"))?,
         ),
+        None => None,
+    };
+    let skip = match &staging {
+        Some(staging) => Some(staging.dir_id().map_err(err(
+            options.store.expect("staging comes from the store").root(),
+            "cannot read the staging directory",
+        ))?),
         None => None,
     };
     // With a stat cache, most files are only checked against the store:
@@ -215,45 +160,35 @@ fn read_dir_tree_here<'s>(
         ),
         _ => None,
     };
-    if let Some(bar) = options.progress {
-        bar.set_length(pending.iter().flatten().map(|p| p.size()).sum());
-    }
-    let mut stats = WalkStats::default();
-    // Batch by batch, each dropped once read: the results of a million
-    // files are never held at once, nor their entries once read.
-    for batch in pending {
-        let results = batch
-            .par_iter()
-            .map(|p| {
-                let done = read_content(p, &dirs, staging.as_ref(), options, present.as_ref());
-                if let Some(bar) = options.progress {
-                    bar.inc(p.size());
-                }
-                done
-            })
-            .collect::<Result<Vec<_>, WalkError>>()?;
-        for (p, (digest, content, cached)) in batch.iter().zip(results) {
-            let inode = &mut tree.inodes[p.inode];
-            inode.digest = Some(digest);
-            inode.payload = Some(object_path(&digest).into_bytes().into());
-            inode.content = content.map(Into::into);
-            if cached {
-                stats.files_cached += 1;
-            } else {
-                stats.files_hashed += 1;
-                stats.bytes_hashed += p.size();
-            }
-            // Only files too large to inline are looked up in the stat cache.
-            if let Some(stamps) = options
-                .stamps
-                .filter(|_| p.size() > DEFAULT_INLINE_THRESHOLD)
-            {
-                if let Ok(mut stamps) = stamps.lock() {
-                    stamps.add(&p.stamp, &digest);
-                }
-            }
-        }
-    }
+    let reader = Reader {
+        options,
+        staging: staging.as_ref(),
+        present: present.as_ref(),
+        skip,
+        linked: Mutex::new(HashMap::new()),
+        files_hashed: AtomicU64::new(0),
+        bytes_hashed: AtomicU64::new(0),
+        files_cached: AtomicU64::new(0),
+    };
+    let scanned = scan_dir(root, &reader)?;
+    let mut builder = Builder {
+        tree: Tree::new(root_inode),
+        linked: reader
+            .linked
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner()),
+        links: HashMap::new(),
+        stamps: options.stamps,
+    };
+    builder.dir(crate::tree::ROOT, root, scanned)?;
+    let mut tree = builder.tree;
+    tree.canonicalize_hardlinks();
+    let stats = WalkStats {
+        files_hashed: reader.files_hashed.into_inner(),
+        bytes_hashed: reader.bytes_hashed.into_inner(),
+        files_cached: reader.files_cached.into_inner(),
+        store: CommitStats::default(),
+    };
     Ok((tree, stats, staging))
 }
 
@@ -263,71 +198,120 @@ struct Scanned {
     name: Name,
     stamp: FileStamp,
     nlink: u64,
+    /// With its digest and content, if it is a file read through this
+    /// name.
     inode: Inode,
     children: Vec<Scanned>,
 }
 
-/// Stat every entry under `path`, sorted by name; subdirectories are
-/// scanned in parallel (the stat and xattr calls dominate an unchanged tree).
-fn scan_dir(path: &Path, options: &WalkOptions) -> Result<Vec<Scanned>, WalkError> {
+/// Stat every entry under `path`, sorted by name, and read the files;
+/// subdirectories are scanned in parallel (the stat and xattr calls
+/// dominate an unchanged tree).
+fn scan_dir(path: &Path, reader: &Reader) -> Result<Vec<Scanned>, WalkError> {
     let mut entries: Vec<_> = fs::read_dir(path)
         .map_err(err(path, "cannot list directory"))?
         .collect::<Result<_, _>>()
         .map_err(err(path, "cannot list directory"))?;
     entries.sort_unstable_by_key(|e| e.file_name());
-    entries
+    // Files are opened relative to their directory, opened once, not by
+    // a path walked again for each.
+    let has_files = entries
+        .iter()
+        .any(|e| e.file_type().is_ok_and(|t| t.is_file()));
+    let dir = match has_files {
+        true => Some(objects::open_dir(path).map_err(err(path, "cannot open"))?),
+        false => None,
+    };
+    // With no stat cache to consult, every file is read: opened first
+    // and its metadata taken from the open file, each is looked up by
+    // name once, not for a stat, an xattr listing and an open.
+    let open_first = reader.options.cache.is_none_or(StatCache::is_empty);
+    let scanned = entries
         .into_par_iter()
         .map(|entry| {
             let name = entry.file_name();
             let child = path.join(&name);
-            // Relative to the open directory: no path lookup per file.
-            let meta = entry.metadata().map_err(err(&child, "cannot stat"))?;
-            let inode = inode_from(&child, &meta, options)?;
+            // Anything that did not open as a regular file (a link or a
+            // directory put in its place since the listing, a file we may
+            // not read) is stat'ed by name as any other entry.
+            let opened = match (&dir, open_first) {
+                (Some(dir), true) if entry.file_type().is_ok_and(|t| t.is_file()) => {
+                    objects::open_regular_in(dir, &name).ok()
+                }
+                _ => None,
+            };
+            let (opened, meta) = match opened {
+                Some((file, meta)) => (Some(file), meta),
+                // Relative to the open directory: no path lookup per file.
+                None => (None, entry.metadata().map_err(err(&child, "cannot stat"))?),
+            };
+            let key = (meta.dev(), meta.ino());
+            if reader.skip == Some(key) {
+                return Ok(None);
+            }
+            let mut inode = inode_from(&child, &meta, opened.as_ref(), reader.options)?;
+            let stamp = FileStamp::of(&meta);
             let children = if meta.is_dir() {
-                scan_dir(&child, options)?
+                scan_dir(&child, reader)?
             } else {
                 Vec::new()
             };
-            Ok(Scanned {
+            if inode.file_type() == Some(FileType::Regular) && inode.size > 0 {
+                // Listed as something else, a file now: it changed.
+                let dir = dir.as_ref().ok_or_else(|| changed(&child))?;
+                let private = crate::objects::is_private(inode.mode);
+                let file = SourceFile {
+                    dir,
+                    name: &name,
+                    path: &child,
+                    stamp: &stamp,
+                    private,
+                    opened,
+                };
+                if meta.nlink() <= 1 {
+                    set_content(&mut inode, reader.read(file)?);
+                } else if reader.claim(key) {
+                    let content = reader.read(file)?;
+                    reader.lock_linked().insert(key, Some(content));
+                }
+            }
+            Ok(Some(Scanned {
                 name: Name::from_slice(name.as_bytes()),
-                stamp: FileStamp::of(&meta),
+                stamp,
                 nlink: meta.nlink(),
                 inode,
                 children,
-            })
+            }))
         })
-        .collect()
+        .collect::<Result<Vec<_>, WalkError>>()?;
+    Ok(scanned.into_iter().flatten().collect())
+}
+
+/// Give `inode` the content read for it.
+fn set_content(inode: &mut Inode, (digest, content): Content) {
+    inode.digest = Some(digest);
+    inode.payload = Some(object_path(&digest).into_bytes().into());
+    inode.content = content.map(Into::into);
 }
 
 /// Builds the tree from scanned entries in name order, so hard links
 /// resolve the same way on every run.
-struct Builder {
+struct Builder<'a> {
     tree: Tree,
-    /// Files to read, in batches of [`BATCH`].
-    pending: Vec<Vec<Pending>>,
-    /// The directories read.
-    dirs: SourceDirs,
+    /// [`Reader::linked`], once every file is read.
+    linked: HashMap<(u64, u64), Option<Content>>,
     /// (device, inode) of multiply-linked files already seen.
     links: HashMap<(u64, u64), InodeId>,
+    stamps: Option<&'a Mutex<statcache::Writer>>,
 }
 
-/// Files read in parallel between two updates of the tree.
-const BATCH: usize = 16 * 1024;
-
-impl Builder {
-    fn add_pending(&mut self, p: Pending) {
-        match self.pending.last_mut() {
-            Some(batch) if batch.len() < BATCH => batch.push(p),
-            _ => {
-                let mut batch = Vec::with_capacity(BATCH);
-                batch.push(p);
-                self.pending.push(batch);
-            }
-        }
-    }
-
-    fn dir(&mut self, dir: InodeId, dir_path: &Path, entries: Vec<Scanned>) {
-        let dir_index = self.dirs.push(dir_path);
+impl Builder<'_> {
+    fn dir(
+        &mut self,
+        dir: InodeId,
+        dir_path: &Path,
+        entries: Vec<Scanned>,
+    ) -> Result<(), WalkError> {
         // Names come sorted: a B-tree built from a sorted list has full
         // nodes, where one filled in order has them about half full.
         let mut names = Vec::with_capacity(entries.len());
@@ -355,8 +339,29 @@ impl Builder {
                 }
             }
             inode.nlink = 1;
-            let regular_size = (inode.file_type() == Some(FileType::Regular)).then_some(inode.size);
-            let private = crate::objects::is_private(inode.mode);
+            let read = inode.file_type() == Some(FileType::Regular) && inode.size > 0;
+            if read && inode.digest.is_none() {
+                // Read through whichever of its links was scanned first.
+                let content = self
+                    .linked
+                    .remove(&key)
+                    .flatten()
+                    .ok_or_else(|| changed(&dir_path.join(OsStr::from_bytes(&name))))?;
+                set_content(&mut inode, content);
+            }
+            // Only files too large to inline are looked up in the stat
+            // cache. Recorded here, after the scan: the cache's file is
+            // made on the first record, and a tree that holds the
+            // repository is not to see it.
+            if let (Some(stamps), Some(digest)) = (
+                self.stamps
+                    .filter(|_| read && inode.size > DEFAULT_INLINE_THRESHOLD),
+                inode.digest,
+            ) {
+                if let Ok(mut stamps) = stamps.lock() {
+                    stamps.add(&stamp, &digest);
+                }
+            }
             let id = self.tree.add_inode(inode);
             names.push((
                 name.clone(),
@@ -368,26 +373,24 @@ impl Builder {
             if !is_dir && nlink > 1 {
                 self.links.insert(key, id);
             }
-            match regular_size {
-                Some(size) if size > 0 => self.add_pending(Pending {
-                    inode: id,
-                    dir: dir_index,
-                    name: name.clone(),
-                    private,
-                    stamp,
-                }),
-                _ => {}
-            }
             if is_dir {
-                self.dir(id, &dir_path.join(OsStr::from_bytes(&name)), children);
+                self.dir(id, &dir_path.join(OsStr::from_bytes(&name)), children)?;
             }
         }
         self.tree.inodes[dir].entries = names.into_iter().collect();
+        Ok(())
     }
 }
 
 /// The inode of `path` from its metadata (no content yet).
-fn inode_from(path: &Path, meta: &Metadata, options: &WalkOptions) -> Result<Inode, WalkError> {
+/// `opened` is the file itself, open, if it is: its xattrs are read
+/// from it, not by path.
+fn inode_from(
+    path: &Path,
+    meta: &Metadata,
+    opened: Option<&File>,
+    options: &WalkOptions,
+) -> Result<Inode, WalkError> {
     let mut inode = Inode::new(meta.mode());
     inode.uid = meta.uid();
     inode.gid = meta.gid();
@@ -414,9 +417,17 @@ fn inode_from(path: &Path, meta: &Metadata, options: &WalkOptions) -> Result<Ino
         _ => {}
     }
     if !options.skip_xattrs {
-        for name in xattr::list(path).map_err(err(path, "cannot list xattrs"))? {
+        let names = match opened {
+            Some(file) => file.list_xattr(),
+            None => xattr::list(path),
+        };
+        for name in names.map_err(err(path, "cannot list xattrs"))? {
+            let value = match opened {
+                Some(file) => file.get_xattr(&name),
+                None => xattr::get(path, &name),
+            };
             // An xattr removed between list and get is simply gone.
-            if let Some(value) = xattr::get(path, &name).map_err(err(path, "cannot read xattr"))? {
+            if let Some(value) = value.map_err(err(path, "cannot read xattr"))? {
                 inode.xattrs.insert(name.as_bytes().to_vec(), value);
             }
         }
@@ -434,102 +445,155 @@ fn encode_dev(rdev: u64) -> Option<u32> {
     Some(((minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)) as u32)
 }
 
-/// Hash one file (and copy it into the store), checking it did not change
-/// while it was read. Small files also keep their content for inlining.
 /// Files up to this size are read whole into memory when stored: hashed
 /// and copied from one read.
 const READ_WHOLE: u64 = 1 << 20;
 
 thread_local! {
-    static WHOLE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static WHOLE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Returns the digest, the inline content and whether the cache supplied it.
-fn read_content(
-    p: &Pending,
-    dirs: &SourceDirs,
-    staging: Option<&Staging>,
-    options: &WalkOptions,
-    present: Option<&DigestSet>,
-) -> Result<(Digest, Option<Vec<u8>>, bool), WalkError> {
-    let path = &dirs.path(p);
-    if p.size() > DEFAULT_INLINE_THRESHOLD {
-        if let Some(digest) = options.cache.and_then(|c| c.get(&p.stamp)) {
-            let stored = match (present, options.store) {
-                (Some(set), _) => set.contains(&digest),
-                (None, Some(store)) => store.contains(&digest),
-                (None, None) => true,
-            };
-            if stored {
-                return Ok((digest, None, true));
+/// A regular file found by the scan, to be read.
+struct SourceFile<'f> {
+    /// Its directory, open.
+    dir: &'f File,
+    name: &'f OsStr,
+    /// Its path, for errors.
+    path: &'f Path,
+    /// Its size and times when scanned.
+    stamp: &'f FileStamp,
+    /// Others may not read it: its object is private too.
+    private: bool,
+    /// The file itself, if the scan took its metadata from it open.
+    opened: Option<File>,
+}
+
+impl Reader<'_, '_> {
+    /// Whether the file `key` with more than one link is this caller's
+    /// to read: only its first link scanned is read.
+    fn claim(&self, key: (u64, u64)) -> bool {
+        let mut linked = self.lock_linked();
+        match linked.contains_key(&key) {
+            true => false,
+            false => linked.insert(key, None).is_none(),
+        }
+    }
+
+    fn lock_linked(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), Option<Content>>> {
+        self.linked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hash one file (and copy it into the store), checking it did not
+    /// change while it was read. Small files also keep their content for
+    /// inlining.
+    fn read(&self, f: SourceFile) -> Result<Content, WalkError> {
+        let size = f.stamp.size;
+        if let Some(bar) = self.options.progress {
+            bar.inc_length(size);
+        }
+        let (content, cached) = self.read_content(f)?;
+        if cached {
+            self.files_cached.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.files_hashed.fetch_add(1, Ordering::Relaxed);
+            self.bytes_hashed.fetch_add(size, Ordering::Relaxed);
+        }
+        if let Some(bar) = self.options.progress {
+            bar.inc(size);
+        }
+        Ok(content)
+    }
+
+    /// [`Reader::read`]; whether the stat cache supplied the digest.
+    fn read_content(&self, f: SourceFile) -> Result<(Content, bool), WalkError> {
+        let (path, size) = (f.path, f.stamp.size);
+        let options = self.options;
+        let staging = self.staging;
+        if size > DEFAULT_INLINE_THRESHOLD {
+            if let Some(digest) = options.cache.and_then(|c| c.get(f.stamp)) {
+                let stored = match (self.present, options.store) {
+                    (Some(set), _) => set.contains(&digest),
+                    (None, Some(store)) => store.contains(&digest),
+                    (None, None) => true,
+                };
+                if stored {
+                    return Ok(((digest, None), true));
+                }
             }
         }
-    }
-    // The very file scanned, not whatever its name leads to now: a link
-    // or another file renamed over it since the scan would be read with
-    // the mode and privacy of the one scanned.
-    let (mut file, opened) = match dirs.open(p) {
-        Ok(opened) => opened,
-        Err(e) if e.kind() == io::ErrorKind::Other => return Err(changed(path)),
-        Err(e) => return Err(err(path, "cannot open")(e)),
-    };
-    if (opened.dev(), opened.ino()) != (p.stamp.dev, p.stamp.ino) {
-        return Err(changed(path));
-    }
-    // A file that grew or shrank while it was read is caught by the size
-    // checked after reading, below.
-    let (digest, content) = if p.size() <= DEFAULT_INLINE_THRESHOLD {
-        let mut data = vec![0; p.size() as usize];
-        read_exactly(&mut file, &mut data, path)?;
-        (fsverity::digest_bytes(&data), Some(data))
-    } else if p.size() <= READ_WHOLE && staging.is_some() {
-        // Read once, hashed and copied from memory.
-        let digest = WHOLE.with_borrow_mut(|data| {
-            data.resize(p.size() as usize, 0);
-            read_exactly(&mut file, data, path)?;
-            let digest = fsverity::digest_bytes(data);
-            staging
-                .expect("checked")
-                .add_bytes(data, &digest, p.private)
+        // The very file scanned, not whatever its name leads to now: a link
+        // or another file renamed over it since the scan would be read with
+        // the mode and privacy of the one scanned.
+        let mut file = match f.opened {
+            Some(file) => file,
+            None => {
+                let (file, opened) = match objects::open_regular_in(f.dir, f.name) {
+                    Ok(opened) => opened,
+                    Err(e) if e.kind() == io::ErrorKind::Other => return Err(changed(path)),
+                    Err(e) => return Err(err(path, "cannot open")(e)),
+                };
+                if (opened.dev(), opened.ino()) != (f.stamp.dev, f.stamp.ino) {
+                    return Err(changed(path));
+                }
+                file
+            }
+        };
+        // A file that grew or shrank while it was read is caught by the size
+        // checked after reading, below.
+        let (digest, content) = if size <= DEFAULT_INLINE_THRESHOLD {
+            let mut data = vec![0; size as usize];
+            read_exactly(&mut file, &mut data, path)?;
+            (fsverity::digest_bytes(&data), Some(data))
+        } else if size <= READ_WHOLE && staging.is_some() {
+            // Read once, hashed and copied from memory.
+            let digest = WHOLE.with_borrow_mut(|data| {
+                data.resize(size as usize, 0);
+                read_exactly(&mut file, data, path)?;
+                let digest = fsverity::digest_bytes(data);
+                staging
+                    .expect("checked")
+                    .add_bytes(data, &digest, f.private)
+                    .map_err(err(path, "cannot store"))?;
+                Ok(digest)
+            })?;
+            (digest, None)
+        } else if let Some(staging) = staging.filter(|s| s.store_was_empty()) {
+            // Nothing to find in the store: copied as it is hashed, one read.
+            // One byte more than scanned shows a file that grew, and bounds
+            // what a file growing without end can make it write.
+            let (digest, len) = staging
+                .add_reader(&mut (&mut file).take(size + 1), f.private)
                 .map_err(err(path, "cannot store"))?;
-            Ok(digest)
-        })?;
-        (digest, None)
-    } else if let Some(staging) = staging.filter(|s| s.store_was_empty()) {
-        // Nothing to find in the store: copied as it is hashed, one read.
-        // One byte more than scanned shows a file that grew, and bounds
-        // what a file growing without end can make it write.
-        let (digest, len) = staging
-            .add_reader(&mut (&mut file).take(p.size() + 1), p.private)
-            .map_err(err(path, "cannot store"))?;
-        if len != p.size() {
+            if len != size {
+                return Err(changed(path));
+            }
+            (digest, None)
+        } else {
+            let (digest, len) =
+                fsverity::digest_reader(&mut file).map_err(err(path, "cannot read"))?;
+            if len != size {
+                return Err(changed(path));
+            }
+            if let Some(staging) = staging {
+                staging
+                    .add_copy(&mut file, &digest, f.private)
+                    .map_err(|e| match e.kind() {
+                        // Its copy does not hash to what was read before.
+                        io::ErrorKind::InvalidData => changed(path),
+                        _ => err(path, "cannot store")(e),
+                    })?;
+            }
+            (digest, None)
+        };
+        let after = file.metadata().map_err(err(path, "cannot stat"))?;
+        if after.size() != size
+            || after.mtime() != f.stamp.mtime.0
+            || after.mtime_nsec() != f.stamp.mtime.1
+        {
             return Err(changed(path));
         }
-        (digest, None)
-    } else {
-        let (digest, len) = fsverity::digest_reader(&mut file).map_err(err(path, "cannot read"))?;
-        if len != p.size() {
-            return Err(changed(path));
-        }
-        if let Some(staging) = staging {
-            staging
-                .add_copy(&mut file, &digest, p.private)
-                .map_err(|e| match e.kind() {
-                    // Its copy does not hash to what was read before.
-                    io::ErrorKind::InvalidData => changed(path),
-                    _ => err(path, "cannot store")(e),
-                })?;
-        }
-        (digest, None)
-    };
-    let after = file.metadata().map_err(err(path, "cannot stat"))?;
-    if after.size() != p.size()
-        || after.mtime() != p.stamp.mtime.0
-        || after.mtime_nsec() != p.stamp.mtime.1
-    {
-        return Err(changed(path));
+        Ok(((digest, content), false))
     }
-    Ok((digest, content, false))
 }
 
 /// Fill `buf` from `file`; a file shorter than that changed since its scan.

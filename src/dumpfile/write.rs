@@ -56,7 +56,7 @@ fn write_line(line: &mut Vec<u8>, path: &[u8], inode: &Inode, link_target: Optio
     escape_optional(line, inode.content.as_deref());
     line.push(b' ');
     match &inode.digest {
-        Some(d) => line.extend_from_slice(hex::encode(d).as_bytes()),
+        Some(d) => line.extend_from_slice(crate::fsverity::Hex::new(d).as_str().as_bytes()),
         None => line.push(b'-'),
     }
     for (key, value) in &inode.xattrs {

@@ -14,6 +14,22 @@ pub use ioctl::{enable, measure, EnableOutcome};
 /// A SHA-256 fs-verity digest (4096-byte blocks, no salt).
 pub type Digest = [u8; 32];
 
+/// A digest in lower-case hex, held on the stack: objects are named by
+/// it several times per file of a commit.
+pub struct Hex([u8; 64]);
+
+impl Hex {
+    pub fn new(digest: &Digest) -> Hex {
+        let mut hex = [0; 64];
+        hex::encode_to_slice(digest, &mut hex).expect("64 digits for 32 bytes");
+        Hex(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
 /// The fs-verity digest of `data`.
 pub fn digest_bytes(data: &[u8]) -> Digest {
     let mut hasher = Hasher::default();
