@@ -750,6 +750,25 @@ fn a_link_planted_as_a_prefix_directory_takes_no_object_out_of_the_store() {
     assert_eq!(t.ok(&["refs"]), "");
 }
 
+/// Files are read as they are scanned, and copied into a staging
+/// directory of the store meanwhile: a commit of a tree that holds the
+/// repository takes the repository in, but not that directory.
+#[test]
+fn a_commit_of_a_tree_holding_the_repository_leaves_out_its_staging() {
+    let t = TestRepo::new();
+    let src = t.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..300 {
+        write(&src.join(format!("f{i}")), 5000 + i, i as u8);
+    }
+    t.commit_tree("os", t.dir.path());
+    assert!(t.ok(&["ls", "os", "/repo"]).contains(" objects\n"));
+    let objects = t.ok(&["ls", "os", "/repo/objects"]);
+    assert!(!objects.contains(".staging"), "{objects}");
+    assert!(t.ok(&["ls", "os", "/src"]).contains(" f299\n"));
+    t.ok(&["fsck"]);
+}
+
 /// A commit keeps the staging area's 256 prefix directories open: a low
 /// soft limit on open files (the hard one higher) does not fail it.
 #[test]
