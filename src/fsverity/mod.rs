@@ -32,6 +32,17 @@ impl Hex {
 
 /// The fs-verity digest of `data`.
 pub fn digest_bytes(data: &[u8]) -> Digest {
+    // Most files of a system are one block or less: the digest of their
+    // block is the root, with no tree to keep nor memory to take.
+    if data.len() <= BLOCK {
+        let mut root = [0u8; 32];
+        if !data.is_empty() {
+            let mut block = [0u8; BLOCK];
+            block[..data.len()].copy_from_slice(data);
+            root = blocks::hash_one(&block);
+        }
+        return descriptor_digest(&root, data.len() as u64);
+    }
     let mut hasher = Hasher::default();
     hasher.update(data);
     hasher.finalize().0
@@ -154,14 +165,19 @@ impl Hasher {
             self.add(level + 1, blocks::hash_one(as_block(&last)));
             level += 1;
         }
-        // struct fsverity_descriptor: version 1, SHA-256, 2^12-byte
-        // blocks, no salt, the data size, the root hash; zeros after.
-        let mut descriptor = [0u8; 256];
-        descriptor[..4].copy_from_slice(&[1, 1, 12, 0]);
-        descriptor[8..16].copy_from_slice(&self.len.to_le_bytes());
-        descriptor[16..48].copy_from_slice(&root);
-        (Sha256::digest(descriptor).into(), self.len)
+        (descriptor_digest(&root, self.len), self.len)
     }
+}
+
+/// The file digest: that of its `struct fsverity_descriptor` (version 1,
+/// SHA-256, 2^12-byte blocks, no salt, the data size, the root hash;
+/// zeros after).
+fn descriptor_digest(root: &Digest, len: u64) -> Digest {
+    let mut descriptor = [0u8; 256];
+    descriptor[..4].copy_from_slice(&[1, 1, 12, 0]);
+    descriptor[8..16].copy_from_slice(&len.to_le_bytes());
+    descriptor[16..48].copy_from_slice(root);
+    Sha256::digest(descriptor).into()
 }
 
 /// A slice of exactly [`BLOCK`] bytes as a block.
