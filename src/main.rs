@@ -8,6 +8,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     raise_open_file_limit();
+    fix_mmap_threshold();
     let cli = cli::Cli::parse();
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -15,6 +16,21 @@ fn main() -> ExitCode {
             eprintln!("sealtree: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Keep glibc's threshold for serving allocations by mmap where it
+/// starts. glibc raises it to the size of each mmapped block freed (up to
+/// 32 MiB): once a growing hash set has given back a table, a commit's
+/// per-directory lists come from the heap among small allocations that
+/// outlive them, and their memory is not returned when they are freed
+/// (a million-file commit peaked at 593 MiB instead of 366).
+fn fix_mmap_threshold() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a parameter of the allocator; it is
+    // called before any other thread exists.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 

@@ -92,8 +92,9 @@ impl StatCache {
 /// fails is remembered and reported by [`Writer::persist`], not at once.
 pub struct Writer {
     path: PathBuf,
-    /// Made on the first record, after the tree is scanned: a commit of a
-    /// tree holding the repository never sees it.
+    /// Made on the first record or by [`Writer::file_id`], for a walk
+    /// to leave it out: a commit of a tree holding the repository never
+    /// takes it in.
     out: Option<io::BufWriter<tempfile::NamedTempFile>>,
     started: i128,
     error: Option<io::Error>,
@@ -126,6 +127,25 @@ impl Writer {
             self.out = Some(out);
         }
         Ok(self.out.as_mut().expect("made above"))
+    }
+
+    /// Make the cache's temporary file now; its device and inode, for a
+    /// walk to leave it out. `None` if it cannot be made (the error is
+    /// kept for [`Writer::persist`]).
+    pub fn file_id(&mut self) -> Option<(u64, u64)> {
+        if self.error.is_some() {
+            return None;
+        }
+        match self
+            .out()
+            .and_then(|out| out.get_ref().as_file().metadata())
+        {
+            Ok(meta) => Some((meta.dev(), meta.ino())),
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
     }
 
     /// Record that the file with `stamp` has `digest`.

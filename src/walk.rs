@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -81,10 +81,10 @@ struct Reader<'a, 's> {
     staging: Option<&'a Staging<'s>>,
     /// Digests in the store, listed once (with a stat cache).
     present: Option<&'a DigestSet>,
-    /// The staging area's directory (device, inode), left out of the
-    /// tree: a tree that holds the store would otherwise take in the
-    /// objects being written.
-    skip: Option<(u64, u64)>,
+    /// (device, inode) of the staging area's directory and the next stat
+    /// cache's file, left out of the tree: a tree that holds the
+    /// repository would otherwise take in what this commit writes.
+    skip: Vec<(u64, u64)>,
     /// Contents of files with more than one link, by (device, inode):
     /// read through the first link scanned, `None` until it is read.
     linked: Mutex<HashMap<(u64, u64), Option<Content>>>,
@@ -143,13 +143,18 @@ fn read_dir_tree_here<'s>(
         ),
         None => None,
     };
-    let skip = match &staging {
-        Some(staging) => Some(staging.dir_id().map_err(err(
+    let mut skip = Vec::new();
+    if let Some(staging) = &staging {
+        skip.push(staging.dir_id().map_err(err(
             options.store.expect("staging comes from the store").root(),
             "cannot read the staging directory",
-        ))?),
-        None => None,
-    };
+        ))?);
+    }
+    // Made now, before the scan, to be left out of it; only a hint, so
+    // one that cannot be made is reported when it is persisted.
+    if let Some(id) = options.stamps.and_then(|s| s.lock().ok()?.file_id()) {
+        skip.push(id);
+    }
     // With a stat cache, most files are only checked against the store:
     // one listing is cheaper than a lookup per file.
     let present = match (options.cache, options.store) {
@@ -170,23 +175,29 @@ fn read_dir_tree_here<'s>(
         bytes_hashed: AtomicU64::new(0),
         files_cached: AtomicU64::new(0),
     };
-    let scanned = scan_dir(root, &reader)?;
+    let scanned = scan_dir(root, meta.dev(), &reader)?;
+    let Reader {
+        linked,
+        files_hashed,
+        bytes_hashed,
+        files_cached,
+        ..
+    } = reader;
+    // Every file is read: the listing of the store goes before the tree
+    // is built beside the scan's entries.
+    drop(present);
     let mut builder = Builder {
         tree: Tree::new(root_inode),
-        linked: reader
-            .linked
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner()),
+        linked: linked.into_inner().unwrap_or_else(|e| e.into_inner()),
         links: HashMap::new(),
-        stamps: options.stamps,
     };
     builder.dir(crate::tree::ROOT, root, scanned)?;
     let mut tree = builder.tree;
     tree.canonicalize_hardlinks();
     let stats = WalkStats {
-        files_hashed: reader.files_hashed.into_inner(),
-        bytes_hashed: reader.bytes_hashed.into_inner(),
-        files_cached: reader.files_cached.into_inner(),
+        files_hashed: files_hashed.into_inner(),
+        bytes_hashed: bytes_hashed.into_inner(),
+        files_cached: files_cached.into_inner(),
         store: CommitStats::default(),
     };
     Ok((tree, stats, staging))
@@ -196,10 +207,10 @@ fn read_dir_tree_here<'s>(
 /// what the tree needs is kept: a million of these are held at once.
 struct Scanned {
     name: Name,
-    stamp: FileStamp,
-    nlink: u64,
-    /// With its digest and content, if it is a file read through this
-    /// name.
+    /// Its device and inode number, for hard links.
+    key: (u64, u64),
+    /// With its link count as scanned, and its digest and content if it
+    /// is a file read through this name.
     inode: Inode,
     children: Vec<Scanned>,
 }
@@ -207,11 +218,17 @@ struct Scanned {
 /// Stat every entry under `path`, sorted by name, and read the files;
 /// subdirectories are scanned in parallel (the stat and xattr calls
 /// dominate an unchanged tree).
-fn scan_dir(path: &Path, reader: &Reader) -> Result<Vec<Scanned>, WalkError> {
+/// `dev` is the device of the directory at `path`.
+fn scan_dir(path: &Path, dev: u64, reader: &Reader) -> Result<Vec<Scanned>, WalkError> {
     let mut entries: Vec<_> = fs::read_dir(path)
         .map_err(err(path, "cannot list directory"))?
         .collect::<Result<_, _>>()
         .map_err(err(path, "cannot list directory"))?;
+    // The staging directory is never a mount point: its entry's inode is
+    // its own.
+    if reader.skip.iter().any(|&(skip_dev, _)| skip_dev == dev) {
+        entries.retain(|e| !reader.skip.contains(&(dev, e.ino())));
+    }
     entries.sort_unstable_by_key(|e| e.file_name());
     // Files are opened relative to their directory, opened once, not by
     // a path walked again for each.
@@ -226,7 +243,7 @@ fn scan_dir(path: &Path, reader: &Reader) -> Result<Vec<Scanned>, WalkError> {
     // and its metadata taken from the open file, each is looked up by
     // name once, not for a stat, an xattr listing and an open.
     let open_first = reader.options.cache.is_none_or(StatCache::is_empty);
-    let scanned = entries
+    entries
         .into_par_iter()
         .map(|entry| {
             let name = entry.file_name();
@@ -246,13 +263,10 @@ fn scan_dir(path: &Path, reader: &Reader) -> Result<Vec<Scanned>, WalkError> {
                 None => (None, entry.metadata().map_err(err(&child, "cannot stat"))?),
             };
             let key = (meta.dev(), meta.ino());
-            if reader.skip == Some(key) {
-                return Ok(None);
-            }
             let mut inode = inode_from(&child, &meta, opened.as_ref(), reader.options)?;
             let stamp = FileStamp::of(&meta);
             let children = if meta.is_dir() {
-                scan_dir(&child, reader)?
+                scan_dir(&child, meta.dev(), reader)?
             } else {
                 Vec::new()
             };
@@ -275,16 +289,15 @@ fn scan_dir(path: &Path, reader: &Reader) -> Result<Vec<Scanned>, WalkError> {
                     reader.lock_linked().insert(key, Some(content));
                 }
             }
-            Ok(Some(Scanned {
+            inode.nlink = meta.nlink().try_into().unwrap_or(u32::MAX);
+            Ok(Scanned {
                 name: Name::from_slice(name.as_bytes()),
-                stamp,
-                nlink: meta.nlink(),
+                key,
                 inode,
                 children,
-            }))
+            })
         })
-        .collect::<Result<Vec<_>, WalkError>>()?;
-    Ok(scanned.into_iter().flatten().collect())
+        .collect()
 }
 
 /// Give `inode` the content read for it.
@@ -296,16 +309,15 @@ fn set_content(inode: &mut Inode, (digest, content): Content) {
 
 /// Builds the tree from scanned entries in name order, so hard links
 /// resolve the same way on every run.
-struct Builder<'a> {
+struct Builder {
     tree: Tree,
     /// [`Reader::linked`], once every file is read.
     linked: HashMap<(u64, u64), Option<Content>>,
     /// (device, inode) of multiply-linked files already seen.
     links: HashMap<(u64, u64), InodeId>,
-    stamps: Option<&'a Mutex<statcache::Writer>>,
 }
 
-impl Builder<'_> {
+impl Builder {
     fn dir(
         &mut self,
         dir: InodeId,
@@ -318,12 +330,11 @@ impl Builder<'_> {
         for entry in entries {
             let Scanned {
                 name,
-                stamp,
-                nlink,
+                key,
                 mut inode,
                 children,
             } = entry;
-            let key = (stamp.dev, stamp.ino);
+            let nlink = inode.nlink;
             let is_dir = inode.is_dir();
             if !is_dir && nlink > 1 {
                 if let Some(&id) = self.links.get(&key) {
@@ -348,19 +359,6 @@ impl Builder<'_> {
                     .flatten()
                     .ok_or_else(|| changed(&dir_path.join(OsStr::from_bytes(&name))))?;
                 set_content(&mut inode, content);
-            }
-            // Only files too large to inline are looked up in the stat
-            // cache. Recorded here, after the scan: the cache's file is
-            // made on the first record, and a tree that holds the
-            // repository is not to see it.
-            if let (Some(stamps), Some(digest)) = (
-                self.stamps
-                    .filter(|_| read && inode.size > DEFAULT_INLINE_THRESHOLD),
-                inode.digest,
-            ) {
-                if let Ok(mut stamps) = stamps.lock() {
-                    stamps.add(&stamp, &digest);
-                }
             }
             let id = self.tree.add_inode(inode);
             names.push((
@@ -491,7 +489,18 @@ impl Reader<'_, '_> {
         if let Some(bar) = self.options.progress {
             bar.inc_length(size);
         }
+        let stamp = f.stamp;
         let (content, cached) = self.read_content(f)?;
+        // Only files too large to inline are looked up in the stat cache.
+        if let Some(stamps) = self
+            .options
+            .stamps
+            .filter(|_| size > DEFAULT_INLINE_THRESHOLD)
+        {
+            if let Ok(mut stamps) = stamps.lock() {
+                stamps.add(stamp, &content.0);
+            }
+        }
         if cached {
             self.files_cached.fetch_add(1, Ordering::Relaxed);
         } else {
