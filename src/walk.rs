@@ -135,21 +135,21 @@ fn read_dir_tree_here<'s>(
     }
     let root_inode = inode_from(root, &meta, None, options)?;
 
+    let mut skip = Vec::new();
     let staging = match options.store {
-        Some(store) => Some(
-            store
+        Some(store) => {
+            let staging = store
                 .staging()
-                .map_err(err(store.root(), "cannot create a staging directory"))?,
-        ),
+                .map_err(err(store.root(), "cannot create a staging directory"))?;
+            skip.push(
+                staging
+                    .dir_id()
+                    .map_err(err(store.root(), "cannot read the staging directory"))?,
+            );
+            Some(staging)
+        }
         None => None,
     };
-    let mut skip = Vec::new();
-    if let Some(staging) = &staging {
-        skip.push(staging.dir_id().map_err(err(
-            options.store.expect("staging comes from the store").root(),
-            "cannot read the staging directory",
-        ))?);
-    }
     // Made now, before the scan, to be left out of it; only a hint, so
     // one that cannot be made is reported when it is persisted.
     if let Some(id) = options.stamps.and_then(|s| s.lock().ok()?.file_id()) {
@@ -183,8 +183,8 @@ fn read_dir_tree_here<'s>(
         files_cached,
         ..
     } = reader;
-    // Every file is read: the listing of the store goes before the tree
-    // is built beside the scan's entries.
+    // Every file is read: the store's listing is not kept while the tree
+    // is built.
     drop(present);
     let mut builder = Builder {
         tree: Tree::new(root_inode),
