@@ -73,6 +73,11 @@ pub struct WalkStats {
 /// A file's digest and, if it is small enough to inline, its content.
 type Content = (Digest, Option<Vec<u8>>);
 
+/// The content of a file with several links, and its inode as scanned
+/// through the link it was read by: the tree takes the inode of another
+/// link, which must match, or the file changed between the two.
+type LinkedContent = (Content, Inode);
+
 /// What the threads of one walk share: files are read as they are
 /// scanned, so the reading overlaps the scan and no list of files to read
 /// is kept.
@@ -87,7 +92,7 @@ struct Reader<'a, 's> {
     skip: Vec<(u64, u64)>,
     /// Contents of files with more than one link, by (device, inode):
     /// read through the first link scanned, `None` until it is read.
-    linked: Mutex<HashMap<(u64, u64), Option<Content>>>,
+    linked: Mutex<HashMap<(u64, u64), Option<LinkedContent>>>,
     files_hashed: AtomicU64,
     bytes_hashed: AtomicU64,
     files_cached: AtomicU64,
@@ -286,7 +291,9 @@ fn scan_dir(path: &Path, dev: u64, reader: &Reader) -> Result<Vec<Scanned>, Walk
                     set_content(&mut inode, reader.read(file)?);
                 } else if reader.claim(key) {
                     let content = reader.read(file)?;
-                    reader.lock_linked().insert(key, Some(content));
+                    reader
+                        .lock_linked()
+                        .insert(key, Some((content, inode.clone())));
                 }
             }
             inode.nlink = meta.nlink().try_into().unwrap_or(u32::MAX);
@@ -298,6 +305,12 @@ fn scan_dir(path: &Path, dev: u64, reader: &Reader) -> Result<Vec<Scanned>, Walk
             })
         })
         .collect()
+}
+
+/// Whether two scans of one file saw the same metadata.
+fn same_metadata(a: &Inode, b: &Inode) -> bool {
+    (a.mode, a.uid, a.gid, a.size, &a.mtime, &a.xattrs)
+        == (b.mode, b.uid, b.gid, b.size, &b.mtime, &b.xattrs)
 }
 
 /// Give `inode` the content read for it.
@@ -312,7 +325,7 @@ fn set_content(inode: &mut Inode, (digest, content): Content) {
 struct Builder {
     tree: Tree,
     /// [`Reader::linked`], once every file is read.
-    linked: HashMap<(u64, u64), Option<Content>>,
+    linked: HashMap<(u64, u64), Option<LinkedContent>>,
     /// (device, inode) of multiply-linked files already seen.
     links: HashMap<(u64, u64), InodeId>,
 }
@@ -352,12 +365,18 @@ impl Builder {
             inode.nlink = 1;
             let read = inode.file_type() == Some(FileType::Regular) && inode.size > 0;
             if read && inode.digest.is_none() {
-                // Read through whichever of its links was scanned first.
-                let content = self
+                // Read through whichever of its links was scanned first:
+                // its metadata then must be this link's, or the file
+                // changed (its mode, say, or its size) in between.
+                let path = || dir_path.join(OsStr::from_bytes(&name));
+                let (content, read_as) = self
                     .linked
                     .remove(&key)
                     .flatten()
-                    .ok_or_else(|| changed(&dir_path.join(OsStr::from_bytes(&name))))?;
+                    .ok_or_else(|| changed(&path()))?;
+                if !same_metadata(&inode, &read_as) {
+                    return Err(changed(&path()));
+                }
                 set_content(&mut inode, content);
             }
             let id = self.tree.add_inode(inode);
@@ -477,7 +496,7 @@ impl Reader<'_, '_> {
         }
     }
 
-    fn lock_linked(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), Option<Content>>> {
+    fn lock_linked(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), Option<LinkedContent>>> {
         self.linked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
