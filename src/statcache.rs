@@ -2,7 +2,7 @@
 //! stamps (device, inode, size, mtime, ctime) and its digest, so a later
 //! commit of an unchanged tree trusts the digest instead of re-reading.
 
-use std::fs::{self, Metadata};
+use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -20,18 +20,6 @@ pub struct FileStamp {
     pub size: u64,
     pub mtime: (i64, i64),
     pub ctime: (i64, i64),
-}
-
-impl FileStamp {
-    pub fn of(meta: &Metadata) -> FileStamp {
-        FileStamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        }
-    }
 }
 
 /// Digests of files by stamp.

@@ -789,6 +789,86 @@ fn a_low_soft_limit_on_open_files_does_not_fail_a_commit() {
     t.ok(&["fsck"]);
 }
 
+/// Subdirectories are scanned once their parent is closed: a tree
+/// deeper than the limit on open files commits.
+#[test]
+fn a_tree_deeper_than_the_limit_on_open_files_commits() {
+    let t = TestRepo::new();
+    let src = t.scratch("src");
+    let deep = src.join("d/".repeat(1500));
+    fs::create_dir_all(&deep).unwrap();
+    write(&deep.join("f"), 5000, 3);
+    let commit = ["commit", "-b", "os", "--tree"].map(OsStr::new);
+    sealtree_ok_after(
+        "ulimit -n 64",
+        &t.path(),
+        &[&commit[..], &[src.as_os_str()]].concat(),
+    );
+    let listing = t.ok(&["ls", "os", &"/d".repeat(1500)]);
+    assert!(listing.contains(" f\n"), "{listing}");
+}
+
+/// A file with two links is read through the link scanned first; its
+/// mode changing before its other link is scanned is reported, not
+/// committed as the other link's inode with the content read before.
+#[test]
+fn a_hard_linked_file_changing_between_its_links_is_reported() {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let t = TestRepo::new();
+    let src = t.scratch("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    // a/x is scanned last of many: well after b/x, the only file of b.
+    for i in 0..20_000 {
+        write(&src.join(format!("a/{i:05}")), 1, 0);
+    }
+    write(&src.join("a/x"), 5000, 1);
+    fs::hard_link(src.join("a/x"), src.join("b/x")).unwrap();
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
+    inotify
+        .add_watch(&src.join("b"), AddWatchFlags::IN_CLOSE_NOWRITE)
+        .unwrap();
+    let (stop, changed) = (AtomicBool::new(false), AtomicBool::new(false));
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Once b/x is read and closed, its mode changes.
+            while !stop.load(Ordering::Relaxed) {
+                let events = inotify.read_events().unwrap_or_default();
+                if events
+                    .iter()
+                    .any(|e| e.name.as_deref() == Some(OsStr::new("x")))
+                {
+                    let private = fs::Permissions::from_mode(0o600);
+                    fs::set_permissions(src.join("a/x"), private).unwrap();
+                    changed.store(true, Ordering::Relaxed);
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        });
+        let out = t.run(&[
+            OsStr::new("commit"),
+            OsStr::new("-b"),
+            OsStr::new("os"),
+            OsStr::new("--tree"),
+            src.as_os_str(),
+        ]);
+        stop.store(true, Ordering::Relaxed);
+        out
+    });
+    assert!(changed.load(Ordering::Relaxed), "b/x was never read");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("/a/x: file changed while it was read"),
+        "{stderr}"
+    );
+    assert_eq!(t.ok(&["refs"]), "");
+}
+
 #[test]
 fn objects_of_private_files_stay_private_until_published() {
     use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,129 @@
+//! What the scan learns of an entry on disk: its metadata, taken by name
+//! relative to its open directory or from the entry itself open, and the
+//! listing of an open directory.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use nix::dir::{Dir, Type};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, SFlag};
+
+use crate::statcache::FileStamp;
+
+/// An entry's metadata, whichever call it came from.
+#[derive(Clone, Debug)]
+pub(super) struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+impl Stat {
+    /// Its device and inode number: what it is, whatever its name.
+    pub fn key(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
+    }
+
+    pub fn stamp(&self) -> FileStamp {
+        FileStamp {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime: self.mtime,
+            ctime: self.ctime,
+        }
+    }
+}
+
+impl From<&Metadata> for Stat {
+    fn from(meta: &Metadata) -> Stat {
+        Stat {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mode: meta.mode(),
+            nlink: meta.nlink(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            rdev: meta.rdev(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+impl From<FileStat> for Stat {
+    fn from(st: FileStat) -> Stat {
+        Stat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            nlink: st.st_nlink,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+}
+
+/// The entry `name` of the open directory `dir` itself, not what a link
+/// there leads to.
+pub(super) fn stat_at(dir: &File, name: &OsStr) -> io::Result<Stat> {
+    let st = nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    Ok(st.into())
+}
+
+/// An open file's metadata.
+pub(super) fn stat_of(file: &File) -> io::Result<Stat> {
+    Ok(nix::sys::stat::fstat(file.as_raw_fd())?.into())
+}
+
+/// Open the directory at `path` to list it and open what it holds;
+/// through a link at its last step only if `follow`.
+pub(super) fn open_dir(path: &Path, follow: bool) -> io::Result<File> {
+    let mut flags = OFlag::O_DIRECTORY;
+    if !follow {
+        flags |= OFlag::O_NOFOLLOW;
+    }
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+}
+
+/// The names in the open directory `dir` (without `.` and `..`), with
+/// their type where the listing gives it.
+pub(super) fn list(dir: &File) -> io::Result<Vec<(OsString, Option<Type>)>> {
+    // Listed through a descriptor of its own: `dir` stays shared, for
+    // opening what it holds, while this one is read and closed.
+    let listing = Dir::from(dir.try_clone()?)?;
+    let mut names = Vec::new();
+    for entry in listing {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push((OsStr::from_bytes(name).to_owned(), entry.file_type()));
+        }
+    }
+    Ok(names)
+}
