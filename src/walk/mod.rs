@@ -7,7 +7,7 @@ mod read;
 mod stat;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -24,7 +24,7 @@ use crate::statcache::{self, StatCache};
 use crate::tree::{FileType, Inode, Mtime, Name, Tree};
 use build::Builder;
 use read::{Reader, SourceFile};
-use stat::Stat;
+use stat::{Listing, Stat};
 use xattr::FileExt as _;
 
 /// A path that could not be read.
@@ -203,33 +203,27 @@ struct Scanned {
     children: Vec<Scanned>,
 }
 
-/// An entry of a directory as its scan first finds it: done, or a
-/// subdirectory, scanned once its parent is closed.
-enum Found {
-    Entry(Scanned),
-    Dir { name: OsString, key: (u64, u64) },
-}
-
 /// Scan the directory `dir`, open, at `path`: every entry stat'ed, sorted
 /// by name, and the files read, in parallel. Its subdirectories are
 /// scanned after it is closed, so that a deep tree does not hold a
 /// directory open per level.
 fn scan_dir(path: &Path, dir: File, reader: &Reader) -> Result<Vec<Scanned>, WalkError> {
-    let mut names = stat::list(&dir).map_err(err(path, "cannot list directory"))?;
-    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let found = names
-        .into_par_iter()
+    let mut listing = Listing::read(&dir).map_err(err(path, "cannot list directory"))?;
+    listing.sort();
+    let found: Vec<Option<Scanned>> = listing
+        .entries()
         .map(|(name, kind)| reader.scan_entry(&dir, path, name, kind))
-        .collect::<Result<Vec<_>, _>>()?;
-    drop(dir);
-    found
-        .into_par_iter()
-        .flatten()
-        .map(|found| match found {
-            Found::Entry(scanned) => Ok(scanned),
-            Found::Dir { name, key } => reader.scan_subdir(path, name, key),
-        })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    drop((dir, listing));
+    // Collected in place, in the same allocation (`flatten` would make a
+    // new one): a million entries are held.
+    #[allow(clippy::filter_map_identity)]
+    let mut scanned: Vec<Scanned> = found.into_iter().filter_map(|entry| entry).collect();
+    scanned
+        .par_iter_mut()
+        .filter(|entry| entry.inode.is_dir())
+        .try_for_each(|entry| reader.scan_subdir(path, entry))?;
+    Ok(scanned)
 }
 
 impl Reader<'_, '_> {
@@ -240,10 +234,10 @@ impl Reader<'_, '_> {
         &self,
         dir: &File,
         path: &Path,
-        name: OsString,
+        name: &OsStr,
         kind: Option<Type>,
-    ) -> Result<Option<Found>, WalkError> {
-        let child = path.join(&name);
+    ) -> Result<Option<Scanned>, WalkError> {
+        let child = path.join(name);
         // With no stat cache to consult, every file is read: opened first
         // and its metadata taken from the open file, each is looked up by
         // name once, not for a stat, an xattr listing and an open.
@@ -252,14 +246,14 @@ impl Reader<'_, '_> {
         // read) is stat'ed by name as any other entry.
         let open_first = self.options.cache.is_none_or(StatCache::is_empty);
         let opened = match kind {
-            Some(Type::File) if open_first => objects::open_regular_in(dir, &name).ok(),
+            Some(Type::File) if open_first => objects::open_regular_in(dir, name).ok(),
             _ => None,
         };
         let (opened, meta) = match opened {
             Some((file, meta)) => (Some(file), Stat::from(&meta)),
             None => (
                 None,
-                stat::stat_at(dir, &name).map_err(err(&child, "cannot stat"))?,
+                stat::stat_at(dir, name).map_err(err(&child, "cannot stat"))?,
             ),
         };
         let key = meta.key();
@@ -267,13 +261,19 @@ impl Reader<'_, '_> {
             return Ok(None);
         }
         if meta.is_dir() {
-            return Ok(Some(Found::Dir { name, key }));
+            // Its inode is taken when it is opened, to be scanned.
+            return Ok(Some(Scanned {
+                name: Name::from_slice(name.as_bytes()),
+                key,
+                inode: Inode::new(meta.mode),
+                children: Vec::new(),
+            }));
         }
         let mut inode = inode_from(&child, &meta, opened.as_ref(), self.options)?;
         if inode.file_type() == Some(FileType::Regular) && inode.size > 0 {
             let file = SourceFile {
                 dir,
-                name: &name,
+                name,
                 path: &child,
                 stamp: meta.stamp(),
                 private: objects::is_private(inode.mode),
@@ -288,41 +288,31 @@ impl Reader<'_, '_> {
             }
         }
         inode.nlink = meta.nlink.try_into().unwrap_or(u32::MAX);
-        Ok(Some(Found::Entry(Scanned {
+        Ok(Some(Scanned {
             name: Name::from_slice(name.as_bytes()),
             key,
             inode,
             children: Vec::new(),
-        })))
+        }))
     }
 
-    /// Scan the subdirectory `name` of `parent`, found as `key`: opened
-    /// by path, its parent being closed, and checked to be the directory
-    /// found there, not one a link or a rename put in its place since.
-    fn scan_subdir(
-        &self,
-        parent: &Path,
-        name: OsString,
-        key: (u64, u64),
-    ) -> Result<Scanned, WalkError> {
-        let path = parent.join(&name);
+    /// Scan the subdirectory `entry` of `parent`: opened by path, its
+    /// parent being closed, and checked to be the directory found there,
+    /// not one a link or a rename put in its place since.
+    fn scan_subdir(&self, parent: &Path, entry: &mut Scanned) -> Result<(), WalkError> {
+        let path = parent.join(OsStr::from_bytes(&entry.name));
         let dir = stat::open_dir(&path, false).map_err(|e| match e.raw_os_error() {
             Some(nix::libc::ELOOP | nix::libc::ENOTDIR | nix::libc::ENOENT) => changed(&path),
             _ => err(&path, "cannot open")(e),
         })?;
         let meta = stat::stat_of(&dir).map_err(err(&path, "cannot stat"))?;
-        if meta.key() != key {
+        if meta.key() != entry.key {
             return Err(changed(&path));
         }
-        let mut inode = inode_from(&path, &meta, Some(&dir), self.options)?;
-        inode.nlink = meta.nlink.try_into().unwrap_or(u32::MAX);
-        let children = scan_dir(&path, dir, self)?;
-        Ok(Scanned {
-            name: Name::from_slice(name.as_bytes()),
-            key,
-            inode,
-            children,
-        })
+        entry.inode = inode_from(&path, &meta, Some(&dir), self.options)?;
+        entry.inode.nlink = meta.nlink.try_into().unwrap_or(u32::MAX);
+        entry.children = scan_dir(&path, dir, self)?;
+        Ok(())
     }
 }
 

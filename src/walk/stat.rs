@@ -2,7 +2,7 @@
 //! relative to its open directory or from the entry itself open, and the
 //! listing of an open directory.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -13,6 +13,7 @@ use std::path::Path;
 use nix::dir::{Dir, Type};
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, SFlag};
+use rayon::prelude::*;
 
 use crate::statcache::FileStamp;
 
@@ -111,19 +112,46 @@ pub(super) fn open_dir(path: &Path, follow: bool) -> io::Result<File> {
         .open(path)
 }
 
-/// The names in the open directory `dir` (without `.` and `..`), with
-/// their type where the listing gives it.
-pub(super) fn list(dir: &File) -> io::Result<Vec<(OsString, Option<Type>)>> {
-    // Listed through a descriptor of its own: `dir` stays shared, for
-    // opening what it holds, while this one is read and closed.
-    let listing = Dir::from(dir.try_clone()?)?;
-    let mut names = Vec::new();
-    for entry in listing {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push((OsStr::from_bytes(name).to_owned(), entry.file_type()));
+/// The names in a directory, in one buffer: a listing of thousands of
+/// names is two allocations, not one per name among the scan's
+/// long-lived ones.
+pub(super) struct Listing {
+    names: Vec<u8>,
+    /// Where each name lies in `names`, with its type if the listing
+    /// gives it.
+    entries: Vec<(usize, usize, Option<Type>)>,
+}
+
+impl Listing {
+    /// The names in the open directory `dir` (without `.` and `..`).
+    pub fn read(dir: &File) -> io::Result<Listing> {
+        // Listed through a descriptor of its own: `dir` stays shared, for
+        // opening what it holds, while this one is read and closed.
+        let listing = Dir::from(dir.try_clone()?)?;
+        let mut names = Vec::new();
+        let mut entries = Vec::new();
+        for entry in listing {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                entries.push((names.len(), name.len(), entry.file_type()));
+                names.extend_from_slice(name);
+            }
         }
+        Ok(Listing { names, entries })
     }
-    Ok(names)
+
+    /// Put the entries in name order.
+    pub fn sort(&mut self) {
+        let names = &self.names;
+        self.entries
+            .sort_unstable_by_key(|&(start, len, _)| &names[start..start + len]);
+    }
+
+    /// Each entry's name and type, in order.
+    pub fn entries(&self) -> impl IndexedParallelIterator<Item = (&OsStr, Option<Type>)> {
+        self.entries
+            .par_iter()
+            .map(|&(start, len, kind)| (OsStr::from_bytes(&self.names[start..start + len]), kind))
+    }
 }
