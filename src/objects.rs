@@ -705,9 +705,9 @@ impl Staging<'_> {
                 Mode::empty(),
             )
             .map_err(|e| match e.raw_os_error() {
+                // Named under the store, whose path the caller gives.
                 Some(nix::libc::ELOOP | nix::libc::ENOTDIR) => io::Error::other(format!(
-                    "{}: not a directory (a link or file in its place)",
-                    self.store.root.join(&prefix).display()
+                    "{prefix}: not a directory (a link or file in its place)"
                 )),
                 _ => e,
             })?;

@@ -746,6 +746,8 @@ fn a_link_planted_as_a_prefix_directory_takes_no_object_out_of_the_store() {
         stderr.contains("not a directory (a link or file in its place)"),
         "{stderr}"
     );
+    // The store named once, the prefix under it.
+    assert_eq!(stderr.matches("/objects").count(), 1, "{stderr}");
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{stderr}");
     assert_eq!(t.ok(&["refs"]), "");
 }
