@@ -413,7 +413,6 @@ impl Staging<'_> {
             self.note_public(digest, private);
             return Ok(false);
         }
-        let path = self.staged_path(digest)?;
         self.start_writeback();
         let written = (|| {
             let mut out = self.create_staged(digest, private)?;
@@ -421,12 +420,12 @@ impl Staging<'_> {
             self.settle_mode(&out, private)
         })();
         if let Err(e) = written {
-            let _ = fs::remove_file(&path);
+            self.remove_staged(digest);
             self.claimed.lock().unwrap().remove(digest);
             return Err(e);
         }
-        let verity = !self.verity_unsupported.load(Ordering::Relaxed)
-            && self.enable_verity(&path, digest)?;
+        let verity =
+            !self.verity_unsupported.load(Ordering::Relaxed) && self.enable_verity(digest)?;
         self.staged.lock().unwrap().push((*digest, verity, private));
         Ok(true)
     }
@@ -473,7 +472,6 @@ impl Staging<'_> {
         }
         // Written straight under the name it must have (the staging area
         // is private until committed), and removed unless it has it.
-        let path = self.staged_path(expected)?;
         let written = (|| {
             let mut file = self.create_staged(expected, false)?;
             let hashed = {
@@ -489,12 +487,12 @@ impl Staging<'_> {
         match written {
             Ok((digest, len)) if &digest == expected => {
                 let verity = !self.verity_unsupported.load(Ordering::Relaxed)
-                    && self.enable_verity(&path, &digest)?;
+                    && self.enable_verity(&digest)?;
                 self.staged.lock().unwrap().push((digest, verity, false));
                 Ok(Ok(len))
             }
             other => {
-                let _ = fs::remove_file(&path);
+                self.remove_staged(expected);
                 self.claimed.lock().unwrap().remove(expected);
                 other.map(|(digest, _)| Err(digest))
             }
@@ -532,8 +530,8 @@ impl Staging<'_> {
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(object_mode(private)))?;
         tmp.persist(&path).map_err(|e| e.error)?;
-        let verity = !self.verity_unsupported.load(Ordering::Relaxed)
-            && self.enable_verity(&path, &digest)?;
+        let verity =
+            !self.verity_unsupported.load(Ordering::Relaxed) && self.enable_verity(&digest)?;
         self.staged.lock().unwrap().push((digest, verity, private));
         Ok(())
     }
@@ -627,9 +625,28 @@ impl Staging<'_> {
         Ok(())
     }
 
+    /// Remove a staged object written in part (relative to its
+    /// directory: no path is made per object).
+    fn remove_staged(&self, digest: &Digest) {
+        let hex = fsverity::Hex::new(digest);
+        if let Ok(dir) = self.fanout_dir(digest[0]) {
+            let _ = nix::unistd::unlinkat(
+                Some(dir.as_raw_fd()),
+                &hex.as_str()[2..],
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+    }
+
     /// Enable fs-verity on a staged copy and check the kernel's digest.
-    fn enable_verity(&self, path: &Path, digest: &Digest) -> io::Result<bool> {
-        let copy = File::open(path)?;
+    fn enable_verity(&self, digest: &Digest) -> io::Result<bool> {
+        let hex = fsverity::Hex::new(digest);
+        let copy = open_at(
+            Some(self.fanout_dir(digest[0])?),
+            Path::new(&hex.as_str()[2..]),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )?;
         Ok(match fsverity::enable(&copy).map_err(io::Error::from)? {
             EnableOutcome::Unsupported => {
                 self.verity_unsupported.store(true, Ordering::Relaxed);
