@@ -101,12 +101,40 @@ fn regular(opened: io::Result<File>) -> io::Result<(File, fs::Metadata)> {
 
 /// The digests of the objects in a store, sorted: at a million objects,
 /// half the memory of a hash set and no rehashing peak.
-pub struct DigestSet(Vec<Digest>);
+pub struct DigestSet {
+    digests: Vec<Digest>,
+    /// Where the digests of each 16-bit prefix begin (and, one past it,
+    /// end): a lookup searches a run of a few, not the whole list (whose
+    /// binary search, 16 probes at 44k objects, was 4% of an unchanged
+    /// commit).
+    starts: Vec<usize>,
+}
 
 impl DigestSet {
-    pub fn contains(&self, digest: &Digest) -> bool {
-        self.0.binary_search(digest).is_ok()
+    /// The set of `digests`, sorted.
+    fn new(digests: Vec<Digest>) -> DigestSet {
+        let mut starts = vec![0; PREFIXES + 1];
+        for digest in &digests {
+            starts[prefix16(digest) + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        DigestSet { digests, starts }
     }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        let p = prefix16(digest);
+        self.digests[self.starts[p]..self.starts[p + 1]]
+            .binary_search(digest)
+            .is_ok()
+    }
+}
+
+const PREFIXES: usize = 1 << 16;
+
+fn prefix16(digest: &Digest) -> usize {
+    usize::from(u16::from_be_bytes([digest[0], digest[1]]))
 }
 
 impl ObjectStore {
@@ -145,6 +173,7 @@ impl ObjectStore {
                 Err(e) if no_fanout(&e) => continue,
                 Err(e) => return Err(e),
             };
+            let start = out.len();
             for entry in dir {
                 let name = entry?.file_name();
                 let full = [prefix.as_bytes(), name.as_encoded_bytes()].concat();
@@ -152,9 +181,10 @@ impl ObjectStore {
                     out.push(d);
                 }
             }
+            // Prefix directories come in order: each is sorted alone.
+            out[start..].sort_unstable();
         }
-        out.sort_unstable();
-        Ok(DigestSet(out))
+        Ok(DigestSet::new(out))
     }
 
     /// Everything in the store: objects by digest, and entries that are
@@ -759,4 +789,33 @@ fn rename_new(from_dir: &File, from: &str, to_dir: &File, to: &str) -> nix::Resu
         to,
         nix::fcntl::RenameFlags::RENAME_NOREPLACE,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_set_finds_exactly_its_digests_at_every_prefix() {
+        let digest = |first: u8, second: u8, last: u8| {
+            let mut d = [0u8; 32];
+            (d[0], d[1], d[31]) = (first, second, last);
+            d
+        };
+        let mut held = Vec::new();
+        for (first, second) in [(0, 0), (0, 1), (0x7f, 0xff), (0xff, 0xfe), (0xff, 0xff)] {
+            held.extend([digest(first, second, 1), digest(first, second, 3)]);
+        }
+        held.sort_unstable();
+        let set = DigestSet::new(held.clone());
+        for d in &held {
+            assert!(set.contains(d), "{}", hex::encode(d));
+        }
+        for (first, second) in [(0, 0), (0, 2), (0x7f, 0xff), (0x80, 0), (0xff, 0xff)] {
+            for last in [0, 2, 4] {
+                assert!(!set.contains(&digest(first, second, last)));
+            }
+        }
+        assert!(!DigestSet::new(Vec::new()).contains(&digest(0, 0, 0)));
+    }
 }

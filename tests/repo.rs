@@ -552,6 +552,16 @@ fn unchanged_tree_recommits_from_the_stat_cache() {
     for i in 0..30 {
         write(&src.join(format!("f{i}")), 10_000 + i, i as u8);
     }
+    // Files the cache vouches for are not opened: their xattrs are listed
+    // by name in their directory, and must be the same.
+    for i in [0, 7, 29] {
+        xattr::set(
+            src.join(format!("f{i}")),
+            "user.origin",
+            format!("f{i}").as_bytes(),
+        )
+        .unwrap();
+    }
     // Files changed within a second of a commit are never trusted.
     std::thread::sleep(Duration::from_millis(1300));
     let repo = Repo::init(&tmp.path().join("repo")).unwrap();
@@ -576,6 +586,12 @@ fn unchanged_tree_recommits_from_the_stat_cache() {
     let stats = second.walk.unwrap();
     assert_eq!((stats.files_hashed, stats.files_cached), (0, 30));
     assert_eq!(first.meta, second.meta);
+    let tree = repo.tree(second.id).unwrap();
+    let f7 = tree.lookup(b"/f7").unwrap();
+    assert_eq!(
+        tree.inodes[f7].xattrs.get(&b"user.origin"[..]),
+        Some(&b"f7".to_vec())
+    );
     // The cache is written beside the repository as files are hashed,
     // then renamed: nothing temporary stays.
     let names: Vec<_> = fs::read_dir(repo.root())

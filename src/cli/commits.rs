@@ -96,7 +96,9 @@ pub fn commit(repo: &Repo, args: CommitArgs) -> Result<()> {
         &args.message,
         &repo::CommitOptions {
             threads: args.threads.unwrap_or(0) as usize,
-            progress: Some(&bar),
+            // Not kept up to date where it is not drawn: two updates of
+            // its state per file, under a lock, are not free.
+            progress: (!bar.is_hidden()).then_some(&bar),
             sign_key: sign_key.as_ref(),
             epoch: args.epoch,
         },

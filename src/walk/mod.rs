@@ -7,10 +7,11 @@ mod read;
 mod stat;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
@@ -121,7 +122,7 @@ fn read_dir_tree_here<'s>(
         _ => err(root, "cannot open")(e),
     })?;
     let meta = stat::stat_of(&dir).map_err(err(root, "cannot stat"))?;
-    let root_inode = inode_from(root, &meta, Some(&dir), options)?;
+    let root_inode = inode_from(root, &meta, Reach::Open(&dir), options)?;
 
     let mut skip = Vec::new();
     let staging = match options.store {
@@ -269,7 +270,11 @@ impl Reader<'_, '_> {
                 children: Vec::new(),
             }));
         }
-        let mut inode = inode_from(&child, &meta, opened.as_ref(), self.options)?;
+        let reach = match &opened {
+            Some(file) => Reach::Open(file),
+            None => Reach::At(dir, name),
+        };
+        let mut inode = inode_from(&child, &meta, reach, self.options)?;
         if inode.file_type() == Some(FileType::Regular) && inode.size > 0 {
             let file = SourceFile {
                 dir,
@@ -309,20 +314,27 @@ impl Reader<'_, '_> {
         if meta.key() != entry.key {
             return Err(changed(&path));
         }
-        entry.inode = inode_from(&path, &meta, Some(&dir), self.options)?;
+        entry.inode = inode_from(&path, &meta, Reach::Open(&dir), self.options)?;
         entry.inode.nlink = meta.nlink.try_into().unwrap_or(u32::MAX);
         entry.children = scan_dir(&path, dir, self)?;
         Ok(())
     }
 }
 
-/// The inode of `path` from its metadata (no content yet).
-/// `opened` is the file itself, open, if it is: its xattrs are read
-/// from it, not by path.
+/// How the scan reaches an entry: open itself, or by name in its open
+/// directory (not by its path: no walk of the path from the root).
+#[derive(Clone, Copy)]
+enum Reach<'a> {
+    Open(&'a File),
+    At(&'a File, &'a OsStr),
+}
+
+/// The inode of `path`, reached as `reach`, from its metadata (no
+/// content yet).
 fn inode_from(
     path: &Path,
     meta: &Stat,
-    opened: Option<&File>,
+    reach: Reach,
     options: &WalkOptions,
 ) -> Result<Inode, WalkError> {
     let mut inode = Inode::new(meta.mode);
@@ -335,8 +347,13 @@ fn inode_from(
     match inode.file_type() {
         Some(FileType::Regular) => inode.size = meta.size,
         Some(FileType::Symlink) => {
-            let target = fs::read_link(path).map_err(err(path, "cannot read symlink"))?;
-            let target = target.as_os_str().as_bytes().to_vec();
+            let target = match reach {
+                Reach::At(dir, name) => {
+                    nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name).map_err(io::Error::from)
+                }
+                Reach::Open(_) => fs::read_link(path).map(Into::into),
+            };
+            let target = target.map_err(err(path, "cannot read symlink"))?.into_vec();
             inode.size = target.len() as u64;
             inode.payload = Some(target.into());
         }
@@ -351,18 +368,23 @@ fn inode_from(
         _ => {}
     }
     if !options.skip_xattrs {
-        let names = match opened {
-            Some(file) => file.list_xattr(),
-            None => xattr::list(path),
+        let names = match reach {
+            Reach::Open(file) => file.list_xattr().map(Iterator::collect),
+            Reach::At(dir, name) => match stat::list_xattrs_at(dir, name) {
+                Some(names) => names,
+                None => xattr::list(path).map(Iterator::collect),
+            },
         };
-        for name in names.map_err(err(path, "cannot list xattrs"))? {
-            let value = match opened {
-                Some(file) => file.get_xattr(&name),
-                None => xattr::get(path, &name),
+        let names: Vec<OsString> = names.map_err(err(path, "cannot list xattrs"))?;
+        for name in names {
+            let value = match reach {
+                Reach::Open(file) => file.get_xattr(&name),
+                // Rare: most files have none.
+                Reach::At(..) => xattr::get(path, &name),
             };
             // An xattr removed between list and get is simply gone.
             if let Some(value) = value.map_err(err(path, "cannot read xattr"))? {
-                inode.xattrs.insert(name.as_bytes().to_vec(), value);
+                inode.xattrs.insert(name.into_vec(), value);
             }
         }
     }

@@ -2,13 +2,14 @@
 //! relative to its open directory or from the entry itself open, and the
 //! listing of an open directory.
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::dir::{Dir, Type};
 use nix::fcntl::{AtFlags, OFlag};
@@ -98,6 +99,66 @@ pub(super) fn stat_at(dir: &File, name: &OsStr) -> io::Result<Stat> {
 pub(super) fn stat_of(file: &File) -> io::Result<Stat> {
     Ok(nix::sys::stat::fstat(file.as_raw_fd())?.into())
 }
+
+/// The names of the xattrs of the entry `name` of the open directory
+/// `dir` (not of what a link there leads to), looked up in `dir` rather
+/// than along a path from the root; `None` where the kernel cannot
+/// (listxattrat came with Linux 6.13): the caller lists them by path.
+pub(super) fn list_xattrs_at(dir: &File, name: &OsStr) -> Option<io::Result<Vec<OsString>>> {
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let name = match CString::new(name.as_bytes()) {
+        Ok(name) => name,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let mut list = vec![0u8; 256];
+    loop {
+        // SAFETY: `name` is a C string, `list` has `list.len()` writable
+        // bytes, and the kernel writes no more than that.
+        let len = unsafe {
+            nix::libc::syscall(
+                SYS_LISTXATTRAT,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                nix::libc::AT_SYMLINK_NOFOLLOW,
+                list.as_mut_ptr(),
+                list.len(),
+            )
+        };
+        if len >= 0 {
+            list.truncate(len as usize);
+            let names = list
+                .split(|&b| b == 0)
+                .filter(|n| !n.is_empty())
+                .map(|n| OsStr::from_bytes(n).to_owned())
+                .collect();
+            return Some(Ok(names));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            // A kernel without it, or a sandbox that forbids calls it
+            // does not know.
+            Some(nix::libc::ENOSYS | nix::libc::EPERM) => {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+                return None;
+            }
+            // The list grew past the buffer.
+            Some(nix::libc::ERANGE) if list.len() < XATTR_LIST_MAX => {
+                list.resize(XATTR_LIST_MAX, 0);
+            }
+            _ => return Some(Err(e)),
+        }
+    }
+}
+
+/// listxattrat(2)'s number: new system calls have one number on every
+/// architecture, and the libc crate does not name this one here yet.
+const SYS_LISTXATTRAT: nix::libc::c_long = 465;
+
+/// The largest list of xattr names the kernel returns.
+const XATTR_LIST_MAX: usize = 65536;
 
 /// Open the directory at `path` to list it and open what it holds;
 /// through a link at its last step only if `follow`.
