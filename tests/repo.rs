@@ -887,6 +887,61 @@ fn a_hard_linked_file_changing_between_its_links_is_reported() {
     assert_eq!(t.ok(&["refs"]), "");
 }
 
+/// A directory swapped for a link to another once the commit has opened
+/// it lends the commit nothing of the other: its files' xattrs are read
+/// in the directory opened (with a stat cache, files are not opened),
+/// not by a path that now leads elsewhere.
+#[test]
+fn a_directory_swapped_for_a_link_mid_scan_lends_it_no_xattrs() {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+    let t = TestRepo::new();
+    let (src, decoy) = (t.scratch("src"), t.scratch("decoy"));
+    for (root, value) in [(&src, "mine"), (&decoy, "theirs")] {
+        let dir = root.join("d");
+        fs::create_dir_all(&dir).unwrap();
+        // Scanned before f: the swap is done by the time f is.
+        for i in 0..20_000 {
+            fs::write(dir.join(format!("a{i:05}")), "").unwrap();
+        }
+        write(&dir.join("f"), 5000, 1);
+        xattr::set(dir.join("f"), "user.x", value.as_bytes()).unwrap();
+    }
+    // Older than a second: the stat cache vouches for f next time.
+    std::thread::sleep(Duration::from_millis(1300));
+    t.commit_tree("os", &src);
+    let commit = [
+        OsStr::new("commit"),
+        OsStr::new("-b"),
+        OsStr::new("os"),
+        OsStr::new("--tree"),
+        src.as_os_str(),
+    ];
+    let inotify = Inotify::init(InitFlags::empty()).unwrap();
+    inotify
+        .add_watch(&src.join("d"), AddWatchFlags::IN_OPEN)
+        .unwrap();
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            inotify.read_events().unwrap();
+            fs::rename(src.join("d"), src.join("d.old")).unwrap();
+            std::os::unix::fs::symlink(decoy.join("d"), src.join("d")).unwrap();
+        });
+        t.run(&commit)
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(fs::symlink_metadata(src.join("d")).unwrap().is_symlink());
+    let repo = Repo::open(&t.path()).unwrap();
+    let head = repo.history().unwrap().resolve("os").unwrap();
+    let tree = repo.tree(head).unwrap();
+    let f = tree.lookup(b"/d/f").unwrap();
+    assert_eq!(
+        tree.inodes[f].xattrs.get(&b"user.x"[..]),
+        Some(&b"mine".to_vec())
+    );
+}
+
 #[test]
 fn objects_of_private_files_stay_private_until_published() {
     use std::os::unix::fs::PermissionsExt;

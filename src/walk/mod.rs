@@ -7,7 +7,7 @@ mod read;
 mod stat;
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -368,24 +368,31 @@ fn inode_from(
         _ => {}
     }
     if !options.skip_xattrs {
-        let names = match reach {
-            Reach::Open(file) => file.list_xattr().map(Iterator::collect),
-            Reach::At(dir, name) => match stat::list_xattrs_at(dir, name) {
-                Some(names) => names,
-                None => xattr::list(path).map(Iterator::collect),
-            },
-        };
-        let names: Vec<OsString> = names.map_err(err(path, "cannot list xattrs"))?;
-        for name in names {
-            let value = match reach {
-                Reach::Open(file) => file.get_xattr(&name),
-                // Rare: most files have none.
-                Reach::At(..) => xattr::get(path, &name),
-            };
-            // An xattr removed between list and get is simply gone.
-            if let Some(value) = value.map_err(err(path, "cannot read xattr"))? {
-                inode.xattrs.insert(name.into_vec(), value);
+        match reach {
+            Reach::Open(file) => {
+                for name in file.list_xattr().map_err(err(path, "cannot list xattrs"))? {
+                    // One removed between listing and reading is simply gone.
+                    let value = file.get_xattr(&name);
+                    if let Some(value) = value.map_err(err(path, "cannot read xattr"))? {
+                        inode.xattrs.insert(name.into_vec(), value);
+                    }
+                }
             }
+            Reach::At(dir, name) => {
+                let xattrs = stat::xattrs_at(dir, name).map_err(err(path, "cannot read xattrs"))?;
+                for (name, value) in xattrs {
+                    inode.xattrs.insert(name.into_vec(), value);
+                }
+            }
+        }
+    }
+    // Reached by name, not open: the entry there must still be the one
+    // stat'ed, unchanged (a rename or an xattr written changes its
+    // ctime), or its link target or xattrs may be another's.
+    if let Reach::At(dir, name) = reach {
+        let again = stat::stat_at(dir, name).map_err(err(path, "cannot stat"))?;
+        if again.key() != meta.key() || again.ctime != meta.ctime {
+            return Err(changed(path));
         }
     }
     Ok(inode)

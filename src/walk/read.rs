@@ -192,7 +192,9 @@ impl Reader<'_, '_> {
             (digest, None)
         };
         let after = stat::stat_of(&file).map_err(err(path, "cannot stat"))?;
-        if after.size != size || after.mtime != f.stamp.mtime {
+        // ctime too: an owner can set the mtime back after rewriting a
+        // file in place; nobody can set the ctime.
+        if after.size != size || after.mtime != f.stamp.mtime || after.ctime != f.stamp.ctime {
             return Err(changed(path));
         }
         Ok(((digest, content), false))

@@ -2,13 +2,13 @@
 //! relative to its open directory or from the entry itself open, and the
 //! listing of an open directory.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::dir::{Dir, Type};
@@ -100,65 +100,119 @@ pub(super) fn stat_of(file: &File) -> io::Result<Stat> {
     Ok(nix::sys::stat::fstat(file.as_raw_fd())?.into())
 }
 
-/// The names of the xattrs of the entry `name` of the open directory
-/// `dir` (not of what a link there leads to), looked up in `dir` rather
-/// than along a path from the root; `None` where the kernel cannot
-/// (listxattrat came with Linux 6.13): the caller lists them by path.
-pub(super) fn list_xattrs_at(dir: &File, name: &OsStr) -> Option<io::Result<Vec<OsString>>> {
+/// The xattrs (names and values) of the entry `name` of the open
+/// directory `dir`, not of what a link there leads to. Looked up in
+/// `dir`, never along a path from the root, which a link put in place of
+/// a directory on the way would lead elsewhere: by listxattrat and
+/// getxattrat (Linux 6.13), or else through `dir`'s /proc/self/fd entry.
+pub(super) fn xattrs_at(dir: &File, name: &OsStr) -> io::Result<Vec<(OsString, Vec<u8>)>> {
     static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    if UNSUPPORTED.load(Ordering::Relaxed) {
-        return None;
+    let cname = CString::new(name.as_bytes())?;
+    if !UNSUPPORTED.load(Ordering::Relaxed) {
+        match xattrs_by_at_calls(dir, &cname) {
+            Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENOSYS | nix::libc::EPERM)) => {
+                // A kernel without them, or a sandbox that forbids calls
+                // it does not know.
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+            }
+            result => return result,
+        }
     }
-    let name = match CString::new(name.as_bytes()) {
-        Ok(name) => name,
-        Err(e) => return Some(Err(e.into())),
-    };
-    let mut list = vec![0u8; 256];
-    loop {
-        // SAFETY: `name` is a C string, `list` has `list.len()` writable
-        // bytes, and the kernel writes no more than that.
-        let len = unsafe {
+    let mut path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    path.push(name);
+    let mut xattrs = Vec::new();
+    for attr in xattr::list(&path)? {
+        // One removed between listing and reading is simply gone.
+        if let Some(value) = xattr::get(&path, &attr)? {
+            xattrs.push((attr, value));
+        }
+    }
+    Ok(xattrs)
+}
+
+/// [`xattrs_at`] by listxattrat and getxattrat.
+fn xattrs_by_at_calls(dir: &File, name: &CStr) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    let list = read_sized(|buf| {
+        // SAFETY: `name` is a C string and `buf` has `buf.len()` writable
+        // bytes, which the kernel does not write past.
+        unsafe {
             nix::libc::syscall(
                 SYS_LISTXATTRAT,
                 dir.as_raw_fd(),
                 name.as_ptr(),
                 nix::libc::AT_SYMLINK_NOFOLLOW,
-                list.as_mut_ptr(),
-                list.len(),
+                buf.as_mut_ptr(),
+                buf.len(),
             )
-        };
+        }
+    })?;
+    let mut xattrs = Vec::new();
+    for attr in list.split(|&b| b == 0).filter(|a| !a.is_empty()) {
+        let cattr = CString::new(attr)?;
+        let value = read_sized(|buf| {
+            let mut args = XattrArgs {
+                value: buf.as_mut_ptr() as u64,
+                size: buf.len() as u32,
+                flags: 0,
+            };
+            // SAFETY: as above; `args` is the kernel's struct xattr_args,
+            // its value pointing at `buf.len()` writable bytes.
+            unsafe {
+                nix::libc::syscall(
+                    SYS_GETXATTRAT,
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    nix::libc::AT_SYMLINK_NOFOLLOW,
+                    cattr.as_ptr(),
+                    &mut args as *mut XattrArgs,
+                    std::mem::size_of::<XattrArgs>(),
+                )
+            }
+        });
+        match value {
+            Ok(value) => xattrs.push((OsStr::from_bytes(attr).to_owned(), value)),
+            // One removed between listing and reading is simply gone.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENODATA) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(xattrs)
+}
+
+/// What `call` writes into a buffer (its length returned, or -1 and
+/// errno), with a larger buffer where the first is too small.
+fn read_sized(mut call: impl FnMut(&mut [u8]) -> nix::libc::c_long) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        let len = call(&mut buf);
         if len >= 0 {
-            list.truncate(len as usize);
-            let names = list
-                .split(|&b| b == 0)
-                .filter(|n| !n.is_empty())
-                .map(|n| OsStr::from_bytes(n).to_owned())
-                .collect();
-            return Some(Ok(names));
+            buf.truncate(len as usize);
+            return Ok(buf);
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            // A kernel without it, or a sandbox that forbids calls it
-            // does not know.
-            Some(nix::libc::ENOSYS | nix::libc::EPERM) => {
-                UNSUPPORTED.store(true, Ordering::Relaxed);
-                return None;
-            }
-            // The list grew past the buffer.
-            Some(nix::libc::ERANGE) if list.len() < XATTR_LIST_MAX => {
-                list.resize(XATTR_LIST_MAX, 0);
-            }
-            _ => return Some(Err(e)),
+            Some(nix::libc::ERANGE) if buf.len() < XATTR_SIZE_MAX => buf.resize(XATTR_SIZE_MAX, 0),
+            _ => return Err(e),
         }
     }
 }
 
-/// listxattrat(2)'s number: new system calls have one number on every
-/// architecture, and the libc crate does not name this one here yet.
+/// The kernel's struct xattr_args.
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
+
+/// listxattrat(2)'s and getxattrat(2)'s numbers: new system calls have
+/// one number on every architecture, and the libc crate does not name
+/// these here yet.
+const SYS_GETXATTRAT: nix::libc::c_long = 464;
 const SYS_LISTXATTRAT: nix::libc::c_long = 465;
 
-/// The largest list of xattr names the kernel returns.
-const XATTR_LIST_MAX: usize = 65536;
+/// The largest xattr value, and list of names, the kernel returns.
+const XATTR_SIZE_MAX: usize = 65536;
 
 /// Open the directory at `path` to list it and open what it holds;
 /// through a link at its last step only if `follow`.
