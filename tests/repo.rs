@@ -57,16 +57,20 @@ impl TestRepo {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn commit_tree(&self, branch: &str, dir: &Path) -> String {
-        let tree = dir.as_os_str().to_owned();
+    /// `sealtree commit -b BRANCH --tree DIR`, however it ends.
+    fn commit_output(&self, branch: &str, dir: &Path) -> Output {
         let args = [
             OsStr::new("commit"),
             OsStr::new("-b"),
             OsStr::new(branch),
             OsStr::new("--tree"),
-            &tree,
+            dir.as_os_str(),
         ];
-        let out = self.run(&args);
+        self.run(&args)
+    }
+
+    fn commit_tree(&self, branch: &str, dir: &Path) -> String {
+        let out = self.commit_output(branch, dir);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "commit: {stderr}");
         // Not a terminal: no progress bar, nothing at all on stderr.
@@ -679,13 +683,7 @@ fn a_file_changing_while_read_is_reported() {
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
-        let out = repo.run(&[
-            OsStr::new("commit"),
-            OsStr::new("-b"),
-            OsStr::new("os"),
-            OsStr::new("--tree"),
-            src.as_os_str(),
-        ]);
+        let out = repo.commit_output("os", &src);
         stop.store(true, Ordering::Relaxed);
         out
     });
@@ -749,13 +747,7 @@ fn a_link_planted_as_a_prefix_directory_takes_no_object_out_of_the_store() {
         let prefix = t.path().join("objects").join(format!("{byte:02x}"));
         std::os::unix::fs::symlink(&outside, prefix).unwrap();
     }
-    let out = t.run(&[
-        OsStr::new("commit"),
-        OsStr::new("-b"),
-        OsStr::new("os"),
-        OsStr::new("--tree"),
-        src.as_os_str(),
-    ]);
+    let out = t.commit_output("os", &src);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a commit through a planted link");
     assert!(
@@ -867,13 +859,7 @@ fn a_hard_linked_file_changing_between_its_links_is_reported() {
                 std::thread::sleep(Duration::from_micros(100));
             }
         });
-        let out = t.run(&[
-            OsStr::new("commit"),
-            OsStr::new("-b"),
-            OsStr::new("os"),
-            OsStr::new("--tree"),
-            src.as_os_str(),
-        ]);
+        let out = t.commit_output("os", &src);
         stop.store(true, Ordering::Relaxed);
         out
     });
@@ -910,13 +896,6 @@ fn a_directory_swapped_for_a_link_mid_scan_lends_it_no_xattrs() {
     // Older than a second: the stat cache vouches for f next time.
     std::thread::sleep(Duration::from_millis(1300));
     t.commit_tree("os", &src);
-    let commit = [
-        OsStr::new("commit"),
-        OsStr::new("-b"),
-        OsStr::new("os"),
-        OsStr::new("--tree"),
-        src.as_os_str(),
-    ];
     let inotify = Inotify::init(InitFlags::empty()).unwrap();
     inotify
         .add_watch(&src.join("d"), AddWatchFlags::IN_OPEN)
@@ -927,7 +906,7 @@ fn a_directory_swapped_for_a_link_mid_scan_lends_it_no_xattrs() {
             fs::rename(src.join("d"), src.join("d.old")).unwrap();
             std::os::unix::fs::symlink(decoy.join("d"), src.join("d")).unwrap();
         });
-        t.run(&commit)
+        t.commit_output("os", &src)
     });
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
