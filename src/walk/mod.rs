@@ -8,7 +8,7 @@ mod stat;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -351,7 +351,10 @@ fn inode_from(
                 Reach::At(dir, name) => {
                     nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name).map_err(io::Error::from)
                 }
-                Reach::Open(_) => fs::read_link(path).map(Into::into),
+                // Only links opened O_PATH have a target here.
+                Reach::Open(file) => {
+                    nix::fcntl::readlinkat(Some(file.as_raw_fd()), "").map_err(io::Error::from)
+                }
             };
             let target = target.map_err(err(path, "cannot read symlink"))?.into_vec();
             inode.size = target.len() as u64;
@@ -389,7 +392,8 @@ fn inode_from(
     // Reached by name, not open: the entry there must still be the one
     // stat'ed, unchanged (a rename or an xattr written changes its
     // ctime), or its link target or xattrs may be another's.
-    if let Reach::At(dir, name) = reach {
+    let read_by_name = !options.skip_xattrs || inode.file_type() == Some(FileType::Symlink);
+    if let (Reach::At(dir, name), true) = (reach, read_by_name) {
         let again = stat::stat_at(dir, name).map_err(err(path, "cannot stat"))?;
         if again.key() != meta.key() || again.ctime != meta.ctime {
             return Err(changed(path));
