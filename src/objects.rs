@@ -16,9 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
+
+use rayon::prelude::*;
 
 use crate::fsverity::{self, Digest, EnableOutcome, HashingWriter};
 use crate::writeback::Writeback;
@@ -159,32 +162,57 @@ impl ObjectStore {
         open_regular(&self.path(digest))
     }
 
+    /// Whether an object named `digest` is in the store: in its prefix
+    /// directory itself, not through a link planted in its place.
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.path(digest).symlink_metadata().is_ok()
+        let hex = fsverity::Hex::new(digest);
+        let (prefix, name) = hex.as_str().split_at(2);
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+        let Ok(dir) = open_at(None, &self.root.join(prefix), flags, Mode::empty()) else {
+            return false;
+        };
+        nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
     }
 
     /// The digests of all stored objects (names only, nothing is read).
+    /// The prefix directories are listed in parallel: at 40k objects, one
+    /// after another, the listing took a fifth of an unchanged commit.
     pub fn digests(&self) -> io::Result<DigestSet> {
-        let mut out = Vec::new();
-        for byte in 0..=255u8 {
-            let prefix = format!("{byte:02x}");
-            let dir = match fs::read_dir(self.root.join(&prefix)) {
-                Ok(d) => d,
-                Err(e) if no_fanout(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            let start = out.len();
-            for entry in dir {
-                let name = entry?.file_name();
-                let full = [prefix.as_bytes(), name.as_encoded_bytes()].concat();
-                if let Some(d) = fsverity::parse_hex(&full) {
-                    out.push(d);
-                }
-            }
-            // Prefix directories come in order: each is sorted alone.
-            out[start..].sort_unstable();
+        let per_prefix: Vec<Vec<Digest>> = (0..=255u8)
+            .into_par_iter()
+            .map(|first| self.digests_under(first))
+            .collect::<io::Result<_>>()?;
+        let mut digests = Vec::with_capacity(per_prefix.iter().map(Vec::len).sum());
+        for some in per_prefix {
+            digests.extend_from_slice(&some);
         }
-        Ok(DigestSet::new(out))
+        Ok(DigestSet::new(digests))
+    }
+
+    /// The digests in the prefix directory of those starting with `first`,
+    /// sorted. None where it is missing or not a directory; a link in its
+    /// place is not followed.
+    fn digests_under(&self, first: u8) -> io::Result<Vec<Digest>> {
+        let mut name = [0u8; 64];
+        hex::encode_to_slice([first], &mut name[..2]).expect("two digits for a byte");
+        let prefix = std::str::from_utf8(&name[..2]).expect("hex digits are ASCII");
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let dir = match Dir::open(&self.root.join(prefix), flags, Mode::empty()) {
+            Ok(dir) => dir,
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut digests = Vec::new();
+        for entry in dir {
+            let entry = entry?;
+            let rest = entry.file_name().to_bytes();
+            if rest.len() == name.len() - 2 {
+                name[2..].copy_from_slice(rest);
+                digests.extend(fsverity::parse_hex(&name));
+            }
+        }
+        digests.sort_unstable();
+        Ok(digests)
     }
 
     /// Everything in the store: objects by digest, and entries that are

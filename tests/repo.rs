@@ -760,6 +760,37 @@ fn a_link_planted_as_a_prefix_directory_takes_no_object_out_of_the_store() {
     assert_eq!(t.ok(&["refs"]), "");
 }
 
+/// Objects moved out of the store, with a link planted in place of their
+/// prefix directory, are not taken as stored by a commit whose stat cache
+/// vouches for their files: the store's listing does not follow the
+/// link, and the commit fails naming it.
+#[test]
+fn a_link_planted_as_a_prefix_directory_does_not_vouch_for_its_objects() {
+    let t = TestRepo::new();
+    let src = t.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("file"), 5000, 7);
+    // Older than a second when committed: the stat cache vouches for it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    t.commit_tree("os", &src);
+    let prefixes: Vec<_> = fs::read_dir(t.path().join("objects"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().len() == 2)
+        .collect();
+    assert_eq!(prefixes.len(), 1, "{prefixes:?}");
+    let outside = t.scratch("outside");
+    fs::rename(&prefixes[0], &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &prefixes[0]).unwrap();
+    let out = t.commit_output("os", &src);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a commit vouched for by a link");
+    assert!(
+        stderr.contains("not a directory (a link or file in its place)"),
+        "{stderr}"
+    );
+}
+
 /// Files are read as they are scanned, and copied into a staging
 /// directory of the store meanwhile: a commit of a tree that holds the
 /// repository takes the repository in, but not that directory.

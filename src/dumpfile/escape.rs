@@ -19,23 +19,29 @@ pub fn escape(out: &mut Vec<u8>, bytes: &[u8], style: Style) {
         out.extend_from_slice(b"\\x2d");
         return;
     }
-    for &b in bytes {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'=' if style == Style::Equal => out.extend_from_slice(b"\\x3d"),
-            0x21..=0x7e => out.push(b),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'x',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 15) as usize],
-                ]);
-            }
+    // Most bytes of most fields stand for themselves: copied in runs.
+    let plain =
+        |b: u8| matches!(b, 0x21..=0x7e) && b != b'\\' && !(b == b'=' && style == Style::Equal);
+    let mut rest = bytes;
+    while let Some(at) = rest.iter().position(|&b| !plain(b)) {
+        out.extend_from_slice(&rest[..at]);
+        escape_byte(out, rest[at], style);
+        rest = &rest[at + 1..];
+    }
+    out.extend_from_slice(rest);
+}
+
+/// Append the escape of one byte that does not stand for itself.
+fn escape_byte(out: &mut Vec<u8>, b: u8, style: Style) {
+    match b {
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        b'=' if style == Style::Equal => out.extend_from_slice(b"\\x3d"),
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         }
     }
 }

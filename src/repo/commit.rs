@@ -7,7 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use gix::ObjectId;
 
-use super::history::{DumpFile, History};
+use super::dump_blob::DumpFile;
+use super::history::History;
 use super::meta::CommitMeta;
 use super::{io_err, Repo, RepoError, IMAGE_FORMAT_VERSION};
 use crate::compose::{read_dumpfile, write_image_temp, WrittenImage};
@@ -154,11 +155,17 @@ pub fn commit(
     };
 
     let parent = history.branch(branch)?;
+    // Most commits of a branch change its tree little or not at all; only
+    // a guess (0 in commits older than the field).
+    let likely_len = parent
+        .and_then(|parent| history.info(parent).ok())
+        .map(|info| info.meta.dump_size)
+        .filter(|&len| len > 0);
     let (dump, digest) = std::thread::scope(|scope| {
         // The copied contents are made durable and published meanwhile,
         // before the commit naming them is written.
         let publishing = staged.map(|staging| scope.spawn(move || staging.commit()));
-        let dump = DumpFile::write(&tree, repo.root()).map_err(io_err(repo.root()))?;
+        let dump = DumpFile::write(&tree, repo.root(), likely_len).map_err(io_err(repo.root()))?;
         let walk = &mut walk;
         let published = move || -> Result<(), RepoError> {
             if let Some(publishing) = publishing {
@@ -189,6 +196,9 @@ pub fn commit(
         Ok::<_, RepoError>((dump, digest))
     })?;
     let mut meta = CommitMeta::describe(&tree, dump.len, &digest, IMAGE_FORMAT_VERSION);
+    // Freeing a large tree takes as long as the rest of the commit: done
+    // beside it, on a thread nothing waits for.
+    let _ = std::thread::Builder::new().spawn(move || drop(tree));
     meta.image_source = image_source;
     let id = history.write_commit(dump.id, &meta, message, parent, crate::clock::now())?;
     if let Some(key) = options.sign_key {

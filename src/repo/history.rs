@@ -3,18 +3,17 @@
 //! branches are `refs/heads/*`, so plain git can inspect the history.
 
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 use gix::bstr::ByteSlice;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::Target;
 use gix::ObjectId;
 
+use super::dump_blob::DumpFile;
 use super::meta::CommitMeta;
 use super::{git_err, RepoError};
-use crate::tree::Tree;
 
 const DUMP: &str = "dump";
 const META: &str = "meta.json";
@@ -23,38 +22,6 @@ const IDENTITY: (&str, &str) = ("sealtree", "sealtree@localhost");
 /// The git side of a repository.
 pub struct History {
     repo: gix::Repository,
-}
-
-/// A tree's dumpfile, written to a temporary file rather than held in
-/// memory (a million entries make 130 MB of it), and its blob id.
-pub struct DumpFile {
-    file: tempfile::NamedTempFile,
-    pub len: u64,
-    pub id: ObjectId,
-}
-
-impl DumpFile {
-    /// Write the dumpfile of `tree` under a temporary name in `dir`.
-    pub fn write(tree: &Tree, dir: &Path) -> io::Result<DumpFile> {
-        let mut file = tempfile::Builder::new()
-            .prefix(crate::lockfile::TEMP_PREFIX)
-            .tempfile_in(dir)?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
-        crate::dumpfile::write(tree, &mut out)?;
-        out.flush()?;
-        drop(out);
-        let len = file.as_file().metadata()?.len();
-        let id = gix::objs::compute_stream_hash(
-            gix::hash::Kind::Sha1,
-            gix::objs::Kind::Blob,
-            &mut file.reopen()?,
-            len,
-            &mut gix::features::progress::Discard,
-            &AtomicBool::new(false),
-        )
-        .map_err(io::Error::other)?;
-        Ok(DumpFile { file, len, id })
-    }
 }
 
 /// A commit's header and metadata.
@@ -111,7 +78,7 @@ impl History {
         if self.repo.has_object(dump.id) {
             return Ok(());
         }
-        let mut file = io::BufReader::new(dump.file.reopen().map_err(git_err)?);
+        let mut file = io::BufReader::new(dump.reopen().map_err(git_err)?);
         let written = self
             .repo
             .objects

@@ -16,6 +16,7 @@
 mod checkout;
 mod commit;
 mod diff;
+mod dump_blob;
 mod fsck;
 mod history;
 mod meta;
