@@ -10,16 +10,16 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use nix::dir::Dir;
+use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, SFlag};
 
 use rayon::prelude::*;
 
@@ -162,16 +162,21 @@ impl ObjectStore {
         open_regular(&self.path(digest))
     }
 
-    /// Whether an object named `digest` is in the store: in its prefix
-    /// directory itself, not through a link planted in its place.
+    /// Whether an object named `digest` is in the store: a regular file
+    /// in its prefix directory itself, not through a link planted in its
+    /// place.
     pub fn contains(&self, digest: &Digest) -> bool {
         let hex = fsverity::Hex::new(digest);
         let (prefix, name) = hex.as_str().split_at(2);
+        self.open_prefix(prefix)
+            .is_some_and(|dir| is_object_at(dir.as_raw_fd(), name))
+    }
+
+    /// The prefix directory `prefix` (two hex digits) itself, if there
+    /// is one: not a link in its place.
+    fn open_prefix(&self, prefix: &str) -> Option<File> {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-        let Ok(dir) = open_at(None, &self.root.join(prefix), flags, Mode::empty()) else {
-            return false;
-        };
-        nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
+        open_at(None, &self.root.join(prefix), flags, Mode::empty()).ok()
     }
 
     /// The digests of all stored objects (names only, nothing is read).
@@ -202,14 +207,22 @@ impl ObjectStore {
             Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
+        let fd = dir.as_raw_fd();
         let mut digests = Vec::new();
         for entry in dir {
             let entry = entry?;
             let rest = entry.file_name().to_bytes();
-            if rest.len() == name.len() - 2 {
-                name[2..].copy_from_slice(rest);
-                digests.extend(fsverity::parse_hex(&name));
+            if rest.len() != name.len() - 2 {
+                continue;
             }
+            // A regular file, as `contains` asks (the type listed, if the
+            // filesystem lists it).
+            let regular = match entry.file_type() {
+                Some(kind) => kind == Type::File,
+                None => is_object_at(fd, entry.file_name()),
+            };
+            name[2..].copy_from_slice(rest);
+            digests.extend(digest_of_name(&name).filter(|_| regular));
         }
         digests.sort_unstable();
         Ok(digests)
@@ -239,7 +252,7 @@ impl ObjectStore {
             for obj in fs::read_dir(sub.path())? {
                 let obj = obj?;
                 let full = format!("{name}{}", obj.file_name().to_string_lossy());
-                match fsverity::parse_hex(full.as_bytes()) {
+                match digest_of_name(full.as_bytes()) {
                     Some(d) if obj.file_type()?.is_file() => {
                         listing.objects.push((d, obj.path(), obj.metadata()?.len()))
                     }
@@ -263,6 +276,7 @@ impl ObjectStore {
             durable: File::open(&self.root)?,
             dir,
             fanout: std::array::from_fn(|_| OnceLock::new()),
+            store_dirs: std::array::from_fn(|_| OnceLock::new()),
             modes_hold: [OnceLock::new(), OnceLock::new()],
             claimed: Mutex::new(HashSet::new()),
             staged: Mutex::new(Vec::new()),
@@ -323,6 +337,20 @@ fn no_fanout(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(nix::libc::ENOENT | nix::libc::ENOTDIR)
     )
+}
+
+/// The digest an object is stored under `name` for (its prefix and the
+/// rest joined): lower-case hex only, as the store names objects.
+fn digest_of_name(name: &[u8]) -> Option<Digest> {
+    let lower = name.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    fsverity::parse_hex(name).filter(|_| lower)
+}
+
+/// Whether `name` in the prefix directory open as `dir` is an object: a
+/// regular file, not a link or anything else planted there.
+fn is_object_at(dir: RawFd, name: &(impl nix::NixPath + ?Sized)) -> bool {
+    nix::sys::stat::fstatat(Some(dir), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits())
 }
 
 /// An object's mode: readable by all, unless it came from a file others
@@ -393,6 +421,10 @@ pub struct Staging<'s> {
     /// single directory; made on first use, as an unchanged tree needs
     /// none.
     fanout: [OnceLock<File>; 256],
+    /// The store's prefix directories, as [`ObjectStore::contains`]
+    /// opens them, opened once each: an object is then looked up with one
+    /// call.
+    store_dirs: [OnceLock<Option<File>>; 256],
     /// Whether objects come out of their create with the mode asked for,
     /// public and private: a umask or a default ACL on objects/ may take
     /// bits. Checked on the first of each; every object is made in a
@@ -596,7 +628,15 @@ impl Staging<'_> {
 
     /// Whether the store has `digest` (never, if it was empty).
     fn stored(&self, digest: &Digest) -> bool {
-        !self.store_empty && self.store.contains(digest)
+        if self.store_empty {
+            return false;
+        }
+        let hex = fsverity::Hex::new(digest);
+        let (prefix, name) = hex.as_str().split_at(2);
+        self.store_dirs[digest[0] as usize]
+            .get_or_init(|| self.store.open_prefix(prefix))
+            .as_ref()
+            .is_some_and(|dir| is_object_at(dir.as_raw_fd(), name))
     }
 
     /// Whether the store held no object when staging began: content is
@@ -822,6 +862,62 @@ fn rename_new(from_dir: &File, from: &str, to_dir: &File, to: &str) -> nix::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a regular file under its lower-case name in a real prefix
+    /// directory is an object, to every way of asking.
+    #[test]
+    fn only_a_regular_file_in_a_prefix_directory_is_an_object() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(root.path().join("objects")).unwrap();
+        let elsewhere = root.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let plant = |first: u8, what: &str| {
+            let digest = [first; 32];
+            let path = store.path(&digest);
+            let dir = path.parent().unwrap();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            match what {
+                "link as prefix" => {
+                    fs::write(elsewhere.join(name), b"x").unwrap();
+                    std::os::unix::fs::symlink(&elsewhere, dir).unwrap();
+                    return digest;
+                }
+                _ => fs::create_dir(dir).unwrap(),
+            }
+            match what {
+                "object" => fs::write(&path, b"x").unwrap(),
+                "upper case" => fs::write(dir.join(name.to_uppercase()), b"x").unwrap(),
+                "link as object" => {
+                    fs::write(elsewhere.join("target"), b"x").unwrap();
+                    std::os::unix::fs::symlink(elsewhere.join("target"), &path).unwrap();
+                }
+                "directory as object" => fs::create_dir(&path).unwrap(),
+                _ => unreachable!(),
+            }
+            digest
+        };
+        let cases = [
+            (0xab, "object", true),
+            (0xac, "upper case", false),
+            (0xad, "link as object", false),
+            (0xae, "directory as object", false),
+            (0xaf, "link as prefix", false),
+        ];
+        let planted: Vec<_> = cases
+            .iter()
+            .map(|&(first, what, _)| plant(first, what))
+            .collect();
+        let listed = store.digests().unwrap();
+        let staging = store.staging().unwrap();
+        let objects = store.list().unwrap().objects;
+        for ((_, what, object), digest) in cases.iter().zip(&planted) {
+            assert_eq!(store.contains(digest), *object, "contains: {what}");
+            assert_eq!(listed.contains(digest), *object, "digests: {what}");
+            assert_eq!(staging.stored(digest), *object, "stored: {what}");
+            let in_list = objects.iter().any(|(d, _, _)| d == digest);
+            assert_eq!(in_list, *object, "list: {what}");
+        }
+    }
 
     #[test]
     fn a_digest_set_finds_exactly_its_digests_at_every_prefix() {
