@@ -952,6 +952,45 @@ fn a_directory_swapped_for_a_link_mid_scan_lends_it_no_xattrs() {
     );
 }
 
+/// A directory replaced by a link after its parent's scan found it and
+/// before its own scan opens it is reported as changed, with the reason.
+#[test]
+fn a_directory_replaced_by_a_link_before_its_scan_is_reported_with_the_reason() {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+    let t = TestRepo::new();
+    let (src, decoy) = (t.scratch("src"), t.scratch("decoy"));
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::create_dir_all(&decoy).unwrap();
+    // With one thread, e is read after d is found; the files after it
+    // give the swap time to be done before d is opened.
+    write(&src.join("e"), 5000, 1);
+    for i in 0..20_000 {
+        fs::write(src.join(format!("f{i:05}")), "").unwrap();
+    }
+    let inotify = Inotify::init(InitFlags::empty()).unwrap();
+    inotify
+        .add_watch(&src.join("e"), AddWatchFlags::IN_OPEN)
+        .unwrap();
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            inotify.read_events().unwrap();
+            fs::rename(src.join("d"), src.join("d.old")).unwrap();
+            std::os::unix::fs::symlink(&decoy, src.join("d")).unwrap();
+        });
+        let threads = ["commit", "-b", "os", "--threads", "1", "--tree"].map(OsStr::new);
+        t.run(&[&threads[..], &[src.as_os_str()]].concat())
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("/d: file changed while it was read"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Not a directory"), "{stderr}");
+    assert_eq!(t.ok(&["refs"]), "");
+}
+
 #[test]
 fn objects_of_private_files_stay_private_until_published() {
     use std::os::unix::fs::PermissionsExt;

@@ -307,7 +307,10 @@ impl Reader<'_, '_> {
     fn scan_subdir(&self, parent: &Path, entry: &mut Scanned) -> Result<(), WalkError> {
         let path = parent.join(OsStr::from_bytes(&entry.name));
         let dir = stat::open_dir(&path, false).map_err(|e| match e.raw_os_error() {
-            Some(nix::libc::ELOOP | nix::libc::ENOTDIR | nix::libc::ENOENT) => changed(&path),
+            // Gone, or a link or file in its place: with the reason.
+            Some(nix::libc::ELOOP | nix::libc::ENOTDIR | nix::libc::ENOENT) => {
+                err(&path, CHANGED)(e)
+            }
             _ => err(&path, "cannot open")(e),
         })?;
         let meta = stat::stat_of(&dir).map_err(err(&path, "cannot stat"))?;
@@ -412,6 +415,8 @@ fn encode_dev(rdev: u64) -> Option<u32> {
     Some(((minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)) as u32)
 }
 
+const CHANGED: &str = "file changed while it was read";
+
 fn changed(path: &Path) -> WalkError {
-    err(path, "file changed while it was read")(io::Error::from(io::ErrorKind::InvalidData))
+    err(path, CHANGED)(io::Error::from(io::ErrorKind::InvalidData))
 }
