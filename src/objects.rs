@@ -20,7 +20,6 @@ use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, SFlag};
-
 use rayon::prelude::*;
 
 use crate::fsverity::{self, Digest, EnableOutcome, HashingWriter};
@@ -164,12 +163,21 @@ impl ObjectStore {
 
     /// Whether an object named `digest` is in the store: a regular file
     /// in its prefix directory itself, not through a link planted in its
-    /// place.
+    /// place. For many, [`ObjectStore::lookup`] opens each directory once.
     pub fn contains(&self, digest: &Digest) -> bool {
         let hex = fsverity::Hex::new(digest);
         let (prefix, name) = hex.as_str().split_at(2);
         self.open_prefix(prefix)
             .is_some_and(|dir| is_object_at(dir.as_raw_fd(), name))
+    }
+
+    /// Look objects up as [`ObjectStore::contains`] does, each prefix
+    /// directory opened once: one call per object.
+    pub fn lookup(&self) -> Lookup<'_> {
+        Lookup {
+            store: self,
+            dirs: std::array::from_fn(|_| OnceLock::new()),
+        }
     }
 
     /// The prefix directory `prefix` (two hex digits) itself, if there
@@ -276,7 +284,7 @@ impl ObjectStore {
             durable: File::open(&self.root)?,
             dir,
             fanout: std::array::from_fn(|_| OnceLock::new()),
-            store_dirs: std::array::from_fn(|_| OnceLock::new()),
+            stored: self.lookup(),
             modes_hold: [OnceLock::new(), OnceLock::new()],
             claimed: Mutex::new(HashSet::new()),
             staged: Mutex::new(Vec::new()),
@@ -337,6 +345,26 @@ fn no_fanout(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(nix::libc::ENOENT | nix::libc::ENOTDIR)
     )
+}
+
+/// Objects looked up in a store, each prefix directory opened on first
+/// use (from [`ObjectStore::lookup`]). A prefix directory made after its
+/// first use is not seen: this is for one pass.
+pub struct Lookup<'s> {
+    store: &'s ObjectStore,
+    dirs: [OnceLock<Option<File>>; 256],
+}
+
+impl Lookup<'_> {
+    /// [`ObjectStore::contains`].
+    pub fn contains(&self, digest: &Digest) -> bool {
+        let hex = fsverity::Hex::new(digest);
+        let (prefix, name) = hex.as_str().split_at(2);
+        self.dirs[digest[0] as usize]
+            .get_or_init(|| self.store.open_prefix(prefix))
+            .as_ref()
+            .is_some_and(|dir| is_object_at(dir.as_raw_fd(), name))
+    }
 }
 
 /// The digest an object is stored under `name` for (its prefix and the
@@ -421,10 +449,9 @@ pub struct Staging<'s> {
     /// single directory; made on first use, as an unchanged tree needs
     /// none.
     fanout: [OnceLock<File>; 256],
-    /// The store's prefix directories, as [`ObjectStore::contains`]
-    /// opens them, opened once each: an object is then looked up with one
-    /// call.
-    store_dirs: [OnceLock<Option<File>>; 256],
+    /// The store's objects (a prefix directory the store gains meanwhile
+    /// is not seen: its objects are found by the rename at commit).
+    stored: Lookup<'s>,
     /// Whether objects come out of their create with the mode asked for,
     /// public and private: a umask or a default ACL on objects/ may take
     /// bits. Checked on the first of each; every object is made in a
@@ -628,15 +655,7 @@ impl Staging<'_> {
 
     /// Whether the store has `digest` (never, if it was empty).
     fn stored(&self, digest: &Digest) -> bool {
-        if self.store_empty {
-            return false;
-        }
-        let hex = fsverity::Hex::new(digest);
-        let (prefix, name) = hex.as_str().split_at(2);
-        self.store_dirs[digest[0] as usize]
-            .get_or_init(|| self.store.open_prefix(prefix))
-            .as_ref()
-            .is_some_and(|dir| is_object_at(dir.as_raw_fd(), name))
+        !self.store_empty && self.stored.contains(digest)
     }
 
     /// Whether the store held no object when staging began: content is

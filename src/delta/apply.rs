@@ -133,6 +133,7 @@ pub fn apply_frames(
 ) -> Result<Applied, DeltaError> {
     let mut applied = Applied::default();
     let mut offset = 0;
+    let stored = store.lookup();
     for frame in &part.frames {
         let at = offset;
         offset += frame.len;
@@ -143,7 +144,7 @@ pub fn apply_frames(
             .iter()
             .map(|n| parse_digest(n).ok_or_else(|| invalid(what, format!("'{n}' is not a digest"))))
             .collect::<Result<Vec<_>, _>>()?;
-        if digests.iter().all(|d| store.contains(d)) {
+        if digests.iter().all(|d| stored.contains(d)) {
             applied.skipped += 1;
             continue;
         }

@@ -196,8 +196,9 @@ impl DeltaPull {
         jobs: usize,
     ) -> Result<(), RemoteError> {
         let store = repo.objects();
+        let stored = store.lookup();
         let todo: Vec<usize> = (0..self.superblock.parts.len())
-            .filter(|&i| missing_some(&self.superblock.parts[i], |d| store.contains(d)))
+            .filter(|&i| missing_some(&self.superblock.parts[i], |d| stored.contains(d)))
             .collect();
         // Each part in flight holds a patch's source in memory.
         let pool = rayon::ThreadPoolBuilder::new()

@@ -316,7 +316,8 @@ pub fn pull(
         }
         report.delta = Some((d.name().to_string(), d.rebuilt(), d.bytes()));
         delta_spent = d.bytes();
-        needed.retain(|(d, _)| !repo.objects().contains(d));
+        let stored = repo.objects().lookup();
+        needed.retain(|(d, _)| !stored.contains(d));
     }
     report.bytes_fetched = delta_spent;
     fetch_objects(repo, &fetcher, &needed, options, &mut report)?;

@@ -4,7 +4,7 @@
 //! before the entry exists.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -415,8 +415,14 @@ fn check_objects(sysroot: &Sysroot, tree: &Tree) -> Result<(), SysrootError> {
         {
             if let Some(d) = inode.digest {
                 if !objects.contains(&d) {
+                    // Why, as the open that would read it puts it.
+                    let why = match objects.open_object(&d) {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => "missing".to_string(),
+                        Err(e) => e.to_string(),
+                        Ok(_) => "behind a link in place of its prefix directory".to_string(),
+                    };
                     return Err(SysrootError::Refused(format!(
-                        "object {} is missing from {}: refusing to deploy",
+                        "object {} in {}: {why}: refusing to deploy",
                         hex::encode(d),
                         objects.root().display()
                     )));
