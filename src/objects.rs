@@ -167,8 +167,7 @@ impl ObjectStore {
     pub fn contains(&self, digest: &Digest) -> bool {
         let hex = fsverity::Hex::new(digest);
         let (prefix, name) = hex.as_str().split_at(2);
-        self.open_prefix(prefix)
-            .is_some_and(|dir| is_object_at(dir.as_raw_fd(), name))
+        matches!(self.open_prefix(prefix), Ok(Some(dir)) if is_object_at(dir.as_raw_fd(), name))
     }
 
     /// Look objects up as [`ObjectStore::contains`] does, each prefix
@@ -182,9 +181,15 @@ impl ObjectStore {
 
     /// The prefix directory `prefix` (two hex digits) itself, if there
     /// is one: not a link in its place.
-    fn open_prefix(&self, prefix: &str) -> Option<File> {
+    fn open_prefix(&self, prefix: &str) -> io::Result<Option<File>> {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-        open_at(None, &self.root.join(prefix), flags, Mode::empty()).ok()
+        match open_at(None, &self.root.join(prefix), flags, Mode::empty()) {
+            Ok(dir) => Ok(Some(dir)),
+            Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ELOOP)) || no_fanout(&e) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The digests of all stored objects (names only, nothing is read).
@@ -360,9 +365,17 @@ impl Lookup<'_> {
     pub fn contains(&self, digest: &Digest) -> bool {
         let hex = fsverity::Hex::new(digest);
         let (prefix, name) = hex.as_str().split_at(2);
-        self.dirs[digest[0] as usize]
-            .get_or_init(|| self.store.open_prefix(prefix))
-            .as_ref()
+        let slot = &self.dirs[digest[0] as usize];
+        let dir = match slot.get() {
+            Some(dir) => dir,
+            // Only an answer is kept: an error (out of descriptors, say)
+            // is "not there" this once, and asked again next time.
+            None => match self.store.open_prefix(prefix) {
+                Ok(dir) => slot.get_or_init(|| dir),
+                Err(_) => return false,
+            },
+        };
+        dir.as_ref()
             .is_some_and(|dir| is_object_at(dir.as_raw_fd(), name))
     }
 }
@@ -654,7 +667,7 @@ impl Staging<'_> {
     }
 
     /// Whether the store has `digest` (never, if it was empty).
-    fn stored(&self, digest: &Digest) -> bool {
+    pub fn stored(&self, digest: &Digest) -> bool {
         !self.store_empty && self.stored.contains(digest)
     }
 
@@ -850,7 +863,13 @@ impl Staging<'_> {
                 let name = &hex.as_str()[2..];
                 match rename_new(from_dir, name, &to_dir, name) {
                     Ok(()) => stats.added += 1,
-                    // Another writer published the same content first.
+                    // Another writer published the same content first,
+                    // or something else was planted under its name.
+                    Err(Errno::EEXIST) if !is_object_at(to_dir.as_raw_fd(), name) => {
+                        return Err(io::Error::other(format!(
+                            "{prefix}/{name}: not an object (a link or other file in its place)"
+                        )));
+                    }
                     Err(Errno::EEXIST) => {
                         nix::unistd::unlinkat(
                             Some(from_dir.as_raw_fd()),

@@ -791,6 +791,43 @@ fn a_link_planted_as_a_prefix_directory_does_not_vouch_for_its_objects() {
     );
 }
 
+/// A link planted under an object's name is not taken for the object: the
+/// commit that stores the content again fails naming it, and the link is
+/// left for fsck to report, not trusted.
+#[test]
+fn a_link_planted_as_an_object_fails_the_commit_that_stores_it() {
+    let t = TestRepo::new();
+    let src = t.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("file"), 5000, 7);
+    t.commit_tree("os", &src);
+    let objects = t.path().join("objects");
+    let prefix = fs::read_dir(&objects)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().len() == 2)
+        .unwrap();
+    let object = fs::read_dir(&prefix)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let elsewhere = t.scratch("elsewhere");
+    fs::copy(&object, &elsewhere).unwrap();
+    fs::remove_file(&object).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &object).unwrap();
+    write(&src.join("other"), 6000, 8);
+    let out = t.commit_output("os", &src);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not an object (a link or other file in its place)"),
+        "{stderr}"
+    );
+    assert!(fs::symlink_metadata(&object).unwrap().is_symlink());
+}
+
 /// Files are read as they are scanned, and copied into a staging
 /// directory of the store meanwhile: a commit of a tree that holds the
 /// repository takes the repository in, but not that directory.
@@ -937,7 +974,10 @@ fn a_directory_swapped_for_a_link_mid_scan_lends_it_no_xattrs() {
             fs::rename(src.join("d"), src.join("d.old")).unwrap();
             std::os::unix::fs::symlink(decoy.join("d"), src.join("d")).unwrap();
         });
-        t.commit_output("os", &src)
+        let out = t.commit_output("os", &src);
+        // Wakes the swap if the commit ended without opening d.
+        drop(fs::File::open(src.join("d")));
+        out
     });
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -956,39 +996,54 @@ fn a_directory_swapped_for_a_link_mid_scan_lends_it_no_xattrs() {
 /// before its own scan opens it is reported as changed, with the reason.
 #[test]
 fn a_directory_replaced_by_a_link_before_its_scan_is_reported_with_the_reason() {
+    use nix::fcntl::{renameat2, RenameFlags};
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
     let t = TestRepo::new();
-    let (src, decoy) = (t.scratch("src"), t.scratch("decoy"));
-    fs::create_dir_all(src.join("d")).unwrap();
+    let decoy = t.scratch("decoy");
     fs::create_dir_all(&decoy).unwrap();
-    // With one thread, e is read after d is found; the files after it
-    // give the swap time to be done before d is opened.
-    write(&src.join("e"), 5000, 1);
-    for i in 0..20_000 {
-        fs::write(src.join(format!("f{i:05}")), "").unwrap();
-    }
-    let inotify = Inotify::init(InitFlags::empty()).unwrap();
-    inotify
-        .add_watch(&src.join("e"), AddWatchFlags::IN_OPEN)
-        .unwrap();
-    let out = std::thread::scope(|s| {
-        s.spawn(|| {
-            inotify.read_events().unwrap();
-            fs::rename(src.join("d"), src.join("d.old")).unwrap();
-            std::os::unix::fs::symlink(&decoy, src.join("d")).unwrap();
+    // A swap that lands after d is opened proves nothing: tried again.
+    for attempt in 0..5 {
+        let src = t.scratch(&format!("src{attempt}"));
+        fs::create_dir_all(src.join("d")).unwrap();
+        std::os::unix::fs::symlink(&decoy, src.join("d.link")).unwrap();
+        // With one thread, e is read after d is found; the files after
+        // it give the swap time to be done before d is opened.
+        write(&src.join("e"), 5000, 1);
+        for i in 0..20_000 {
+            fs::write(src.join(format!("f{i:05}")), "").unwrap();
+        }
+        let inotify = Inotify::init(InitFlags::empty()).unwrap();
+        inotify
+            .add_watch(&src.join("e"), AddWatchFlags::IN_OPEN)
+            .unwrap();
+        let branch = format!("os{attempt}");
+        let out = std::thread::scope(|s| {
+            s.spawn(|| {
+                inotify.read_events().unwrap();
+                // In one step: d is never missing in between.
+                let (d, link) = (src.join("d"), src.join("d.link"));
+                renameat2(None, &d, None, &link, RenameFlags::RENAME_EXCHANGE).unwrap();
+            });
+            let args = ["commit", "-b", &branch, "--threads", "1", "--tree"].map(OsStr::new);
+            let out = t.run(&[&args[..], &[src.as_os_str()]].concat());
+            // Wakes the swap if the commit ended without reading e.
+            drop(fs::File::open(src.join("e")));
+            out
         });
-        let threads = ["commit", "-b", "os", "--threads", "1", "--tree"].map(OsStr::new);
-        t.run(&[&threads[..], &[src.as_os_str()]].concat())
-    });
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("/d: file changed while it was read"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("Not a directory"), "{stderr}");
-    assert_eq!(t.ok(&["refs"]), "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            continue;
+        }
+        assert!(
+            stderr.contains("/d: file changed while it was read"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("Not a directory"), "{stderr}");
+        assert!(!t.ok(&["refs"]).contains(&branch));
+        return;
+    }
+    panic!("in 5 attempts, the swap never landed before d was opened");
 }
 
 #[test]

@@ -133,7 +133,6 @@ pub fn apply_frames(
 ) -> Result<Applied, DeltaError> {
     let mut applied = Applied::default();
     let mut offset = 0;
-    let stored = store.lookup();
     for frame in &part.frames {
         let at = offset;
         offset += frame.len;
@@ -144,7 +143,7 @@ pub fn apply_frames(
             .iter()
             .map(|n| parse_digest(n).ok_or_else(|| invalid(what, format!("'{n}' is not a digest"))))
             .collect::<Result<Vec<_>, _>>()?;
-        if digests.iter().all(|d| stored.contains(d)) {
+        if digests.iter().all(|d| staging.stored(d)) {
             applied.skipped += 1;
             continue;
         }

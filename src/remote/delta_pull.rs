@@ -196,10 +196,13 @@ impl DeltaPull {
         jobs: usize,
     ) -> Result<(), RemoteError> {
         let store = repo.objects();
-        let stored = store.lookup();
-        let todo: Vec<usize> = (0..self.superblock.parts.len())
-            .filter(|&i| missing_some(&self.superblock.parts[i], |d| stored.contains(d)))
-            .collect();
+        // Its descriptors closed before the parts, which hold their own.
+        let todo: Vec<usize> = {
+            let stored = store.lookup();
+            (0..self.superblock.parts.len())
+                .filter(|&i| missing_some(&self.superblock.parts[i], |d| stored.contains(d)))
+                .collect()
+        };
         // Each part in flight holds a patch's source in memory.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(jobs.clamp(1, MAX_PARTS_AT_ONCE))
