@@ -400,19 +400,10 @@ fn a_file_url_update_fetches_only_the_changed_objects() {
     fs::remove_dir_all(&stick).unwrap();
     copy_repo(&p.path("server"), &stick);
     let mut removed = 0;
-    for sub in fs::read_dir(stick.join("objects")).unwrap() {
-        let sub = sub.unwrap();
-        let prefix = sub.file_name().to_string_lossy().into_owned();
-        if prefix.starts_with('.') {
-            continue;
-        }
-        for f in fs::read_dir(sub.path()).unwrap() {
-            let f = f.unwrap();
-            let name = format!("{prefix}{}", f.file_name().to_string_lossy());
-            if !changed.contains(&name) {
-                fs::remove_file(f.path()).unwrap();
-                removed += 1;
-            }
+    for name in stored_objects(&stick) {
+        if !changed.contains(&name) {
+            fs::remove_file(object_file(&stick, &name)).unwrap();
+            removed += 1;
         }
     }
     assert_eq!(removed, 50, "47 unchanged and 3 replaced objects");

@@ -79,22 +79,14 @@ impl TestRepo {
     }
 
     fn objects(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for sub in fs::read_dir(self.path().join("objects")).unwrap() {
-            let sub = sub.unwrap();
-            let name = sub.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') {
-                continue;
-            }
-            for obj in fs::read_dir(sub.path()).unwrap() {
-                out.push(format!(
-                    "{name}{}",
-                    obj.unwrap().file_name().to_string_lossy()
-                ));
-            }
-        }
-        out.sort();
-        out
+        stored_objects(&self.path())
+    }
+
+    /// The one object stored, where it lives.
+    fn only_object(&self) -> PathBuf {
+        let objects = self.objects();
+        assert_eq!(objects.len(), 1, "{objects:?}");
+        object_file(&self.path(), &objects[0])
     }
 
     fn image_digest(&self, commit: &str) -> String {
@@ -773,15 +765,11 @@ fn a_link_planted_as_a_prefix_directory_does_not_vouch_for_its_objects() {
     // Older than a second when committed: the stat cache vouches for it.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     t.commit_tree("os", &src);
-    let prefixes: Vec<_> = fs::read_dir(t.path().join("objects"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().len() == 2)
-        .collect();
-    assert_eq!(prefixes.len(), 1, "{prefixes:?}");
+    let object = t.only_object();
+    let prefix = object.parent().unwrap();
     let outside = t.scratch("outside");
-    fs::rename(&prefixes[0], &outside).unwrap();
-    std::os::unix::fs::symlink(&outside, &prefixes[0]).unwrap();
+    fs::rename(prefix, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, prefix).unwrap();
     let out = t.commit_output("os", &src);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a commit vouched for by a link");
@@ -801,18 +789,7 @@ fn a_link_planted_as_an_object_fails_the_commit_that_stores_it() {
     fs::create_dir_all(&src).unwrap();
     write(&src.join("file"), 5000, 7);
     t.commit_tree("os", &src);
-    let objects = t.path().join("objects");
-    let prefix = fs::read_dir(&objects)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().len() == 2)
-        .unwrap();
-    let object = fs::read_dir(&prefix)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let object = t.only_object();
     let elsewhere = t.scratch("elsewhere");
     fs::copy(&object, &elsewhere).unwrap();
     fs::remove_file(&object).unwrap();

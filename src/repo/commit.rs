@@ -288,6 +288,7 @@ fn require_objects(repo: &Repo, tree: &mut Tree) -> Result<(), RepoError> {
             paths.push((id, path.join(&b'/')));
         }
     });
+    let stored = repo.objects().lookup();
     for (id, path) in paths {
         let inode = &mut tree.inodes[id];
         if inode.file_type() != Some(FileType::Regular)
@@ -297,7 +298,7 @@ fn require_objects(repo: &Repo, tree: &mut Tree) -> Result<(), RepoError> {
             continue;
         }
         match inode.digest {
-            Some(d) if repo.objects().contains(&d) => {
+            Some(d) if stored.contains(&d) => {
                 inode.payload = Some(object_path(&d).into_bytes().into());
             }
             Some(d) => problems.push(format!(

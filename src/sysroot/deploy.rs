@@ -410,16 +410,19 @@ fn check_signature(sysroot: &Sysroot, commit: ObjectId) -> Result<Option<Verifie
 /// Every object the tree names must be in the store.
 fn check_objects(sysroot: &Sysroot, tree: &Tree) -> Result<(), SysrootError> {
     let objects = sysroot.repo().objects();
+    let stored = objects.lookup();
     for inode in &tree.inodes {
         if inode.file_type() == Some(FileType::Regular) && inode.content.is_none() && inode.size > 0
         {
             if let Some(d) = inode.digest {
-                if !objects.contains(&d) {
+                if !stored.contains(&d) {
                     // Why, as the open that would read it puts it.
                     let why = match objects.open_object(&d) {
                         Err(e) if e.kind() == io::ErrorKind::NotFound => "missing".to_string(),
                         Err(e) => e.to_string(),
-                        Ok(_) => "behind a link in place of its prefix directory".to_string(),
+                        // A link in place of its prefix directory, most
+                        // likely; or another writer published it meanwhile.
+                        Ok(_) => "not stored in its prefix directory itself".to_string(),
                     };
                     return Err(SysrootError::Refused(format!(
                         "object {} in {}: {why}: refusing to deploy",

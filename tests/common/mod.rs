@@ -25,6 +25,32 @@ pub fn missing(what: &str) {
     eprintln!("NOT RUN: {what}");
 }
 
+/// The names (digests in hex) of the content objects stored in the
+/// repository `repo`, sorted: every file under a prefix directory.
+pub fn stored_objects(repo: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for prefix in std::fs::read_dir(repo.join("objects")).unwrap() {
+        let prefix = prefix.unwrap();
+        let name = prefix.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        for object in std::fs::read_dir(prefix.path()).unwrap() {
+            let rest = object.unwrap().file_name();
+            names.push(format!("{name}{}", rest.to_string_lossy()));
+        }
+    }
+    names.sort();
+    names
+}
+
+/// Where the object named `name` (as [`stored_objects`] names it) is
+/// stored in the repository `repo`.
+pub fn object_file(repo: &Path, name: &str) -> PathBuf {
+    let (prefix, rest) = name.split_at(2);
+    repo.join("objects").join(prefix).join(rest)
+}
+
 /// The sealtree binary built for these tests.
 pub fn sealtree() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sealtree"))

@@ -153,23 +153,7 @@ impl Pair {
     }
 
     pub fn client_objects(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let root = self.path("client/objects");
-        for sub in fs::read_dir(&root).unwrap() {
-            let sub = sub.unwrap();
-            let name = sub.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            for f in fs::read_dir(sub.path()).unwrap() {
-                out.push(format!(
-                    "{name}{}",
-                    f.unwrap().file_name().to_string_lossy()
-                ));
-            }
-        }
-        out.sort();
-        out
+        stored_objects(&self.path("client"))
     }
 }
 
