@@ -228,12 +228,7 @@ impl ObjectStore {
             if rest.len() != name.len() - 2 {
                 continue;
             }
-            // A regular file, as `contains` asks (the type listed, if the
-            // filesystem lists it).
-            let regular = match entry.file_type() {
-                Some(kind) => kind == Type::File,
-                None => is_object_at(fd, entry.file_name()),
-            };
+            let regular = is_listed_file(fd, entry.file_name(), entry.file_type());
             name[2..].copy_from_slice(rest);
             digests.extend(digest_of_name(&name).filter(|_| regular));
         }
@@ -392,6 +387,16 @@ fn digest_of_name(name: &[u8]) -> Option<Digest> {
 fn is_object_at(dir: RawFd, name: &(impl nix::NixPath + ?Sized)) -> bool {
     nix::sys::stat::fstatat(Some(dir), name, AtFlags::AT_SYMLINK_NOFOLLOW)
         .is_ok_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits())
+}
+
+/// Whether `name`, listed in the directory open as `dir` with the type
+/// `listed`, is a regular file, as `contains` asks: the type listed, or
+/// asked of the file where the filesystem lists none.
+fn is_listed_file(dir: RawFd, name: &std::ffi::CStr, listed: Option<Type>) -> bool {
+    match listed {
+        Some(kind) => kind == Type::File,
+        None => is_object_at(dir, name),
+    }
 }
 
 /// An object's mode: readable by all, unless it came from a file others
@@ -903,6 +908,27 @@ mod tests {
 
     /// Only a regular file under its lower-case name in a real prefix
     /// directory is an object, to every way of asking.
+    #[test]
+    fn a_listing_without_types_asks_each_file_its_type() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("file"), b"x").unwrap();
+        fs::create_dir(dir.path().join("dir")).unwrap();
+        std::os::unix::fs::symlink("file", dir.path().join("link")).unwrap();
+        let open = open_dir(dir.path()).unwrap();
+        let fd = open.as_raw_fd();
+        for (name, regular) in [
+            (c"file", true),
+            (c"dir", false),
+            (c"link", false),
+            (c"gone", false),
+        ] {
+            assert_eq!(is_listed_file(fd, name, None), regular, "{name:?}");
+        }
+        // A listed type is taken as listed.
+        assert!(is_listed_file(fd, c"link", Some(Type::File)));
+        assert!(!is_listed_file(fd, c"file", Some(Type::Symlink)));
+    }
+
     #[test]
     fn only_a_regular_file_in_a_prefix_directory_is_an_object() {
         let root = tempfile::tempdir().unwrap();
