@@ -13,7 +13,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use nix::dir::{Dir, Type};
@@ -156,9 +156,29 @@ impl ObjectStore {
         self.root.join(crate::tree::object_path(digest))
     }
 
-    /// The object with `digest`, opened for reading (see `open_regular`).
+    /// The object with `digest`, opened for reading (see `open_regular`):
+    /// in its prefix directory itself, not through a link in its place.
     pub fn open_object(&self, digest: &Digest) -> io::Result<File> {
-        open_regular(&self.path(digest))
+        let hex = fsverity::Hex::new(digest);
+        let (prefix, name) = hex.as_str().split_at(2);
+        match self.open_prefix(prefix)? {
+            Some(dir) => open_regular_in(&dir, OsStr::new(name)).map(|(file, _)| file),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{prefix}: no prefix directory (missing, or a link or file in its place)"),
+            )),
+        }
+    }
+
+    /// Why the object with `digest` is not in the store, as opening it
+    /// says (for messages).
+    pub fn why_not_stored(&self, digest: &Digest) -> String {
+        match self.open_object(digest) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => "missing".to_string(),
+            Err(e) => e.to_string(),
+            // Published by another writer since it was looked up.
+            Ok(_) => "not stored when it was looked up".to_string(),
+        }
     }
 
     /// Whether an object named `digest` is in the store: a regular file
@@ -275,9 +295,7 @@ impl ObjectStore {
     /// Begin adding objects; nothing is visible until [`Staging::commit`].
     pub fn staging(&self) -> io::Result<Staging<'_>> {
         self.remove_abandoned_staging()?;
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{STAGING_PREFIX}{}-", std::process::id()))
-            .tempdir_in(&self.root)?;
+        let dir = StagingDir::make(&self.root)?;
         Ok(Staging {
             store: self,
             store_empty: !self.has_objects()?,
@@ -287,6 +305,7 @@ impl ObjectStore {
             stored: self.lookup(),
             modes_hold: [OnceLock::new(), OnceLock::new()],
             claimed: Mutex::new(HashSet::new()),
+            scratch_names: AtomicU64::new(0),
             staged: Mutex::new(Vec::new()),
             public: Mutex::new(HashSet::new()),
             verity_unsupported: AtomicBool::new(false),
@@ -460,7 +479,7 @@ pub struct Staging<'s> {
     /// only to files open when it happened (once another `syncfs`, such
     /// as the writeback's, has seen it).
     durable: File,
-    dir: tempfile::TempDir,
+    dir: StagingDir,
     /// The per-first-byte subdirectories made so far, each opened once:
     /// objects are created relative to it, not by a path walked each
     /// time. One per byte keeps concurrent writers from contending on a
@@ -476,6 +495,8 @@ pub struct Staging<'s> {
     /// directory made alike, so the first answers for the rest.
     modes_hold: [OnceLock<bool>; 2],
     claimed: Mutex<HashSet<Digest>>,
+    /// Numbers the named scratch files of [`Staging::add_reader`].
+    scratch_names: AtomicU64,
     /// Staged objects, whether the kernel enabled fs-verity on each, and
     /// whether it was staged private.
     staged: Mutex<Vec<(Digest, bool, bool)>>,
@@ -568,7 +589,39 @@ impl Staging<'_> {
     /// An unnamed scratch file beside the staged objects (on the store's
     /// filesystem, not in memory), gone once closed.
     pub fn scratch_file(&self) -> io::Result<File> {
-        tempfile::tempfile_in(self.dir.path())
+        let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_EXCL;
+        match open_at(
+            Some(&self.dir.fd),
+            Path::new("."),
+            flags,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        ) {
+            // A filesystem without O_TMPFILE: named, and unlinked at once.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::EOPNOTSUPP | nix::libc::EISDIR)
+                ) =>
+            {
+                let (name, file) = self.named_scratch()?;
+                self.dir.remove(&name);
+                Ok(file)
+            }
+            opened => opened,
+        }
+    }
+
+    /// A new file in the staging directory, by a name no other has.
+    fn named_scratch(&self) -> io::Result<(String, File)> {
+        let name = format!("tmp-{}", self.scratch_names.fetch_add(1, Ordering::Relaxed));
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+        let file = open_at(
+            Some(&self.dir.fd),
+            Path::new(&name),
+            flags,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )?;
+        Ok((name, file))
     }
 
     /// Write everything `reader` yields into the staging area, hashing it on
@@ -579,9 +632,16 @@ impl Staging<'_> {
         reader: &mut impl io::Read,
         private: bool,
     ) -> io::Result<(Digest, u64)> {
-        let (tmp, digest, len) = self.write_hashed(reader)?;
-        self.stage_file(tmp, digest, private)?;
-        Ok((digest, len))
+        let (name, mut file) = self.named_scratch()?;
+        let staged = copy_hashing(reader, &mut file).and_then(|(digest, len)| {
+            let moved = self.stage_file(&name, &file, digest, private)?;
+            Ok((digest, len, moved))
+        });
+        // Not moved under its digest: not needed.
+        if !matches!(staged, Ok((_, _, true))) {
+            self.dir.remove(&name);
+        }
+        staged.map(|(digest, len, _)| (digest, len))
     }
 
     /// Write what `reader` yields into the staging area if it hashes to
@@ -634,41 +694,44 @@ impl Staging<'_> {
         }
     }
 
-    /// Copy `reader` into a temporary file of the staging area, hashing on
-    /// the way: the file, its digest and length.
-    fn write_hashed(
-        &self,
-        reader: &mut impl io::Read,
-    ) -> io::Result<(tempfile::NamedTempFile, Digest, u64)> {
-        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path())?;
-        let (digest, len) = copy_hashing(reader, tmp.as_file_mut())?;
-        Ok((tmp, digest, len))
-    }
-
-    /// Stage a written temporary file under `digest` (its content's),
-    /// unless the store or this staging area has it already.
+    /// Stage the scratch file `name` (open as `file`), whose content has
+    /// `digest`, under that digest, unless the store or this staging
+    /// area has it already. Whether it was moved.
     fn stage_file(
         &self,
-        tmp: tempfile::NamedTempFile,
+        name: &str,
+        file: &File,
         digest: Digest,
         private: bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         if self.stored(&digest) {
-            return Ok(());
+            return Ok(false);
         }
         if !self.claimed.lock().unwrap().insert(digest) {
             self.note_public(&digest, private);
-            return Ok(());
+            return Ok(false);
         }
-        let path = self.staged_path(&digest)?;
-        self.start_writeback();
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(object_mode(private)))?;
-        tmp.persist(&path).map_err(|e| e.error)?;
+        let moved = (|| {
+            let to_dir = self.fanout_dir(digest[0])?;
+            self.start_writeback();
+            file.set_permissions(fs::Permissions::from_mode(object_mode(private)))?;
+            let hex = fsverity::Hex::new(&digest);
+            nix::fcntl::renameat(
+                Some(self.dir.fd.as_raw_fd()),
+                name,
+                Some(to_dir.as_raw_fd()),
+                &hex.as_str()[2..],
+            )
+            .map_err(io::Error::from)
+        })();
+        if let Err(e) = moved {
+            self.claimed.lock().unwrap().remove(&digest);
+            return Err(e);
+        }
         let verity =
             !self.verity_unsupported.load(Ordering::Relaxed) && self.enable_verity(&digest)?;
         self.staged.lock().unwrap().push((digest, verity, private));
-        Ok(())
+        Ok(true)
     }
 
     /// Whether the store has `digest` (never, if it was empty).
@@ -685,7 +748,7 @@ impl Staging<'_> {
     /// The staging directory's device and inode: a walk of a tree that
     /// holds the store leaves it out, as objects are written to it.
     pub fn dir_id(&self) -> io::Result<(u64, u64)> {
-        let meta = fs::metadata(self.dir.path())?;
+        let meta = self.dir.fd.metadata()?;
         Ok((meta.dev(), meta.ino()))
     }
 
@@ -702,13 +765,7 @@ impl Staging<'_> {
     /// without.
     fn start_writeback(&self) {
         self.writeback
-            .get_or_init(|| Writeback::start(self.dir.path()));
-    }
-
-    /// Where `digest` is staged; its directory is made if need be.
-    fn staged_path(&self, digest: &Digest) -> io::Result<PathBuf> {
-        self.fanout_dir(digest[0])?;
-        Ok(self.dir.path().join(crate::tree::object_path(digest)))
+            .get_or_init(|| Writeback::start(&self.store.root));
     }
 
     /// The staging subdirectory for objects whose digest starts with
@@ -718,14 +775,16 @@ impl Staging<'_> {
         if let Some(dir) = slot.get() {
             return Ok(dir);
         }
-        let path = self.dir.path().join(format!("{first:02x}"));
-        match fs::create_dir(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+        let name = format!("{first:02x}");
+        let at = Some(self.dir.fd.as_raw_fd());
+        match nix::sys::stat::mkdirat(at, name.as_str(), Mode::from_bits_truncate(0o777)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
         }
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+        let dir = open_at(Some(&self.dir.fd), Path::new(&name), flags, Mode::empty())?;
         // Another thread may have opened it meanwhile: either will do.
-        let _ = slot.set(open_dir(&path)?);
+        let _ = slot.set(dir);
         Ok(slot.get().expect("set above"))
     }
 
@@ -817,8 +876,13 @@ impl Staging<'_> {
         let public = std::mem::take(&mut *self.public.lock().unwrap());
         for (digest, _, private) in &staged {
             if *private && public.contains(digest) {
-                let path = self.dir.path().join(crate::tree::object_path(digest));
-                fs::set_permissions(&path, fs::Permissions::from_mode(object_mode(false)))?;
+                let hex = fsverity::Hex::new(digest);
+                nix::sys::stat::fchmodat(
+                    Some(self.fanout_dir(digest[0])?.as_raw_fd()),
+                    &hex.as_str()[2..],
+                    Mode::from_bits_truncate(object_mode(false)),
+                    nix::sys::stat::FchmodatFlags::FollowSymlink,
+                )?;
             }
         }
         drop(public);
@@ -829,7 +893,7 @@ impl Staging<'_> {
         // Renamed relative to open directories, never through a link: a
         // link planted as a prefix directory (objects/ab -> /etc/cron.d)
         // must not take objects out of the store.
-        let staging_dir = open_dir(self.dir.path())?;
+        let staging_dir = &self.dir.fd;
         let store_dir = open_dir(&self.store.root)?;
         staged.sort_unstable_by_key(|entry| entry.0[0]);
         for entries in staged.chunk_by(|a, b| a.0[0] == b.0[0]) {
@@ -838,7 +902,7 @@ impl Staging<'_> {
             // A prefix directory the store does not have yet is renamed in
             // whole (one rename instead of one per object: a first commit
             // or pull fills all 256).
-            match rename_new(&staging_dir, &prefix, &store_dir, &prefix) {
+            match rename_new(staging_dir, &prefix, &store_dir, &prefix) {
                 Ok(()) => {
                     stats.added += entries.len() as u64;
                     continue;
@@ -891,6 +955,99 @@ impl Staging<'_> {
     }
 }
 
+/// A staging area's directory under objects/, held open from when it is
+/// made: everything in it is reached through this handle, never by its
+/// path, so whoever can write to objects/ and puts another directory or
+/// a link in its place gets nothing written there.
+struct StagingDir {
+    path: PathBuf,
+    fd: File,
+}
+
+impl StagingDir {
+    /// Make a new staging directory in `store` and open it, checking the
+    /// directory opened is the one made: ours, private and empty.
+    fn make(store: &Path) -> io::Result<StagingDir> {
+        let template = store.join(format!("{STAGING_PREFIX}{}-XXXXXX", std::process::id()));
+        let path = nix::unistd::mkdtemp(&template)?;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+        let fd = open_at(None, &path, flags, Mode::empty());
+        let ours = fd.as_ref().is_ok_and(|fd| {
+            fd.metadata()
+                .is_ok_and(|m| m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o077 == 0)
+                && Dir::openat(Some(fd.as_raw_fd()), ".", flags, Mode::empty()).is_ok_and(
+                    |mut d| {
+                        d.iter()
+                            .flatten()
+                            .all(|e| matches!(e.file_name().to_bytes(), b"." | b".."))
+                    },
+                )
+        });
+        match fd {
+            Ok(fd) if ours => Ok(StagingDir { path, fd }),
+            _ => Err(io::Error::other(format!(
+                "{}: replaced by another directory or a link as it was made",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Remove the file `name` in it.
+    fn remove(&self, name: &str) {
+        let _ = nix::unistd::unlinkat(
+            Some(self.fd.as_raw_fd()),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+}
+
+impl Drop for StagingDir {
+    /// Emptied through the handle (its files and its fanout directories'
+    /// files), then removed by name only if what is there now is empty.
+    fn drop(&mut self) {
+        let at = self.fd.as_raw_fd();
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+        let Ok(mut dir) = Dir::openat(Some(at), ".", flags, Mode::empty()) else {
+            return;
+        };
+        for entry in dir.iter().flatten() {
+            let name = entry.file_name();
+            if matches!(name.to_bytes(), b"." | b"..") {
+                continue;
+            }
+            if entry.file_type() == Some(Type::Directory) || entry.file_type().is_none() {
+                if let Ok(mut sub) = Dir::openat(Some(at), name, flags, Mode::empty()) {
+                    let sub_fd = sub.as_raw_fd();
+                    let names: Vec<_> = sub
+                        .iter()
+                        .flatten()
+                        .map(|e| e.file_name().to_owned())
+                        .collect();
+                    for file in names
+                        .iter()
+                        .filter(|n| !matches!(n.to_bytes(), b"." | b".."))
+                    {
+                        let _ = nix::unistd::unlinkat(
+                            Some(sub_fd),
+                            file.as_c_str(),
+                            nix::unistd::UnlinkatFlags::NoRemoveDir,
+                        );
+                    }
+                    let _ = nix::unistd::unlinkat(
+                        Some(at),
+                        name,
+                        nix::unistd::UnlinkatFlags::RemoveDir,
+                    );
+                    continue;
+                }
+            }
+            let _ = nix::unistd::unlinkat(Some(at), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
 /// Rename `from` in `from_dir` to `to` in `to_dir`, unless `to` exists.
 fn rename_new(from_dir: &File, from: &str, to_dir: &File, to: &str) -> nix::Result<()> {
     nix::fcntl::renameat2(
@@ -906,8 +1063,7 @@ fn rename_new(from_dir: &File, from: &str, to_dir: &File, to: &str) -> nix::Resu
 mod tests {
     use super::*;
 
-    /// Only a regular file under its lower-case name in a real prefix
-    /// directory is an object, to every way of asking.
+    /// Where a filesystem lists no entry types, each is asked its own.
     #[test]
     fn a_listing_without_types_asks_each_file_its_type() {
         let dir = tempfile::tempdir().unwrap();
@@ -929,6 +1085,8 @@ mod tests {
         assert!(!is_listed_file(fd, c"file", Some(Type::Symlink)));
     }
 
+    /// Only a regular file under its lower-case name in a real prefix
+    /// directory is an object, to every way of asking.
     #[test]
     fn only_a_regular_file_in_a_prefix_directory_is_an_object() {
         let root = tempfile::tempdir().unwrap();

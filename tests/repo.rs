@@ -779,6 +779,112 @@ fn a_link_planted_as_a_prefix_directory_does_not_vouch_for_its_objects() {
     );
 }
 
+/// Objects are read from their prefix directory itself: with a link
+/// planted in its place, `cat` and `checkout` fail rather than give what
+/// the link leads to.
+#[test]
+fn a_link_planted_as_a_prefix_directory_is_not_read_through() {
+    let t = TestRepo::new();
+    let src = t.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("file"), 5000, 7);
+    t.commit_tree("os", &src);
+    let object = t.only_object();
+    let prefix = object.parent().unwrap();
+    let outside = t.scratch("outside");
+    fs::rename(prefix, t.scratch("moved")).unwrap();
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join(object.file_name().unwrap()), "planted\n").unwrap();
+    std::os::unix::fs::symlink(&outside, prefix).unwrap();
+    let cat = t.run(&["cat", "os", "/file"]);
+    let stderr = String::from_utf8_lossy(&cat.stderr);
+    assert!(!cat.status.success(), "cat read through the link");
+    assert!(!String::from_utf8_lossy(&cat.stdout).contains("planted"));
+    assert!(stderr.contains("no prefix directory"), "{stderr}");
+    let co = t.scratch("co");
+    let checkout = t.run(&[OsStr::new("checkout"), OsStr::new("os"), co.as_os_str()]);
+    assert!(!checkout.status.success(), "checkout read through the link");
+}
+
+/// The staging directory is reached through the handle opened when it
+/// was made: whoever can write to objects/ and swaps it for a directory
+/// of links (to /etc/cron.d, say) gets nothing written through them,
+/// and the commit stores every object.
+#[test]
+fn a_staging_directory_swapped_during_a_commit_is_not_written_through() {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let t = TestRepo::new();
+    let src = t.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3000 {
+        fs::write(
+            src.join(format!("{i:04}")),
+            format!("{i:04}\n").repeat(1000),
+        )
+        .unwrap();
+    }
+    let outside = t.scratch("outside");
+    fs::create_dir(&outside).unwrap();
+    let objects = t.path().join("objects");
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
+    inotify
+        .add_watch(&objects, AddWatchFlags::IN_CREATE)
+        .unwrap();
+    let (stop, swapped) = (AtomicBool::new(false), AtomicBool::new(false));
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) && !swapped.load(Ordering::Relaxed) {
+                let events = inotify.read_events().unwrap_or_default();
+                let staging = events.iter().find_map(|e| {
+                    e.name
+                        .as_ref()
+                        .filter(|n| n.to_string_lossy().starts_with(".staging-"))
+                });
+                if let Some(name) = staging {
+                    let planted = t.scratch("planted");
+                    fs::create_dir(&planted).unwrap();
+                    for byte in 0..=255u8 {
+                        let link = planted.join(format!("{byte:02x}"));
+                        std::os::unix::fs::symlink(&outside, link).unwrap();
+                    }
+                    fs::rename(objects.join(name), t.scratch("stolen")).unwrap();
+                    fs::rename(&planted, objects.join(name)).unwrap();
+                    swapped.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        let out = t.commit_output("os", &src);
+        stop.store(true, Ordering::Relaxed);
+        out
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        swapped.load(Ordering::Relaxed),
+        "the staging directory was not swapped"
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{stderr}");
+    // Swapped after it was opened (as good as always): the commit goes on
+    // through its handle. Swapped before: refused, naming it.
+    if out.status.success() {
+        let co = t.scratch("co");
+        t.ok(&[OsStr::new("checkout"), OsStr::new("os"), co.as_os_str()]);
+        assert_eq!(fs::read_dir(&co).unwrap().count(), 3000);
+    } else {
+        assert!(stderr.contains("replaced by another directory"), "{stderr}");
+    }
+    for entry in fs::read_dir(&objects).unwrap() {
+        let entry = entry.unwrap();
+        assert!(
+            !entry.file_type().unwrap().is_symlink(),
+            "{:?}",
+            entry.path()
+        );
+    }
+}
+
 /// A link planted under an object's name is not taken for the object: the
 /// commit that stores the content again fails naming it, and the link is
 /// left for fsck to report, not trusted.

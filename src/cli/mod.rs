@@ -277,7 +277,9 @@ impl Cli {
                     (Some(data), _) => out.write_all(data)?,
                     (None, Some(d)) if inode.size > 0 => {
                         let object = repo.objects().path(d);
-                        let mut f = std::fs::File::open(&object)
+                        let mut f = repo
+                            .objects()
+                            .open_object(d)
                             .with_context(|| format!("object {}", object.display()))?;
                         io::copy(&mut f, &mut out)?;
                     }

@@ -302,9 +302,10 @@ fn require_objects(repo: &Repo, tree: &mut Tree) -> Result<(), RepoError> {
                 inode.payload = Some(object_path(&d).into_bytes().into());
             }
             Some(d) => problems.push(format!(
-                "/{}: object {} is not in the store",
+                "/{}: object {} is not in the store ({})",
                 path.escape_ascii(),
-                hex::encode(d)
+                hex::encode(d),
+                repo.objects().why_not_stored(&d)
             )),
             None => problems.push(format!("/{}: no digest", path.escape_ascii())),
         }

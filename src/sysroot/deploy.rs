@@ -4,7 +4,7 @@
 //! before the entry exists.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -416,14 +416,7 @@ fn check_objects(sysroot: &Sysroot, tree: &Tree) -> Result<(), SysrootError> {
         {
             if let Some(d) = inode.digest {
                 if !stored.contains(&d) {
-                    // Why, as the open that would read it puts it.
-                    let why = match objects.open_object(&d) {
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => "missing".to_string(),
-                        Err(e) => e.to_string(),
-                        // A link in place of its prefix directory, most
-                        // likely; or another writer published it meanwhile.
-                        Ok(_) => "not stored in its prefix directory itself".to_string(),
-                    };
+                    let why = objects.why_not_stored(&d);
                     return Err(SysrootError::Refused(format!(
                         "object {} in {}: {why}: refusing to deploy",
                         hex::encode(d),
