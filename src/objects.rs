@@ -18,7 +18,7 @@ use std::sync::{Mutex, OnceLock};
 
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag};
 use nix::sys::stat::{Mode, SFlag};
 use rayon::prelude::*;
 
@@ -346,15 +346,32 @@ impl ObjectStore {
             });
             if !alive {
                 // A file or link by that name is removed as itself.
-                if entry.file_type()?.is_dir() {
-                    fs::remove_dir_all(entry.path())?;
-                } else {
+                if !entry.file_type()?.is_dir() {
                     fs::remove_file(entry.path())?;
+                } else if is_staging_dir(&entry.path(), &entry.metadata()?)? {
+                    fs::remove_dir_all(entry.path())?;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Whether the directory at `path` (with `meta`, not followed) can be a
+/// staging directory of ours: made by this user, and holding no file
+/// named like an object, as a prefix directory renamed to a staging
+/// name by whoever can write to objects/ would. What is not is left for
+/// fsck to report, never deleted with the objects in it.
+fn is_staging_dir(path: &Path, meta: &fs::Metadata) -> io::Result<bool> {
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Ok(false);
+    }
+    for entry in fs::read_dir(path)? {
+        if entry?.file_name().len() == 62 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Whether reading a fanout directory failed for want of one: missing,
@@ -600,7 +617,7 @@ impl Staging<'_> {
             Err(e)
                 if matches!(
                     e.raw_os_error(),
-                    Some(nix::libc::EOPNOTSUPP | nix::libc::EISDIR)
+                    Some(nix::libc::EOPNOTSUPP | nix::libc::EISDIR | nix::libc::ENOENT)
                 ) =>
             {
                 let (name, file) = self.named_scratch()?;
@@ -927,6 +944,13 @@ impl Staging<'_> {
                 )),
                 _ => e,
             })?;
+            // The staging directory itself, renamed there by whoever can
+            // write to objects/: its emptying would take the objects.
+            if same_file(&to_dir, staging_dir)? {
+                return Err(io::Error::other(format!(
+                    "{prefix}: the staging directory itself, moved there"
+                )));
+            }
             for (digest, _, _) in entries {
                 let hex = fsverity::Hex::new(digest);
                 let name = &hex.as_str()[2..];
@@ -961,7 +985,9 @@ impl Staging<'_> {
 /// a link in its place gets nothing written there.
 struct StagingDir {
     path: PathBuf,
-    fd: File,
+    /// Locked while in use: a directory another run holds (moved over
+    /// this one's name before it was opened) is refused.
+    fd: Flock<File>,
 }
 
 impl StagingDir {
@@ -983,12 +1009,18 @@ impl StagingDir {
                     },
                 )
         });
-        match fd {
-            Ok(fd) if ours => Ok(StagingDir { path, fd }),
-            _ => Err(io::Error::other(format!(
+        let replaced = || {
+            io::Error::other(format!(
                 "{}: replaced by another directory or a link as it was made",
                 path.display()
-            ))),
+            ))
+        };
+        match fd {
+            Ok(fd) if ours => match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+                Ok(fd) => Ok(StagingDir { path, fd }),
+                Err(_) => Err(replaced()),
+            },
+            _ => Err(replaced()),
         }
     }
 
@@ -1046,6 +1078,12 @@ impl Drop for StagingDir {
         }
         let _ = fs::remove_dir(&self.path);
     }
+}
+
+/// Whether `a` and `b` are open on the same file.
+fn same_file(a: &File, b: &File) -> io::Result<bool> {
+    let (a, b) = (a.metadata()?, b.metadata()?);
+    Ok((a.dev(), a.ino()) == (b.dev(), b.ino()))
 }
 
 /// Rename `from` in `from_dir` to `to` in `to_dir`, unless `to` exists.

@@ -806,27 +806,40 @@ fn a_link_planted_as_a_prefix_directory_is_not_read_through() {
     assert!(!checkout.status.success(), "checkout read through the link");
 }
 
-/// The staging directory is reached through the handle opened when it
-/// was made: whoever can write to objects/ and swaps it for a directory
-/// of links (to /etc/cron.d, say) gets nothing written through them,
-/// and the commit stores every object.
+/// A prefix directory renamed to the name of a dead writer's staging
+/// directory is not removed with it: its objects stay for fsck to name.
 #[test]
-fn a_staging_directory_swapped_during_a_commit_is_not_written_through() {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-    use std::sync::atomic::{AtomicBool, Ordering};
-
+fn a_prefix_directory_renamed_as_abandoned_staging_keeps_its_objects() {
     let t = TestRepo::new();
     let src = t.scratch("src");
     fs::create_dir_all(&src).unwrap();
+    write(&src.join("file"), 5000, 7);
+    t.commit_tree("os", &src);
+    let object = t.only_object();
+    // A pid that was and is no more.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let staging = t.path().join(format!("objects/.staging-{dead}-planted"));
+    fs::rename(object.parent().unwrap(), &staging).unwrap();
+    write(&src.join("other"), 6000, 8);
+    t.commit_tree("os", &src);
+    assert!(staging.join(object.file_name().unwrap()).is_file());
+}
+
+/// A commit of 3,000 files (their objects in every prefix) into `t`,
+/// while `swap` is done to its staging directory (named as given, under
+/// objects/) as soon as it is made: the commit's output, once it has run.
+fn commit_with_staging_swapped(t: &TestRepo, swap: impl Fn(&Path, &OsStr) + Sync) -> Output {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let src = t.scratch("src");
+    fs::create_dir_all(&src).unwrap();
     for i in 0..3000 {
-        fs::write(
-            src.join(format!("{i:04}")),
-            format!("{i:04}\n").repeat(1000),
-        )
-        .unwrap();
+        let content = format!("{i:04}\n").repeat(1000);
+        fs::write(src.join(format!("{i:04}")), content).unwrap();
     }
-    let outside = t.scratch("outside");
-    fs::create_dir(&outside).unwrap();
     let objects = t.path().join("objects");
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
     inotify
@@ -843,14 +856,7 @@ fn a_staging_directory_swapped_during_a_commit_is_not_written_through() {
                         .filter(|n| n.to_string_lossy().starts_with(".staging-"))
                 });
                 if let Some(name) = staging {
-                    let planted = t.scratch("planted");
-                    fs::create_dir(&planted).unwrap();
-                    for byte in 0..=255u8 {
-                        let link = planted.join(format!("{byte:02x}"));
-                        std::os::unix::fs::symlink(&outside, link).unwrap();
-                    }
-                    fs::rename(objects.join(name), t.scratch("stolen")).unwrap();
-                    fs::rename(&planted, objects.join(name)).unwrap();
+                    swap(&objects, name);
                     swapped.store(true, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_micros(200));
@@ -860,27 +866,78 @@ fn a_staging_directory_swapped_during_a_commit_is_not_written_through() {
         stop.store(true, Ordering::Relaxed);
         out
     });
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         swapped.load(Ordering::Relaxed),
         "the staging directory was not swapped"
     );
+    out
+}
+
+/// A commit that succeeded has every file of the tree in the store.
+fn check_out_all(t: &TestRepo) {
+    let co = t.scratch("co");
+    t.ok(&[OsStr::new("checkout"), OsStr::new("os"), co.as_os_str()]);
+    assert_eq!(fs::read_dir(&co).unwrap().count(), 3000);
+}
+
+/// The staging directory is reached through the handle opened when it
+/// was made: whoever can write to objects/ and swaps it for a directory
+/// of links (to /etc/cron.d, say) gets nothing written through them,
+/// and the commit stores every object.
+#[test]
+fn a_staging_directory_swapped_during_a_commit_is_not_written_through() {
+    let t = TestRepo::new();
+    let outside = t.scratch("outside");
+    fs::create_dir(&outside).unwrap();
+    let out = commit_with_staging_swapped(&t, |objects, name| {
+        let planted = t.scratch("planted");
+        fs::create_dir(&planted).unwrap();
+        for byte in 0..=255u8 {
+            let link = planted.join(format!("{byte:02x}"));
+            std::os::unix::fs::symlink(&outside, link).unwrap();
+        }
+        fs::rename(objects.join(name), t.scratch("stolen")).unwrap();
+        fs::rename(&planted, objects.join(name)).unwrap();
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{stderr}");
     // Swapped after it was opened (as good as always): the commit goes on
     // through its handle. Swapped before: refused, naming it.
     if out.status.success() {
-        let co = t.scratch("co");
-        t.ok(&[OsStr::new("checkout"), OsStr::new("os"), co.as_os_str()]);
-        assert_eq!(fs::read_dir(&co).unwrap().count(), 3000);
+        check_out_all(&t);
     } else {
         assert!(stderr.contains("replaced by another directory"), "{stderr}");
     }
-    for entry in fs::read_dir(&objects).unwrap() {
+    for entry in fs::read_dir(t.path().join("objects")).unwrap() {
         let entry = entry.unwrap();
         assert!(
             !entry.file_type().unwrap().is_symlink(),
             "{:?}",
             entry.path()
+        );
+    }
+}
+
+/// A staging directory renamed to a prefix directory's name is not
+/// published into: the commit fails naming it, rather than succeed and
+/// then empty the directory its objects went to.
+#[test]
+fn a_staging_directory_renamed_as_a_prefix_directory_is_not_published_into() {
+    let t = TestRepo::new();
+    let out = commit_with_staging_swapped(&t, |objects, name| {
+        // Once the commit has it open (renamed before, it is refused as
+        // replaced), and before it publishes.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::rename(objects.join(name), objects.join("00")).unwrap();
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        check_out_all(&t);
+    } else {
+        assert!(
+            stderr.contains("00: the staging directory itself")
+                || stderr.contains("replaced by another directory"),
+            "{stderr}"
         );
     }
 }
