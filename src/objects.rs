@@ -344,34 +344,52 @@ impl ObjectStore {
             let alive = pid.is_some_and(|pid| {
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(Errno::ESRCH)
             });
-            if !alive {
-                // A file or link by that name is removed as itself.
-                if !entry.file_type()?.is_dir() {
-                    fs::remove_file(entry.path())?;
-                } else if is_staging_dir(&entry.path(), &entry.metadata()?)? {
-                    fs::remove_dir_all(entry.path())?;
-                }
+            if alive {
+                continue;
+            }
+            // A file or link by that name is removed as itself.
+            if !entry.file_type()?.is_dir() {
+                fs::remove_file(entry.path())?;
+            } else if let Some(dir) = open_abandoned_staging(&entry.path())? {
+                // Emptied through the directory checked, then removed by
+                // name only if what is there now is empty: a directory
+                // swapped in meanwhile keeps what it holds.
+                empty_staging(&dir);
+                let _ = fs::remove_dir(entry.path());
             }
         }
         Ok(())
     }
 }
 
-/// Whether the directory at `path` (with `meta`, not followed) can be a
-/// staging directory of ours: made by this user, and holding no file
-/// named like an object, as a prefix directory renamed to a staging
-/// name by whoever can write to objects/ would. What is not is left for
-/// fsck to report, never deleted with the objects in it.
-fn is_staging_dir(path: &Path, meta: &fs::Metadata) -> io::Result<bool> {
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Ok(false);
+/// The directory at `path` (not followed), open and locked, if it can be
+/// an abandoned staging directory of ours: made by this user, locked by
+/// no run, and holding no file named like an object, as a prefix
+/// directory renamed to a staging name by whoever can write to objects/
+/// would. What is not is left for fsck to report, never emptied.
+fn open_abandoned_staging(path: &Path) -> io::Result<Option<Flock<File>>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+    let dir = match open_at(None, path, flags, Mode::empty()) {
+        Ok(dir) => dir,
+        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ELOOP)) || no_fanout(&e) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    // Locked by a run (or on a filesystem without locks): left alone.
+    let Ok(dir) = Flock::lock(dir, FlockArg::LockExclusiveNonblock) else {
+        return Ok(None);
+    };
+    if dir.metadata()?.uid() != nix::unistd::geteuid().as_raw() {
+        return Ok(None);
     }
-    for entry in fs::read_dir(path)? {
-        if entry?.file_name().len() == 62 {
-            return Ok(false);
+    let mut listing = Dir::openat(Some(dir.as_raw_fd()), ".", flags, Mode::empty())?;
+    for entry in listing.iter() {
+        if entry?.file_name().to_bytes().len() == 62 {
+            return Ok(None);
         }
     }
-    Ok(true)
+    Ok(Some(dir))
 }
 
 /// Whether reading a fanout directory failed for want of one: missing,
@@ -934,7 +952,7 @@ impl Staging<'_> {
             let to_dir = open_at(
                 Some(&store_dir),
                 Path::new(&prefix),
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
                 Mode::empty(),
             )
             .map_err(|e| match e.raw_os_error() {
@@ -951,6 +969,18 @@ impl Staging<'_> {
                     "{prefix}: the staging directory itself, moved there"
                 )));
             }
+            // Another run's staging directory (a pull's next batch, say),
+            // moved there: its end would remove what is published into it.
+            let to_dir = match Flock::lock(to_dir, FlockArg::LockSharedNonblock) {
+                Ok(locked) => locked.unlock().map_err(|(_, e)| io::Error::from(e))?,
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    return Err(io::Error::other(format!(
+                        "{prefix}: a staging directory in use, moved there"
+                    )));
+                }
+                // No locks on this filesystem: nothing to learn from them.
+                Err((dir, _)) => dir,
+            };
             for (digest, _, _) in entries {
                 let hex = fsverity::Hex::new(digest);
                 let name = &hex.as_str()[2..];
@@ -985,9 +1015,11 @@ impl Staging<'_> {
 /// a link in its place gets nothing written there.
 struct StagingDir {
     path: PathBuf,
-    /// Locked while in use: a directory another run holds (moved over
-    /// this one's name before it was opened) is refused.
-    fd: Flock<File>,
+    fd: File,
+    /// Held while in use (on a copy of `fd`, one open file): a directory
+    /// another run holds, moved over this one's name before it was
+    /// opened, is refused. None where the filesystem has no locks.
+    _lock: Option<Flock<File>>,
 }
 
 impl StagingDir {
@@ -1015,13 +1047,17 @@ impl StagingDir {
                 path.display()
             ))
         };
-        match fd {
-            Ok(fd) if ours => match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
-                Ok(fd) => Ok(StagingDir { path, fd }),
-                Err(_) => Err(replaced()),
-            },
-            _ => Err(replaced()),
-        }
+        let fd = fd.ok().filter(|_| ours).ok_or_else(replaced)?;
+        let lock = match Flock::lock(fd.try_clone()?, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Some(lock),
+            Err((_, Errno::EWOULDBLOCK)) => return Err(replaced()),
+            Err(_) => None,
+        };
+        Ok(StagingDir {
+            path,
+            fd,
+            _lock: lock,
+        })
     }
 
     /// Remove the file `name` in it.
@@ -1035,48 +1071,51 @@ impl StagingDir {
 }
 
 impl Drop for StagingDir {
-    /// Emptied through the handle (its files and its fanout directories'
-    /// files), then removed by name only if what is there now is empty.
+    /// Emptied through the handle, then removed by name only if what is
+    /// there now is empty.
     fn drop(&mut self) {
-        let at = self.fd.as_raw_fd();
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-        let Ok(mut dir) = Dir::openat(Some(at), ".", flags, Mode::empty()) else {
-            return;
-        };
-        for entry in dir.iter().flatten() {
-            let name = entry.file_name();
-            if matches!(name.to_bytes(), b"." | b"..") {
+        empty_staging(&self.fd);
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+/// Remove what a staging directory open as `dir` holds, through it: its
+/// files, and its fanout directories with their files.
+fn empty_staging(dir: &File) {
+    let at = dir.as_raw_fd();
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+    let Ok(mut listing) = Dir::openat(Some(at), ".", flags, Mode::empty()) else {
+        return;
+    };
+    for entry in listing.iter().flatten() {
+        let name = entry.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
+        }
+        if matches!(entry.file_type(), Some(Type::Directory) | None) {
+            if let Ok(mut sub) = Dir::openat(Some(at), name, flags, Mode::empty()) {
+                let sub_fd = sub.as_raw_fd();
+                let names: Vec<_> = sub
+                    .iter()
+                    .flatten()
+                    .map(|e| e.file_name().to_owned())
+                    .collect();
+                for file in names
+                    .iter()
+                    .filter(|n| !matches!(n.to_bytes(), b"." | b".."))
+                {
+                    let _ = nix::unistd::unlinkat(
+                        Some(sub_fd),
+                        file.as_c_str(),
+                        nix::unistd::UnlinkatFlags::NoRemoveDir,
+                    );
+                }
+                let _ =
+                    nix::unistd::unlinkat(Some(at), name, nix::unistd::UnlinkatFlags::RemoveDir);
                 continue;
             }
-            if entry.file_type() == Some(Type::Directory) || entry.file_type().is_none() {
-                if let Ok(mut sub) = Dir::openat(Some(at), name, flags, Mode::empty()) {
-                    let sub_fd = sub.as_raw_fd();
-                    let names: Vec<_> = sub
-                        .iter()
-                        .flatten()
-                        .map(|e| e.file_name().to_owned())
-                        .collect();
-                    for file in names
-                        .iter()
-                        .filter(|n| !matches!(n.to_bytes(), b"." | b".."))
-                    {
-                        let _ = nix::unistd::unlinkat(
-                            Some(sub_fd),
-                            file.as_c_str(),
-                            nix::unistd::UnlinkatFlags::NoRemoveDir,
-                        );
-                    }
-                    let _ = nix::unistd::unlinkat(
-                        Some(at),
-                        name,
-                        nix::unistd::UnlinkatFlags::RemoveDir,
-                    );
-                    continue;
-                }
-            }
-            let _ = nix::unistd::unlinkat(Some(at), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
         }
-        let _ = fs::remove_dir(&self.path);
+        let _ = nix::unistd::unlinkat(Some(at), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
     }
 }
 
@@ -1100,6 +1139,30 @@ fn rename_new(from_dir: &File, from: &str, to_dir: &File, to: &str) -> nix::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another run's staging directory, moved by whoever can write to
+    /// objects/ to the name of a prefix this run publishes to, is not
+    /// published into: that run's end would remove what it holds.
+    #[test]
+    fn a_staging_directory_in_use_moved_to_a_prefix_name_is_not_published_into() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(root.path().join("objects")).unwrap();
+        let data = b"content published into another staging directory";
+        let digest = fsverity::digest_bytes(data);
+        let first = store.staging().unwrap();
+        first.add_bytes(data, &digest, false).unwrap();
+        let second = store.staging().unwrap();
+        let prefix = store.root().join(format!("{:02x}", digest[0]));
+        fs::rename(&second.dir.path, &prefix).unwrap();
+        let err = first.commit().unwrap_err().to_string();
+        assert!(
+            err.contains("a staging directory in use, moved there"),
+            "{err}"
+        );
+        drop(second);
+        // What the second run held is gone; nothing was published into it.
+        assert!(!store.contains(&digest));
+    }
 
     /// Where a filesystem lists no entry types, each is asked its own.
     #[test]
