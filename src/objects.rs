@@ -347,10 +347,11 @@ impl ObjectStore {
             if alive {
                 continue;
             }
-            // A file or link by that name is removed as itself.
-            if !entry.file_type()?.is_dir() {
-                fs::remove_file(entry.path())?;
-            } else if let Some(dir) = open_abandoned_staging(&entry.path())? {
+            // A file or link by that name is removed as itself. Errors
+            // leave an entry for fsck to report: a commit goes on.
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = fs::remove_file(entry.path());
+            } else if let Ok(Some(dir)) = open_abandoned_staging(&entry.path()) {
                 // Emptied through the directory checked, then removed by
                 // name only if what is there now is empty: a directory
                 // swapped in meanwhile keeps what it holds.
@@ -363,7 +364,7 @@ impl ObjectStore {
 }
 
 /// The directory at `path` (not followed), open and locked, if it can be
-/// an abandoned staging directory of ours: made by this user, locked by
+/// an abandoned staging directory of ours: this user's and private, locked by
 /// no run, and holding no file named like an object, as a prefix
 /// directory renamed to a staging name by whoever can write to objects/
 /// would. What is not is left for fsck to report, never emptied.
@@ -380,7 +381,7 @@ fn open_abandoned_staging(path: &Path) -> io::Result<Option<Flock<File>>> {
     let Ok(dir) = Flock::lock(dir, FlockArg::LockExclusiveNonblock) else {
         return Ok(None);
     };
-    if dir.metadata()?.uid() != nix::unistd::geteuid().as_raw() {
+    if !is_private_dir_of_ours(&dir)? {
         return Ok(None);
     }
     let mut listing = Dir::openat(Some(dir.as_raw_fd()), ".", flags, Mode::empty())?;
@@ -969,17 +970,20 @@ impl Staging<'_> {
                     "{prefix}: the staging directory itself, moved there"
                 )));
             }
-            // Another run's staging directory (a pull's next batch, say),
-            // moved there: its end would remove what is published into it.
-            let to_dir = match Flock::lock(to_dir, FlockArg::LockSharedNonblock) {
-                Ok(locked) => locked.unlock().map_err(|(_, e)| io::Error::from(e))?,
-                Err((_, Errno::EWOULDBLOCK)) => {
+            // Another run's staging directory (a pull's next batch, or a
+            // dead run's being removed), moved there: its end would remove
+            // what is published into it. The lock is held while publishing,
+            // so neither can take it meanwhile. A lock held on a directory
+            // others may read is anyone's, and no reason to stop.
+            let _publishing = match Flock::lock(to_dir.try_clone()?, FlockArg::LockSharedNonblock) {
+                Ok(held) => Some(held),
+                Err((_, Errno::EWOULDBLOCK)) if is_private_dir_of_ours(&to_dir)? => {
                     return Err(io::Error::other(format!(
                         "{prefix}: a staging directory in use, moved there"
                     )));
                 }
-                // No locks on this filesystem: nothing to learn from them.
-                Err((dir, _)) => dir,
+                // Or no locks on this filesystem.
+                Err(_) => None,
             };
             for (digest, _, _) in entries {
                 let hex = fsverity::Hex::new(digest);
@@ -1029,30 +1033,29 @@ impl StagingDir {
         let template = store.join(format!("{STAGING_PREFIX}{}-XXXXXX", std::process::id()));
         let path = nix::unistd::mkdtemp(&template)?;
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-        let fd = open_at(None, &path, flags, Mode::empty());
-        let ours = fd.as_ref().is_ok_and(|fd| {
-            fd.metadata()
-                .is_ok_and(|m| m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o077 == 0)
-                && Dir::openat(Some(fd.as_raw_fd()), ".", flags, Mode::empty()).is_ok_and(
-                    |mut d| {
-                        d.iter()
-                            .flatten()
-                            .all(|e| matches!(e.file_name().to_bytes(), b"." | b".."))
-                    },
-                )
-        });
         let replaced = || {
             io::Error::other(format!(
                 "{}: replaced by another directory or a link as it was made",
                 path.display()
             ))
         };
-        let fd = fd.ok().filter(|_| ours).ok_or_else(replaced)?;
+        let fd = open_at(None, &path, flags, Mode::empty()).map_err(|_| replaced())?;
+        // Locked before it is checked: a directory another run could
+        // still publish into would not stay empty unseen.
         let lock = match Flock::lock(fd.try_clone()?, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Some(lock),
             Err((_, Errno::EWOULDBLOCK)) => return Err(replaced()),
             Err(_) => None,
         };
+        let empty =
+            Dir::openat(Some(fd.as_raw_fd()), ".", flags, Mode::empty()).is_ok_and(|mut d| {
+                d.iter()
+                    .flatten()
+                    .all(|e| matches!(e.file_name().to_bytes(), b"." | b".."))
+            });
+        if !(is_private_dir_of_ours(&fd)? && empty) {
+            return Err(replaced());
+        }
         Ok(StagingDir {
             path,
             fd,
@@ -1119,6 +1122,13 @@ fn empty_staging(dir: &File) {
     }
 }
 
+/// Whether the directory open as `dir` is this user's and closed to
+/// others, as a staging directory is.
+fn is_private_dir_of_ours(dir: &File) -> io::Result<bool> {
+    let meta = dir.metadata()?;
+    Ok(meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o077 == 0)
+}
+
 /// Whether `a` and `b` are open on the same file.
 fn same_file(a: &File, b: &File) -> io::Result<bool> {
     let (a, b) = (a.metadata()?, b.metadata()?);
@@ -1162,6 +1172,33 @@ mod tests {
         drop(second);
         // What the second run held is gone; nothing was published into it.
         assert!(!store.contains(&digest));
+    }
+
+    /// A lock anyone who may read a prefix directory can take on it does
+    /// not stop a commit publishing into it.
+    #[test]
+    fn a_lock_on_a_readable_prefix_directory_does_not_stop_publishing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(root.path().join("objects")).unwrap();
+        let content = |i: u32| format!("object {i}").into_bytes();
+        let first = fsverity::digest_bytes(&content(0));
+        let same_prefix = (1..)
+            .find(|&i| fsverity::digest_bytes(&content(i))[0] == first[0])
+            .unwrap();
+        let staging = store.staging().unwrap();
+        staging.add_bytes(&content(0), &first, false).unwrap();
+        staging.commit().unwrap();
+        let prefix = store.root().join(format!("{:02x}", first[0]));
+        // Readable by others, whatever the umask made it.
+        fs::set_permissions(&prefix, fs::Permissions::from_mode(0o755)).unwrap();
+        let prefix = File::open(prefix).unwrap();
+        let _held = Flock::lock(prefix, FlockArg::LockExclusiveNonblock).unwrap();
+        let data = content(same_prefix);
+        let digest = fsverity::digest_bytes(&data);
+        let staging = store.staging().unwrap();
+        staging.add_bytes(&data, &digest, false).unwrap();
+        assert_eq!(staging.commit().unwrap().added, 1);
+        assert!(store.contains(&digest));
     }
 
     /// Where a filesystem lists no entry types, each is asked its own.

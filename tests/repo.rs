@@ -82,6 +82,22 @@ impl TestRepo {
         stored_objects(&self.path())
     }
 
+    /// A source tree of one file (5000 bytes), made in the scratch area.
+    fn one_file_tree(&self) -> PathBuf {
+        let src = self.scratch("src");
+        fs::create_dir_all(&src).unwrap();
+        write(&src.join("file"), 5000, 7);
+        src
+    }
+
+    /// [`TestRepo::one_file_tree`] committed on `os`: the tree, and where
+    /// its one object is stored.
+    fn commit_one_object(&self) -> (PathBuf, PathBuf) {
+        let src = self.one_file_tree();
+        self.commit_tree("os", &src);
+        (src, self.only_object())
+    }
+
     /// The one object stored, where it lives.
     fn only_object(&self) -> PathBuf {
         let objects = self.objects();
@@ -730,9 +746,7 @@ fn objects_keep_their_modes_under_a_strict_umask() {
 #[test]
 fn a_link_planted_as_a_prefix_directory_takes_no_object_out_of_the_store() {
     let t = TestRepo::new();
-    let src = t.scratch("src");
-    fs::create_dir_all(&src).unwrap();
-    write(&src.join("file"), 5000, 7);
+    let src = t.one_file_tree();
     let outside = t.scratch("outside");
     fs::create_dir_all(&outside).unwrap();
     for byte in 0..=255u8 {
@@ -759,9 +773,7 @@ fn a_link_planted_as_a_prefix_directory_takes_no_object_out_of_the_store() {
 #[test]
 fn a_link_planted_as_a_prefix_directory_does_not_vouch_for_its_objects() {
     let t = TestRepo::new();
-    let src = t.scratch("src");
-    fs::create_dir_all(&src).unwrap();
-    write(&src.join("file"), 5000, 7);
+    let src = t.one_file_tree();
     // Older than a second when committed: the stat cache vouches for it.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     t.commit_tree("os", &src);
@@ -785,11 +797,7 @@ fn a_link_planted_as_a_prefix_directory_does_not_vouch_for_its_objects() {
 #[test]
 fn a_link_planted_as_a_prefix_directory_is_not_read_through() {
     let t = TestRepo::new();
-    let src = t.scratch("src");
-    fs::create_dir_all(&src).unwrap();
-    write(&src.join("file"), 5000, 7);
-    t.commit_tree("os", &src);
-    let object = t.only_object();
+    let (_, object) = t.commit_one_object();
     let prefix = object.parent().unwrap();
     let outside = t.scratch("outside");
     fs::rename(prefix, t.scratch("moved")).unwrap();
@@ -811,11 +819,7 @@ fn a_link_planted_as_a_prefix_directory_is_not_read_through() {
 #[test]
 fn a_prefix_directory_renamed_as_abandoned_staging_keeps_its_objects() {
     let t = TestRepo::new();
-    let src = t.scratch("src");
-    fs::create_dir_all(&src).unwrap();
-    write(&src.join("file"), 5000, 7);
-    t.commit_tree("os", &src);
-    let object = t.only_object();
+    let (src, object) = t.commit_one_object();
     // A pid that was and is no more.
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();
@@ -948,11 +952,7 @@ fn a_staging_directory_renamed_as_a_prefix_directory_is_not_published_into() {
 #[test]
 fn a_link_planted_as_an_object_fails_the_commit_that_stores_it() {
     let t = TestRepo::new();
-    let src = t.scratch("src");
-    fs::create_dir_all(&src).unwrap();
-    write(&src.join("file"), 5000, 7);
-    t.commit_tree("os", &src);
-    let object = t.only_object();
+    let (src, object) = t.commit_one_object();
     let elsewhere = t.scratch("elsewhere");
     fs::copy(&object, &elsewhere).unwrap();
     fs::remove_file(&object).unwrap();
