@@ -7,7 +7,7 @@
 //! at any point leaves either no object or a complete one under each name.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -76,8 +76,18 @@ pub fn open_dir(path: &Path) -> io::Result<File> {
 /// Never through a link at the last step, and never blocking on a FIFO.
 const REGULAR_ONLY: OFlag = OFlag::O_NOFOLLOW.union(OFlag::O_NONBLOCK);
 
+/// A directory, never through a link at the last step.
+const DIR_NOFOLLOW: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW);
+
 /// openat(2): `path` relative to `dir`, or to the working directory.
-fn open_at(dir: Option<&File>, path: &Path, flags: OFlag, mode: Mode) -> io::Result<File> {
+fn open_at(
+    dir: Option<&File>,
+    path: &(impl nix::NixPath + ?Sized),
+    flags: OFlag,
+    mode: Mode,
+) -> io::Result<File> {
     let fd = nix::fcntl::openat(
         dir.map(|d| d.as_raw_fd()),
         path,
@@ -351,7 +361,7 @@ impl ObjectStore {
             // leave an entry for fsck to report: a commit goes on.
             if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 let _ = fs::remove_file(entry.path());
-            } else if let Ok(Some(dir)) = open_abandoned_staging(&entry.path()) {
+            } else if let Some(dir) = open_abandoned_staging(&entry.path()) {
                 // Emptied through the directory checked, then removed by
                 // name only if what is there now is empty: a directory
                 // swapped in meanwhile keeps what it holds.
@@ -368,29 +378,27 @@ impl ObjectStore {
 /// no run, and holding no file named like an object, as a prefix
 /// directory renamed to a staging name by whoever can write to objects/
 /// would. What is not is left for fsck to report, never emptied.
-fn open_abandoned_staging(path: &Path) -> io::Result<Option<Flock<File>>> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-    let dir = match open_at(None, path, flags, Mode::empty()) {
-        Ok(dir) => dir,
-        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ELOOP)) || no_fanout(&e) => {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
-    };
+fn open_abandoned_staging(path: &Path) -> Option<Flock<File>> {
+    let dir = open_at(None, path, DIR_NOFOLLOW, Mode::empty()).ok()?;
     // Locked by a run (or on a filesystem without locks): left alone.
-    let Ok(dir) = Flock::lock(dir, FlockArg::LockExclusiveNonblock) else {
-        return Ok(None);
-    };
-    if !is_private_dir_of_ours(&dir)? {
-        return Ok(None);
-    }
-    let mut listing = Dir::openat(Some(dir.as_raw_fd()), ".", flags, Mode::empty())?;
+    let dir = Flock::lock(dir, FlockArg::LockExclusiveNonblock).ok()?;
+    let entries = entries_in(dir.as_raw_fd()).ok()?;
+    let no_object = entries.iter().all(|(name, _)| name.to_bytes().len() != 62);
+    (is_private_dir_of_ours(&dir).ok()? && no_object).then_some(dir)
+}
+
+/// The entries of the directory open as `dir` (not `.` and `..`), with
+/// their types where the filesystem lists them.
+fn entries_in(dir: RawFd) -> io::Result<Vec<(CString, Option<Type>)>> {
+    let mut listing = Dir::openat(Some(dir), ".", DIR_NOFOLLOW, Mode::empty())?;
+    let mut entries = Vec::new();
     for entry in listing.iter() {
-        if entry?.file_name().to_bytes().len() == 62 {
-            return Ok(None);
+        let entry = entry?;
+        if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+            entries.push((entry.file_name().to_owned(), entry.file_type()));
         }
     }
-    Ok(Some(dir))
+    Ok(entries)
 }
 
 /// Whether reading a fanout directory failed for want of one: missing,
@@ -953,7 +961,7 @@ impl Staging<'_> {
             let to_dir = open_at(
                 Some(&store_dir),
                 Path::new(&prefix),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+                DIR_NOFOLLOW,
                 Mode::empty(),
             )
             .map_err(|e| match e.raw_os_error() {
@@ -1032,14 +1040,13 @@ impl StagingDir {
     fn make(store: &Path) -> io::Result<StagingDir> {
         let template = store.join(format!("{STAGING_PREFIX}{}-XXXXXX", std::process::id()));
         let path = nix::unistd::mkdtemp(&template)?;
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
         let replaced = || {
             io::Error::other(format!(
                 "{}: replaced by another directory or a link as it was made",
                 path.display()
             ))
         };
-        let fd = open_at(None, &path, flags, Mode::empty()).map_err(|_| replaced())?;
+        let fd = open_at(None, &path, DIR_NOFOLLOW, Mode::empty()).map_err(|_| replaced())?;
         // Locked before it is checked: a directory another run could
         // still publish into would not stay empty unseen.
         let lock = match Flock::lock(fd.try_clone()?, FlockArg::LockExclusiveNonblock) {
@@ -1047,12 +1054,7 @@ impl StagingDir {
             Err((_, Errno::EWOULDBLOCK)) => return Err(replaced()),
             Err(_) => None,
         };
-        let empty =
-            Dir::openat(Some(fd.as_raw_fd()), ".", flags, Mode::empty()).is_ok_and(|mut d| {
-                d.iter()
-                    .flatten()
-                    .all(|e| matches!(e.file_name().to_bytes(), b"." | b".."))
-            });
+        let empty = entries_in(fd.as_raw_fd()).is_ok_and(|e| e.is_empty());
         if !(is_private_dir_of_ours(&fd)? && empty) {
             return Err(replaced());
         }
@@ -1074,11 +1076,16 @@ impl StagingDir {
 }
 
 impl Drop for StagingDir {
-    /// Emptied through the handle, then removed by name only if what is
-    /// there now is empty.
+    /// Emptied through the handle, then removed by name if what is there
+    /// is still this directory: another run's new one, moved over its name,
+    /// is left to that run.
     fn drop(&mut self) {
         empty_staging(&self.fd);
-        let _ = fs::remove_dir(&self.path);
+        let still_here = open_at(None, &self.path, DIR_NOFOLLOW, Mode::empty())
+            .and_then(|there| same_file(&there, &self.fd));
+        if still_here.unwrap_or(false) {
+            let _ = fs::remove_dir(&self.path);
+        }
     }
 }
 
@@ -1086,39 +1093,35 @@ impl Drop for StagingDir {
 /// files, and its fanout directories with their files.
 fn empty_staging(dir: &File) {
     let at = dir.as_raw_fd();
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-    let Ok(mut listing) = Dir::openat(Some(at), ".", flags, Mode::empty()) else {
-        return;
-    };
-    for entry in listing.iter().flatten() {
-        let name = entry.file_name();
-        if matches!(name.to_bytes(), b"." | b"..") {
-            continue;
-        }
-        if matches!(entry.file_type(), Some(Type::Directory) | None) {
-            if let Ok(mut sub) = Dir::openat(Some(at), name, flags, Mode::empty()) {
-                let sub_fd = sub.as_raw_fd();
-                let names: Vec<_> = sub
-                    .iter()
-                    .flatten()
-                    .map(|e| e.file_name().to_owned())
-                    .collect();
-                for file in names
-                    .iter()
-                    .filter(|n| !matches!(n.to_bytes(), b"." | b".."))
-                {
-                    let _ = nix::unistd::unlinkat(
-                        Some(sub_fd),
-                        file.as_c_str(),
-                        nix::unistd::UnlinkatFlags::NoRemoveDir,
-                    );
-                }
-                let _ =
-                    nix::unistd::unlinkat(Some(at), name, nix::unistd::UnlinkatFlags::RemoveDir);
+    for (name, listed) in entries_in(at).unwrap_or_default() {
+        if matches!(listed, Some(Type::Directory) | None) {
+            if let Ok(sub) = open_at(Some(dir), name.as_c_str(), DIR_NOFOLLOW, Mode::empty()) {
+                remove_files_in(sub.as_raw_fd());
+                let _ = nix::unistd::unlinkat(
+                    Some(at),
+                    name.as_c_str(),
+                    nix::unistd::UnlinkatFlags::RemoveDir,
+                );
                 continue;
             }
         }
-        let _ = nix::unistd::unlinkat(Some(at), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        let _ = nix::unistd::unlinkat(
+            Some(at),
+            name.as_c_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+}
+
+/// Remove the files in the directory open as `dir`; what is not a file
+/// stays, and so does the directory.
+fn remove_files_in(dir: RawFd) {
+    for (name, _) in entries_in(dir).unwrap_or_default() {
+        let _ = nix::unistd::unlinkat(
+            Some(dir),
+            name.as_c_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
     }
 }
 
@@ -1199,6 +1202,26 @@ mod tests {
         staging.add_bytes(&data, &digest, false).unwrap();
         assert_eq!(staging.commit().unwrap().added, 1);
         assert!(store.contains(&digest));
+    }
+
+    /// A staging area's end does not remove another run's new, still
+    /// empty staging directory moved over its name by whoever can write
+    /// to objects/: that run would fail writing into a removed directory.
+    #[test]
+    fn a_staging_area_ends_without_removing_a_directory_moved_over_its_name() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(root.path().join("objects")).unwrap();
+        let first = store.staging().unwrap();
+        let second = store.staging().unwrap();
+        let first_path = first.dir.path.clone();
+        fs::rename(&first_path, store.root().join("moved-away")).unwrap();
+        fs::rename(&second.dir.path, &first_path).unwrap();
+        drop(first);
+        assert!(first_path.is_dir(), "the other run's directory was removed");
+        let data = b"written by the run whose directory was moved";
+        let digest = fsverity::digest_bytes(data);
+        second.add_bytes(data, &digest, false).unwrap();
+        assert!(second.dir.fd.metadata().unwrap().nlink() > 0);
     }
 
     /// Where a filesystem lists no entry types, each is asked its own.
