@@ -1,6 +1,8 @@
 //! The stat cache: for each file a commit hashed, its identity and change
-//! stamps (device, inode, size, mtime, ctime) and its digest, so a later
-//! commit of an unchanged tree trusts the digest instead of re-reading.
+//! stamps (device, inode, size, mtime, ctime), its digest and whether it
+//! had xattrs, so a later commit of an unchanged tree trusts the digest
+//! instead of re-reading, and asks a file that had none for nothing more
+//! than its stamp.
 
 use std::fs;
 use std::io::{self, Write};
@@ -9,8 +11,10 @@ use std::path::{Path, PathBuf};
 
 use crate::fsverity::Digest;
 
-const MAGIC: &[u8; 8] = b"STCACHE1";
-const RECORD: usize = 7 * 8 + 32;
+const MAGIC: &[u8; 8] = b"STCACHE2";
+const RECORD: usize = 8 * 8 + 32;
+/// In a record's flags: the file had xattrs.
+const HAS_XATTRS: u64 = 1;
 
 /// What identifies a file's content without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,12 +26,21 @@ pub struct FileStamp {
     pub ctime: (i64, i64),
 }
 
-/// Digests of files by stamp.
+/// What a commit found of a file with a given stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedFile {
+    pub digest: Digest,
+    /// Setting or removing one changes the ctime, so a file whose stamp
+    /// is unchanged and that had none still has none.
+    pub has_xattrs: bool,
+}
+
+/// Files by stamp.
 #[derive(Default)]
 pub struct StatCache {
     /// Sorted by device and inode: a sorted list takes half the memory of
     /// a hash map, which matters at a million files.
-    entries: Vec<(FileStamp, Digest)>,
+    entries: Vec<(FileStamp, CachedFile)>,
 }
 
 impl StatCache {
@@ -52,8 +65,11 @@ impl StatCache {
                 mtime: (n(3) as i64, n(4) as i64),
                 ctime: (n(5) as i64, n(6) as i64),
             };
-            let digest: Digest = rec[56..].try_into().unwrap();
-            entries.push((stamp, digest));
+            let file = CachedFile {
+                digest: rec[64..].try_into().unwrap(),
+                has_xattrs: n(7) & HAS_XATTRS != 0,
+            };
+            entries.push((stamp, file));
         }
         entries.sort_unstable_by_key(|(s, _)| (s.dev, s.ino));
         StatCache { entries }
@@ -64,8 +80,8 @@ impl StatCache {
         self.entries.is_empty()
     }
 
-    /// The digest of a file whose stamp is unchanged.
-    pub fn get(&self, stamp: &FileStamp) -> Option<Digest> {
+    /// What was found of a file whose stamp is unchanged.
+    pub fn get(&self, stamp: &FileStamp) -> Option<CachedFile> {
         let at = self
             .entries
             .binary_search_by_key(&(stamp.dev, stamp.ino), |(s, _)| (s.dev, s.ino))
@@ -136,8 +152,8 @@ impl Writer {
         }
     }
 
-    /// Record that the file with `stamp` has `digest`.
-    pub fn add(&mut self, s: &FileStamp, digest: &Digest) {
+    /// Record what was found of the file with `stamp`.
+    pub fn add(&mut self, s: &FileStamp, file: &CachedFile) {
         let ns = |t: (i64, i64)| t.0 as i128 * 1_000_000_000 + t.1 as i128;
         let recent = self.started - 1_000_000_000;
         if self.error.is_some() || ns(s.ctime) >= recent || ns(s.mtime) >= recent {
@@ -152,11 +168,12 @@ impl Writer {
             s.mtime.1 as u64,
             s.ctime.0 as u64,
             s.ctime.1 as u64,
+            if file.has_xattrs { HAS_XATTRS } else { 0 },
         ];
         for (slot, v) in rec.chunks_exact_mut(8).zip(fields) {
             slot.copy_from_slice(&v.to_le_bytes());
         }
-        rec[56..].copy_from_slice(digest);
+        rec[64..].copy_from_slice(&file.digest);
         if let Err(e) = self.out().and_then(|out| out.write_all(&rec)) {
             self.error = Some(e);
         }

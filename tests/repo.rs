@@ -624,6 +624,26 @@ fn unchanged_tree_recommits_from_the_stat_cache() {
     .unwrap();
     assert_eq!(third.walk.unwrap().files_hashed, 1);
     assert_ne!(third.meta.image_digest, second.meta.image_digest);
+    // The cache vouches that f4 had no xattrs, so they are not listed
+    // while its stamp holds; one set since changed its ctime.
+    xattr::set(src.join("f4"), "user.added", b"later").unwrap();
+    let fourth = repo::commit(
+        &repo,
+        CommitSource::Directory(&src),
+        "os",
+        "",
+        &Default::default(),
+    )
+    .unwrap();
+    // f4, and f3: written just before the third commit, it was too
+    // recent for that commit's cache.
+    assert_eq!(fourth.walk.unwrap().files_hashed, 2);
+    let tree = repo.tree(fourth.id).unwrap();
+    let f4 = tree.lookup(b"/f4").unwrap();
+    assert_eq!(
+        tree.inodes[f4].xattrs.get(&b"user.added"[..]),
+        Some(&b"later".to_vec())
+    );
 }
 
 #[test]

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use crate::fsverity::Digest;
 use crate::objects::{self, CommitStats, ObjectStore, Staging};
 use crate::statcache::{self, StatCache};
-use crate::tree::{FileType, Inode, Mtime, Name, Tree};
+use crate::tree::{FileType, Inode, Mtime, Name, Tree, DEFAULT_INLINE_THRESHOLD};
 use build::Builder;
 use read::{Reader, SourceFile};
 use stat::{Listing, Stat};
@@ -122,7 +122,7 @@ fn read_dir_tree_here<'s>(
         _ => err(root, "cannot open")(e),
     })?;
     let meta = stat::stat_of(&dir).map_err(err(root, "cannot stat"))?;
-    let root_inode = inode_from(root, &meta, Reach::Open(&dir), options)?;
+    let root_inode = inode_from(root, &meta, Reach::Open(&dir), options, false)?;
 
     let mut skip = Vec::new();
     let staging = match options.store {
@@ -274,7 +274,16 @@ impl Reader<'_, '_> {
             Some(file) => Reach::Open(file),
             None => Reach::At(dir, name),
         };
-        let mut inode = inode_from(&child, &meta, reach, self.options)?;
+        // Only files too large to inline are in the stat cache; one it
+        // vouches had no xattrs is asked nothing more by name.
+        let cached = match self.options.cache {
+            Some(cache) if meta.is_regular() && meta.size > DEFAULT_INLINE_THRESHOLD => {
+                cache.get(&meta.stamp())
+            }
+            _ => None,
+        };
+        let no_xattrs = cached.is_some_and(|c| !c.has_xattrs);
+        let mut inode = inode_from(&child, &meta, reach, self.options, no_xattrs)?;
         if inode.file_type() == Some(FileType::Regular) && inode.size > 0 {
             let file = SourceFile {
                 dir,
@@ -283,6 +292,8 @@ impl Reader<'_, '_> {
                 stamp: meta.stamp(),
                 private: objects::is_private(inode.mode),
                 opened,
+                cached,
+                has_xattrs: !inode.xattrs.is_empty(),
             };
             if meta.nlink <= 1 {
                 build::set_content(&mut inode, self.read(file)?);
@@ -317,7 +328,7 @@ impl Reader<'_, '_> {
         if meta.key() != entry.key {
             return Err(changed(&path));
         }
-        entry.inode = inode_from(&path, &meta, Reach::Open(&dir), self.options)?;
+        entry.inode = inode_from(&path, &meta, Reach::Open(&dir), self.options, false)?;
         entry.inode.nlink = meta.nlink.try_into().unwrap_or(u32::MAX);
         entry.children = scan_dir(&path, dir, self)?;
         Ok(())
@@ -333,12 +344,14 @@ enum Reach<'a> {
 }
 
 /// The inode of `path`, reached as `reach`, from its metadata (no
-/// content yet).
+/// content yet); with no xattrs asked for where `no_xattrs` (the stat
+/// cache vouches it has none).
 fn inode_from(
     path: &Path,
     meta: &Stat,
     reach: Reach,
     options: &WalkOptions,
+    no_xattrs: bool,
 ) -> Result<Inode, WalkError> {
     let mut inode = Inode::new(meta.mode);
     inode.uid = meta.uid;
@@ -373,7 +386,8 @@ fn inode_from(
         Some(FileType::Directory) => inode.size = meta.size,
         _ => {}
     }
-    if !options.skip_xattrs {
+    let list_xattrs = !(options.skip_xattrs || no_xattrs);
+    if list_xattrs {
         match reach {
             Reach::Open(file) => {
                 for name in file.list_xattr().map_err(err(path, "cannot list xattrs"))? {
@@ -395,7 +409,7 @@ fn inode_from(
     // Reached by name, not open: the entry there must still be the one
     // stat'ed, unchanged (a rename or an xattr written changes its
     // ctime), or its link target or xattrs may be another's.
-    let read_by_name = !options.skip_xattrs || inode.file_type() == Some(FileType::Symlink);
+    let read_by_name = list_xattrs || inode.file_type() == Some(FileType::Symlink);
     if let (Reach::At(dir, name), true) = (reach, read_by_name) {
         let again = stat::stat_at(dir, name).map_err(err(path, "cannot stat"))?;
         if again.key() != meta.key() || again.ctime != meta.ctime {

@@ -15,7 +15,7 @@ use super::stat;
 use super::{changed, err, Content, LinkedContent, WalkError, WalkOptions};
 use crate::fsverity;
 use crate::objects::{self, DigestSet, Staging};
-use crate::statcache::FileStamp;
+use crate::statcache::{CachedFile, FileStamp};
 use crate::tree::DEFAULT_INLINE_THRESHOLD;
 
 /// What the threads of one walk share: files are read as they are
@@ -59,6 +59,10 @@ pub(super) struct SourceFile<'f> {
     pub(super) private: bool,
     /// The file itself, if the scan took its metadata from it open.
     pub(super) opened: Option<File>,
+    /// What the stat cache holds for its stamp.
+    pub(super) cached: Option<CachedFile>,
+    /// Whether the scan found xattrs on it.
+    pub(super) has_xattrs: bool,
 }
 
 impl Reader<'_, '_> {
@@ -86,7 +90,7 @@ impl Reader<'_, '_> {
         if let Some(bar) = self.options.progress {
             bar.inc_length(size);
         }
-        let stamp = f.stamp;
+        let (stamp, has_xattrs) = (f.stamp, f.has_xattrs);
         let (content, cached) = self.read_content(f)?;
         // Only files too large to inline are looked up in the stat cache.
         if let Some(stamps) = self
@@ -95,7 +99,8 @@ impl Reader<'_, '_> {
             .filter(|_| size > DEFAULT_INLINE_THRESHOLD)
         {
             if let Ok(mut stamps) = stamps.lock() {
-                stamps.add(&stamp, &content.0);
+                let digest = content.0;
+                stamps.add(&stamp, &CachedFile { digest, has_xattrs });
             }
         }
         if cached {
@@ -116,7 +121,7 @@ impl Reader<'_, '_> {
         let options = self.options;
         let staging = self.staging;
         if size > DEFAULT_INLINE_THRESHOLD {
-            if let Some(digest) = options.cache.and_then(|c| c.get(&f.stamp)) {
+            if let Some(CachedFile { digest, .. }) = f.cached {
                 let stored = match (self.present, options.store) {
                     (Some(set), _) => set.contains(&digest),
                     (None, Some(store)) => store.contains(&digest),

@@ -43,6 +43,10 @@ impl Stat {
         self.mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
     }
 
+    pub fn is_regular(&self) -> bool {
+        self.mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits()
+    }
+
     pub fn stamp(&self) -> FileStamp {
         FileStamp {
             dev: self.dev,
