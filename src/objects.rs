@@ -215,9 +215,7 @@ impl ObjectStore {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
         match open_at(None, &self.root.join(prefix), flags, Mode::empty()) {
             Ok(dir) => Ok(Some(dir)),
-            Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ELOOP)) || no_fanout(&e) => {
-                Ok(None)
-            }
+            Err(e) if no_fanout(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -304,12 +302,14 @@ impl ObjectStore {
 
     /// Begin adding objects; nothing is visible until [`Staging::commit`].
     pub fn staging(&self) -> io::Result<Staging<'_>> {
+        let durable = File::open(&self.root)?;
+        closed_to_others(&durable)?;
         self.remove_abandoned_staging()?;
         let dir = StagingDir::make(&self.root)?;
         Ok(Staging {
             store: self,
             store_empty: !self.has_objects()?,
-            durable: File::open(&self.root)?,
+            durable,
             dir,
             fanout: std::array::from_fn(|_| OnceLock::new()),
             stored: self.lookup(),
@@ -402,12 +402,36 @@ fn entries_in(dir: RawFd) -> io::Result<Vec<(CString, Option<Type>)>> {
 }
 
 /// Whether reading a fanout directory failed for want of one: missing,
-/// or a stray file in its place (fsck reports it), holding no object.
+/// or a stray file or a link in its place (fsck reports it), holding no
+/// object.
 fn no_fanout(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(nix::libc::ENOENT | nix::libc::ENOTDIR)
+        Some(nix::libc::ENOENT | nix::libc::ENOTDIR | nix::libc::ELOOP)
     )
+}
+
+/// Refuse a store others may write to: whoever else can make entries in
+/// objects/ can make prefix directories of their own, holding what they
+/// like under an object's name, and take away what a commit publishes
+/// there. Its owner's group may write (a umask of 002 makes it so).
+fn closed_to_others(store: &File) -> io::Result<()> {
+    let meta = store.metadata()?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.mode() & 0o002 != 0 {
+        return Err(io::Error::other(format!(
+            "any user may write to it (mode {:o}): anyone could plant or take \
+             objects; `chmod o-w` it",
+            meta.mode() & 0o7777
+        )));
+    }
+    if ![me, 0].contains(&meta.uid()) && me != 0 {
+        return Err(io::Error::other(format!(
+            "owned by user {}, who could plant or take objects: not by this user or root",
+            meta.uid()
+        )));
+    }
+    Ok(())
 }
 
 /// Objects looked up in a store, each prefix directory opened on first
@@ -821,7 +845,9 @@ impl Staging<'_> {
         }
         let name = format!("{first:02x}");
         let at = Some(self.dir.fd.as_raw_fd());
-        match nix::sys::stat::mkdirat(at, name.as_str(), Mode::from_bits_truncate(0o777)) {
+        // Writable by this user alone, whatever the umask: objects in it
+        // are trusted by name.
+        match nix::sys::stat::mkdirat(at, name.as_str(), Mode::from_bits_truncate(0o755)) {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(e.into()),
         }

@@ -555,6 +555,57 @@ fn concurrent_commits_are_serialized() {
     assert!(repo.run(&["fsck"]).status.success());
 }
 
+/// A store any user may write to is refused before anything is written
+/// into it: another user could make prefix directories of their own
+/// there, holding what they like under an object's name. One made by
+/// init is closed to others whatever the umask.
+#[test]
+fn a_store_any_user_may_write_to_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    let t = TestRepo {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    // sealtree with these arguments, run with a umask of 000.
+    let open_umask = |args: &[&OsStr]| {
+        let mut cmd = sealtree();
+        cmd.env("SEALTREE_REPO", t.path()).args(args);
+        // SAFETY: umask(2) is async-signal-safe and touches no memory.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+                Ok(())
+            });
+        }
+        cmd.status().unwrap().success()
+    };
+    assert!(open_umask(&[OsStr::new("init")]));
+    let objects = t.path().join("objects");
+    let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&objects), 0o755);
+
+    fs::set_permissions(&objects, fs::Permissions::from_mode(0o1777)).unwrap();
+    let src = t.one_file_tree();
+    let out = t.commit_output("os", &src);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let want = format!(
+        "{}: cannot create a staging directory: any user may write to it (mode 1777)",
+        objects.display()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+    assert_eq!(t.ok(&["refs"]), "");
+    assert!(fs::read_dir(&objects).unwrap().next().is_none());
+
+    // Its owner's group may write to it; the prefix directory a commit
+    // makes is closed to others whatever the commit's umask.
+    fs::set_permissions(&objects, fs::Permissions::from_mode(0o775)).unwrap();
+    let commit = ["commit", "-b", "os", "--tree"].map(OsStr::new);
+    assert!(open_umask(&[&commit[..], &[src.as_os_str()]].concat()));
+    assert_eq!(mode(t.only_object().parent().unwrap()), 0o755);
+}
+
 /// An unchanged tree is committed again from the stat cache, unread.
 #[test]
 fn unchanged_tree_recommits_from_the_stat_cache() {

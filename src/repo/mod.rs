@@ -26,6 +26,7 @@ mod signatures;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::Flock;
@@ -85,8 +86,12 @@ pub struct Repo {
 impl Repo {
     /// Create a repository at `root` (which may exist, empty or not).
     pub fn init(root: &Path) -> Result<Repo, RepoError> {
+        // Writable by this user alone, whatever the umask: a store
+        // others may write to is refused.
+        let mut dirs = fs::DirBuilder::new();
+        dirs.recursive(true).mode(0o755);
         for sub in ["objects", "images"] {
-            fs::create_dir_all(root.join(sub)).map_err(io_err(root))?;
+            dirs.create(root.join(sub)).map_err(io_err(root))?;
         }
         let git = root.join("git");
         if !git.join("HEAD").exists() {
