@@ -40,7 +40,42 @@ pub struct CachedFile {
 pub struct StatCache {
     /// Sorted by device and inode: a sorted list takes half the memory of
     /// a hash map, which matters at a million files.
-    entries: Vec<(FileStamp, CachedFile)>,
+    entries: Vec<Entry>,
+}
+
+/// One file as held: nanoseconds in 32 bits, which keeps an entry with
+/// its flag as small (88 bytes) as a [`FileStamp`] and a digest alone.
+struct Entry {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    secs: (i64, i64),
+    nsecs: (u32, u32),
+    file: CachedFile,
+}
+
+impl Entry {
+    fn new(s: &FileStamp, file: CachedFile) -> Option<Entry> {
+        let nsec = |t: i64| u32::try_from(t).ok().filter(|&n| n < 1_000_000_000);
+        Some(Entry {
+            dev: s.dev,
+            ino: s.ino,
+            size: s.size,
+            secs: (s.mtime.0, s.ctime.0),
+            nsecs: (nsec(s.mtime.1)?, nsec(s.ctime.1)?),
+            file,
+        })
+    }
+
+    fn stamp(&self) -> FileStamp {
+        FileStamp {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime: (self.secs.0, self.nsecs.0.into()),
+            ctime: (self.secs.1, self.nsecs.1.into()),
+        }
+    }
 }
 
 impl StatCache {
@@ -69,9 +104,10 @@ impl StatCache {
                 digest: rec[64..].try_into().unwrap(),
                 has_xattrs: n(7) & HAS_XATTRS != 0,
             };
-            entries.push((stamp, file));
+            // One no stat gives (a damaged cache) stands for no file.
+            entries.extend(Entry::new(&stamp, file));
         }
-        entries.sort_unstable_by_key(|(s, _)| (s.dev, s.ino));
+        entries.sort_unstable_by_key(|e| (e.dev, e.ino));
         StatCache { entries }
     }
 
@@ -84,10 +120,10 @@ impl StatCache {
     pub fn get(&self, stamp: &FileStamp) -> Option<CachedFile> {
         let at = self
             .entries
-            .binary_search_by_key(&(stamp.dev, stamp.ino), |(s, _)| (s.dev, s.ino))
+            .binary_search_by_key(&(stamp.dev, stamp.ino), |e| (e.dev, e.ino))
             .ok()?;
-        let (s, d) = &self.entries[at];
-        (s == stamp).then_some(*d)
+        let entry = &self.entries[at];
+        (entry.stamp() == *stamp).then_some(entry.file)
     }
 }
 
@@ -190,5 +226,62 @@ impl Writer {
         tmp.as_file().sync_all()?;
         tmp.persist(&self.path)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_no_larger_for_its_xattr_flag() {
+        assert_eq!(std::mem::size_of::<Entry>(), 88);
+    }
+
+    /// Stamps and flags come back as written; a stamp differing in any
+    /// part finds nothing.
+    #[test]
+    fn a_cache_gives_back_what_was_written_for_the_same_stamp_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("statcache");
+        let stamp = |ino: u64| FileStamp {
+            dev: 7,
+            ino,
+            size: 100 + ino,
+            mtime: (1_600_000_000, 999_999_999),
+            ctime: (1_600_000_001, 5),
+        };
+        let file = |i: u8| CachedFile {
+            digest: [i; 32],
+            has_xattrs: i % 2 == 1,
+        };
+        let mut writer = Writer::new(&path, 1_700_000_000 * 1_000_000_000);
+        for i in 0..4u8 {
+            writer.add(&stamp(u64::from(i)), &file(i));
+        }
+        writer.persist().unwrap();
+        let cache = StatCache::load(&path);
+        for i in 0..4u8 {
+            assert_eq!(cache.get(&stamp(u64::from(i))), Some(file(i)));
+        }
+        let changed = [
+            FileStamp {
+                size: 1,
+                ..stamp(1)
+            },
+            FileStamp {
+                mtime: (1_600_000_000, 0),
+                ..stamp(1)
+            },
+            FileStamp {
+                ctime: (1_600_000_001, 6),
+                ..stamp(1)
+            },
+            FileStamp { dev: 8, ..stamp(1) },
+            stamp(9),
+        ];
+        for s in changed {
+            assert_eq!(cache.get(&s), None, "{s:?}");
+        }
     }
 }
