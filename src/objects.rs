@@ -363,10 +363,10 @@ impl ObjectStore {
                 let _ = fs::remove_file(entry.path());
             } else if let Some(dir) = open_abandoned_staging(&entry.path()) {
                 // Emptied through the directory checked, then removed by
-                // name only if what is there now is empty: a directory
-                // swapped in meanwhile keeps what it holds.
+                // name only if it is still there: a directory swapped in
+                // meanwhile keeps what it holds.
                 empty_staging(&dir);
-                let _ = fs::remove_dir(entry.path());
+                remove_dir_if_still(&entry.path(), &dir);
             }
         }
         Ok(())
@@ -390,7 +390,8 @@ fn open_abandoned_staging(path: &Path) -> Option<Flock<File>> {
 /// The entries of the directory open as `dir` (not `.` and `..`), with
 /// their types where the filesystem lists them.
 fn entries_in(dir: RawFd) -> io::Result<Vec<(CString, Option<Type>)>> {
-    let mut listing = Dir::openat(Some(dir), ".", DIR_NOFOLLOW, Mode::empty())?;
+    let flags = DIR_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut listing = Dir::openat(Some(dir), ".", flags, Mode::empty())?;
     let mut entries = Vec::new();
     for entry in listing.iter() {
         let entry = entry?;
@@ -411,25 +412,37 @@ fn no_fanout(e: &io::Error) -> bool {
     )
 }
 
-/// Refuse a store others may write to: whoever else can make entries in
-/// objects/ can make prefix directories of their own, holding what they
-/// like under an object's name, and take away what a commit publishes
-/// there. Its owner's group may write (a umask of 002 makes it so).
+/// Refuse a store any user may write to, or one of its prefix
+/// directories (made so by an older version under a umask of 000): any
+/// user could make entries there holding what they like under an
+/// object's name, and take away what a commit publishes. Its owner's
+/// group may write: a repository shared by a group (umask 002).
 fn closed_to_others(store: &File) -> io::Result<()> {
-    let meta = store.metadata()?;
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.mode() & 0o002 != 0 {
-        return Err(io::Error::other(format!(
+    let open_to_all = |mode: u32| {
+        io::Error::other(format!(
             "any user may write to it (mode {:o}): anyone could plant or take \
-             objects; `chmod o-w` it",
-            meta.mode() & 0o7777
-        )));
+             objects; `chmod -R o-w` it",
+            mode & 0o7777
+        ))
+    };
+    let mode = store.metadata()?.mode();
+    if mode & 0o002 != 0 {
+        return Err(open_to_all(mode));
     }
-    if ![me, 0].contains(&meta.uid()) && me != 0 {
-        return Err(io::Error::other(format!(
-            "owned by user {}, who could plant or take objects: not by this user or root",
-            meta.uid()
-        )));
+    for first in 0..=255u8 {
+        let name = format!("{first:02x}");
+        let flags = AtFlags::AT_SYMLINK_NOFOLLOW;
+        let Ok(st) = nix::sys::stat::fstatat(Some(store.as_raw_fd()), name.as_str(), flags) else {
+            continue;
+        };
+        // A link or a file in its place holds no object (fsck reports it).
+        let is_dir = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
+        if is_dir && st.st_mode & 0o002 != 0 {
+            return Err(io::Error::other(format!(
+                "{name}: {}",
+                open_to_all(st.st_mode)
+            )));
+        }
     }
     Ok(())
 }
@@ -845,9 +858,9 @@ impl Staging<'_> {
         }
         let name = format!("{first:02x}");
         let at = Some(self.dir.fd.as_raw_fd());
-        // Writable by this user alone, whatever the umask: objects in it
-        // are trusted by name.
-        match nix::sys::stat::mkdirat(at, name.as_str(), Mode::from_bits_truncate(0o755)) {
+        // Never writable by all, whatever the umask: objects in it are
+        // trusted by name. Its group may write where the umask lets it.
+        match nix::sys::stat::mkdirat(at, name.as_str(), Mode::from_bits_truncate(0o775)) {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(e.into()),
         }
@@ -1107,11 +1120,19 @@ impl Drop for StagingDir {
     /// is left to that run.
     fn drop(&mut self) {
         empty_staging(&self.fd);
-        let still_here = open_at(None, &self.path, DIR_NOFOLLOW, Mode::empty())
-            .and_then(|there| same_file(&there, &self.fd));
-        if still_here.unwrap_or(false) {
-            let _ = fs::remove_dir(&self.path);
-        }
+        remove_dir_if_still(&self.path, &self.fd);
+    }
+}
+
+/// Remove the (empty) directory at `path` if it is the one open as `dir`,
+/// not another moved over its name since it was opened.
+fn remove_dir_if_still(path: &Path, dir: &File) {
+    let there = open_at(None, path, DIR_NOFOLLOW, Mode::empty());
+    if there
+        .and_then(|there| same_file(&there, dir))
+        .unwrap_or(false)
+    {
+        let _ = fs::remove_dir(path);
     }
 }
 

@@ -100,6 +100,10 @@ impl StatCache {
                 mtime: (n(3) as i64, n(4) as i64),
                 ctime: (n(5) as i64, n(6) as i64),
             };
+            // A flag no writer sets: a damaged cache, taken as none.
+            if n(7) & !HAS_XATTRS != 0 {
+                return StatCache::default();
+            }
             let file = CachedFile {
                 digest: rec[64..].try_into().unwrap(),
                 has_xattrs: n(7) & HAS_XATTRS != 0,
@@ -283,5 +287,11 @@ mod tests {
         for s in changed {
             assert_eq!(cache.get(&s), None, "{s:?}");
         }
+        // A flag no writer sets: the cache is damaged, and none of it is
+        // trusted, not even the records before.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[MAGIC.len() + 3 * RECORD + 7 * 8] |= 2;
+        fs::write(&path, bytes).unwrap();
+        assert!(StatCache::load(&path).is_empty());
     }
 }

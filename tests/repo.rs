@@ -555,10 +555,11 @@ fn concurrent_commits_are_serialized() {
     assert!(repo.run(&["fsck"]).status.success());
 }
 
-/// A store any user may write to is refused before anything is written
-/// into it: another user could make prefix directories of their own
-/// there, holding what they like under an object's name. One made by
-/// init is closed to others whatever the umask.
+/// A store any user may write to, or one of its prefix directories, is
+/// refused before anything is written into it: another user could make
+/// entries there holding what they like under an object's name. What
+/// init and commits make is closed to others whatever the umask; the
+/// group may write (a repository a group shares).
 #[test]
 fn a_store_any_user_may_write_to_is_refused() {
     use std::os::unix::fs::PermissionsExt;
@@ -583,7 +584,7 @@ fn a_store_any_user_may_write_to_is_refused() {
     assert!(open_umask(&[OsStr::new("init")]));
     let objects = t.path().join("objects");
     let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
-    assert_eq!(mode(&objects), 0o755);
+    assert_eq!(mode(&objects), 0o775);
 
     fs::set_permissions(&objects, fs::Permissions::from_mode(0o1777)).unwrap();
     let src = t.one_file_tree();
@@ -598,12 +599,20 @@ fn a_store_any_user_may_write_to_is_refused() {
     assert_eq!(t.ok(&["refs"]), "");
     assert!(fs::read_dir(&objects).unwrap().next().is_none());
 
-    // Its owner's group may write to it; the prefix directory a commit
-    // makes is closed to others whatever the commit's umask.
     fs::set_permissions(&objects, fs::Permissions::from_mode(0o775)).unwrap();
     let commit = ["commit", "-b", "os", "--tree"].map(OsStr::new);
     assert!(open_umask(&[&commit[..], &[src.as_os_str()]].concat()));
-    assert_eq!(mode(t.only_object().parent().unwrap()), 0o755);
+    let prefix = t.only_object().parent().unwrap().to_path_buf();
+    assert_eq!(mode(&prefix), 0o775);
+
+    // As an older version made them under a umask of 000.
+    fs::set_permissions(&prefix, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = t.commit_output("os", &src);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let name = prefix.file_name().unwrap().to_str().unwrap();
+    let want = format!("{name}: any user may write to it (mode 777)");
+    assert!(stderr.contains(&want), "{stderr}");
 }
 
 /// An unchanged tree is committed again from the stat cache, unread.

@@ -86,10 +86,11 @@ pub struct Repo {
 impl Repo {
     /// Create a repository at `root` (which may exist, empty or not).
     pub fn init(root: &Path) -> Result<Repo, RepoError> {
-        // Writable by this user alone, whatever the umask: a store
-        // others may write to is refused.
+        // Never writable by all, whatever the umask: a store any user
+        // may write to is refused. Its group may write where the umask
+        // lets it.
         let mut dirs = fs::DirBuilder::new();
-        dirs.recursive(true).mode(0o755);
+        dirs.recursive(true).mode(0o775);
         for sub in ["objects", "images"] {
             dirs.create(root.join(sub)).map_err(io_err(root))?;
         }

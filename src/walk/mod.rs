@@ -293,7 +293,8 @@ impl Reader<'_, '_> {
                 private: objects::is_private(inode.mode),
                 opened,
                 cached,
-                has_xattrs: !inode.xattrs.is_empty(),
+                // Not asked: never vouched to have none.
+                has_xattrs: self.options.skip_xattrs || !inode.xattrs.is_empty(),
             };
             if meta.nlink <= 1 {
                 build::set_content(&mut inode, self.read(file)?);
