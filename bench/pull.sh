@@ -5,7 +5,9 @@
 #     into an empty repository (every object verified by its fs-verity
 #     digest, made durable, then published);
 #   - curl fetching the same object files with 8 parallel connections
-#     into a directory (raw HTTP throughput: no verification, no fsync);
+#     into a directory (raw HTTP throughput: no verification, no fsync),
+#     and for scale the same followed by a sync of that filesystem (what
+#     the disk takes to make them durable, as the pull does);
 #   - `ostree pull` of the same tree from an archive-mode repository
 #     into an empty bare-user one.
 # Best of RUNS; peak RSS; the ratios to curl and to ostree.
@@ -58,6 +60,10 @@ for run in $(seq "$RUNS"); do
     got=$(find "$fs/objects" -type f | wc -l)
     [ "$got" = "$objects" ] || { echo "curl fetched $got of $objects objects" >&2; exit 1; }
 
+    fs=$(fresh_fs "$work" "curlsync$run")
+    timed "$work/t" bash -c "cd '$fs' && curl -s --no-progress-meter --fail --create-dirs --parallel --parallel-max 8 -K '$work/curl.cfg' && sync -f ."
+    keep curl_sync "$work/t"
+
     fs=$(fresh_fs "$work" "os$run")
     ostree init --repo="$fs/repo" --mode=bare-user
     ostree remote add --repo="$fs/repo" --no-gpg-verify origin "$url/os"
@@ -69,5 +75,6 @@ s=$(best st); c=$(best curl); o=$(best os)
 echo "$objects objects, $bytes bytes"
 row "sealtree pull (signed, verified, durable)" st
 row "curl, 8 parallel connections (raw HTTP)" curl
+row "curl as above, then sync (durable)" curl_sync
 row "ostree pull (archive repo, unsigned)" os
-awk "BEGIN{printf \"pull: ratio to curl %.2f (aim <= 1.11), to ostree %.2f\n\", $s / $c, $s / $o}"
+awk "BEGIN{printf \"pull: ratio to curl %.2f (aim <= 1.11), to curl and sync %.2f, to ostree %.2f\n\", $s / $c, $s / $(best curl_sync), $s / $o}"
