@@ -637,24 +637,20 @@ fn unchanged_tree_recommits_from_the_stat_cache() {
     // Files changed within a second of a commit are never trusted.
     std::thread::sleep(Duration::from_millis(1300));
     let repo = Repo::init(&tmp.path().join("repo")).unwrap();
-    let first = repo::commit(
-        &repo,
-        CommitSource::Directory(&src),
-        "os",
-        "",
-        &Default::default(),
-    )
-    .unwrap();
+    let commit = || {
+        repo::commit(
+            &repo,
+            CommitSource::Directory(&src),
+            "os",
+            "",
+            &Default::default(),
+        )
+        .unwrap()
+    };
+    let first = commit();
     let stats = first.walk.unwrap();
     assert_eq!((stats.files_hashed, stats.files_cached), (30, 0));
-    let second = repo::commit(
-        &repo,
-        CommitSource::Directory(&src),
-        "os",
-        "",
-        &Default::default(),
-    )
-    .unwrap();
+    let second = commit();
     let stats = second.walk.unwrap();
     assert_eq!((stats.files_hashed, stats.files_cached), (0, 30));
     assert_eq!(first.meta, second.meta);
@@ -674,27 +670,13 @@ fn unchanged_tree_recommits_from_the_stat_cache() {
     assert!(!names.iter().any(|n| n.starts_with('.')), "{names:?}");
     // A changed file is read again.
     write(&src.join("f3"), 10_003, 99);
-    let third = repo::commit(
-        &repo,
-        CommitSource::Directory(&src),
-        "os",
-        "",
-        &Default::default(),
-    )
-    .unwrap();
+    let third = commit();
     assert_eq!(third.walk.unwrap().files_hashed, 1);
     assert_ne!(third.meta.image_digest, second.meta.image_digest);
     // The cache vouches that f4 had no xattrs, so they are not listed
     // while its stamp holds; one set since changed its ctime.
     xattr::set(src.join("f4"), "user.added", b"later").unwrap();
-    let fourth = repo::commit(
-        &repo,
-        CommitSource::Directory(&src),
-        "os",
-        "",
-        &Default::default(),
-    )
-    .unwrap();
+    let fourth = commit();
     // f4, and f3: written just before the third commit, it was too
     // recent for that commit's cache.
     assert_eq!(fourth.walk.unwrap().files_hashed, 2);
