@@ -11,7 +11,7 @@ use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -150,10 +150,14 @@ fn prefix16(digest: &Digest) -> usize {
 }
 
 impl ObjectStore {
-    /// Open the store at `root`, creating the directory if needed.
+    /// Open the store at `root`, creating the directory if needed (never
+    /// writable by all, whatever the umask: see [`closed_to_others`]).
     pub fn open(root: impl Into<PathBuf>) -> io::Result<ObjectStore> {
         let root = root.into();
-        fs::create_dir_all(&root)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o775)
+            .create(&root)?;
         Ok(ObjectStore { root })
     }
 
@@ -363,8 +367,8 @@ impl ObjectStore {
                 let _ = fs::remove_file(entry.path());
             } else if let Some(dir) = open_abandoned_staging(&entry.path()) {
                 // Emptied through the directory checked, then removed by
-                // name only if it is still there: a directory swapped in
-                // meanwhile keeps what it holds.
+                // name only if it is still there: another run's new, empty
+                // staging directory moved over the name is left to it.
                 empty_staging(&dir);
                 remove_dir_if_still(&entry.path(), &dir);
             }
@@ -415,8 +419,9 @@ fn no_fanout(e: &io::Error) -> bool {
 /// Refuse a store any user may write to, or one of its prefix
 /// directories (made so by an older version under a umask of 000): any
 /// user could make entries there holding what they like under an
-/// object's name, and take away what a commit publishes. Its owner's
-/// group may write: a repository shared by a group (umask 002).
+/// object's name, and take away what a commit publishes. Its group may
+/// write: a repository shared by a group (umask 002), whose members are
+/// trusted as the owner is.
 fn closed_to_others(store: &File) -> io::Result<()> {
     let open_to_all = |mode: u32| {
         io::Error::other(format!(
@@ -432,8 +437,10 @@ fn closed_to_others(store: &File) -> io::Result<()> {
     for first in 0..=255u8 {
         let name = format!("{first:02x}");
         let flags = AtFlags::AT_SYMLINK_NOFOLLOW;
-        let Ok(st) = nix::sys::stat::fstatat(Some(store.as_raw_fd()), name.as_str(), flags) else {
-            continue;
+        let st = match nix::sys::stat::fstatat(Some(store.as_raw_fd()), name.as_str(), flags) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(io::Error::from(e)),
         };
         // A link or a file in its place holds no object (fsck reports it).
         let is_dir = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::fsverity::Digest;
 
 const MAGIC: &[u8; 8] = b"STCACHE2";
+/// The magic, then the user who wrote the cache (8 bytes).
+const HEADER: usize = MAGIC.len() + 8;
 const RECORD: usize = 8 * 8 + 32;
 /// In a record's flags: the file had xattrs.
 const HAS_XATTRS: u64 = 1;
@@ -84,12 +86,15 @@ impl StatCache {
         let Ok(bytes) = fs::read(path) else {
             return StatCache::default();
         };
-        let Some(body) = bytes.strip_prefix(MAGIC) else {
-            return StatCache::default();
-        };
-        if body.len() % RECORD != 0 {
+        let whole = bytes.len() >= HEADER && (bytes.len() - HEADER) % RECORD == 0;
+        if !(bytes.starts_with(MAGIC) && whole) {
             return StatCache::default();
         }
+        let (writer, body) = bytes[MAGIC.len()..].split_at(8);
+        // Which xattrs a listing shows depends on who lists (trusted.*
+        // only to an administrator): another user's "none" vouches for
+        // nothing here, though its digests hold.
+        let same_lister = writer == current_user().to_le_bytes();
         let mut entries = Vec::with_capacity(body.len() / RECORD);
         for rec in body.chunks_exact(RECORD) {
             let n = |i: usize| u64::from_le_bytes(rec[i * 8..i * 8 + 8].try_into().unwrap());
@@ -106,7 +111,7 @@ impl StatCache {
             }
             let file = CachedFile {
                 digest: rec[64..].try_into().unwrap(),
-                has_xattrs: n(7) & HAS_XATTRS != 0,
+                has_xattrs: n(7) & HAS_XATTRS != 0 || !same_lister,
             };
             // One no stat gives (a damaged cache) stands for no file.
             entries.extend(Entry::new(&stamp, file));
@@ -129,6 +134,11 @@ impl StatCache {
         let entry = &self.entries[at];
         (entry.stamp() == *stamp).then_some(entry.file)
     }
+}
+
+/// The user this process acts as.
+fn current_user() -> u64 {
+    nix::unistd::geteuid().as_raw().into()
 }
 
 /// The next stat cache, written as files are hashed: a million stamps are
@@ -168,6 +178,7 @@ impl Writer {
                 .tempfile_in(dir)?;
             let mut out = io::BufWriter::with_capacity(1 << 16, tmp);
             out.write_all(MAGIC)?;
+            out.write_all(&current_user().to_le_bytes())?;
             self.out = Some(out);
         }
         Ok(self.out.as_mut().expect("made above"))
@@ -289,9 +300,19 @@ mod tests {
         }
         // A flag no writer sets: the cache is damaged, and none of it is
         // trusted, not even the records before.
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[MAGIC.len() + 3 * RECORD + 7 * 8] |= 2;
-        fs::write(&path, bytes).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let mut damaged = bytes.clone();
+        damaged[HEADER + 3 * RECORD + 7 * 8] |= 2;
+        fs::write(&path, damaged).unwrap();
         assert!(StatCache::load(&path).is_empty());
+        // Written by another user: the digests hold, "no xattrs" does not.
+        let mut other = bytes;
+        other[MAGIC.len()..HEADER].copy_from_slice(&(current_user() + 1).to_le_bytes());
+        fs::write(&path, other).unwrap();
+        let cache = StatCache::load(&path);
+        for i in 0..4u8 {
+            let got = cache.get(&stamp(u64::from(i))).unwrap();
+            assert_eq!((got.digest, got.has_xattrs), (file(i).digest, true));
+        }
     }
 }
