@@ -758,8 +758,12 @@ impl Staging<'_> {
         let written = (|| {
             let mut file = self.create_staged(expected, false)?;
             let hashed = {
+                // Below malloc's mmap threshold (128 KiB): a larger buffer
+                // is mapped and unmapped per object, and with many threads
+                // each unmap waits on the others' page faults and flushes
+                // their TLBs.
                 let mut hashing =
-                    HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, &mut file));
+                    HashingWriter::new(io::BufWriter::with_capacity(64 * 1024, &mut file));
                 io::copy(reader, &mut hashing)?;
                 io::Write::flush(&mut hashing.inner)?;
                 hashing.hasher.finalize()

@@ -1,5 +1,5 @@
 //! Fetching files of a published repository over HTTP or HTTPS, with
-//! keep-alive connections shared by all threads.
+//! keep-alive connections (shared by threads that share a fetcher).
 //!
 //! HTTPS is rustls. The roots are the system's CA store
 //! (`$SSL_CERT_FILE`, else /etc/ssl/certs/ca-certificates.crt, else
@@ -61,6 +61,14 @@ impl HttpFetcher {
             agent: config.build().into(),
             base: base.trim_end_matches('/').to_string(),
         })
+    }
+
+    /// The same base and settings, with a connection pool of its own.
+    pub fn with_own_connections(&self) -> HttpFetcher {
+        HttpFetcher {
+            agent: ureq::Agent::new_with_config(self.agent.config().clone()),
+            base: self.base.clone(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

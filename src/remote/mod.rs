@@ -2,6 +2,7 @@
 //! server, or a copy of one in a local directory (`file://`: a USB stick
 //! or a second disk, for offline updates), and pulling from it.
 
+mod batches;
 mod delta_pull;
 mod fetch;
 mod http;

@@ -6,17 +6,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use gix::ObjectId;
-use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
+use super::batches::Batches;
 use super::fetch::Fetcher;
 use super::{Remote, RemoteError};
 use crate::erofs::{self, ImageOptions};
 use crate::fsverity::Digest;
+use crate::objects::Staging;
 use crate::repo::{CommitMeta, Repo, RepoError};
 use crate::sign;
 use crate::tree::{FileType, Tree};
@@ -29,11 +30,6 @@ const COMMIT_LIMIT: u64 = 1 << 20;
 const TREE_LIMIT: u64 = 4096;
 const META_LIMIT: u64 = 1 << 20;
 pub(super) const DUMP_FALLBACK_LIMIT: u64 = 256 << 20;
-/// Objects fetched at once (a barrier between chunks).
-const CHUNK: usize = 64;
-/// Objects are published (two syncfs) after this many, or this long.
-const BATCH: usize = 2048;
-const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// How to pull.
 #[derive(Default)]
@@ -514,6 +510,9 @@ fn needed_objects(tree: &Tree) -> HashMap<Digest, u64> {
         .collect()
 }
 
+/// Fetch `needed` with `jobs` workers, each with connections of its own,
+/// taking the next object as soon as it is done with one (no barrier
+/// between groups of objects: one large file does not idle the others).
 fn fetch_objects(
     repo: &Repo,
     fetcher: &Fetcher,
@@ -521,84 +520,107 @@ fn fetch_objects(
     options: &PullOptions,
     report: &mut PullReport,
 ) -> Result<(), RemoteError> {
-    let jobs = options.jobs();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .build()
-        .map_err(|e| RemoteError::Invalid(e.to_string()))?;
     if let Some(bar) = options.progress {
         bar.set_length(needed.len() as u64);
     }
-    let bytes = AtomicU64::new(0);
-    let staging_err = |e: std::io::Error| {
+    let store_err = |e: std::io::Error| {
         RemoteError::Invalid(format!("{}: {e}", repo.objects().root().display()))
     };
-    let mut staging = repo.objects().staging().map_err(staging_err)?;
-    let mut staged = 0;
-    let mut published = Instant::now();
-    // A batch is published (syncfs, then a rename per object) on its own
-    // thread while the next one is fetched; at most one at a time.
-    std::thread::scope(|scope| {
-        let mut publishing: Option<std::thread::ScopedJoinHandle<_>> = None;
-        let wait = |p: Option<std::thread::ScopedJoinHandle<std::io::Result<_>>>| {
-            p.map_or(Ok(()), |p| {
-                p.join()
-                    .expect("publishing does not panic")
-                    .map(|_| ())
-                    .map_err(staging_err)
-            })
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let bytes = AtomicU64::new(0);
+    let fetched = AtomicU64::new(0);
+    // At most one full batch waits while another is published.
+    let (full, to_publish) = std::sync::mpsc::sync_channel(1);
+    let batches = Batches::new(repo.objects(), full).map_err(store_err)?;
+    let (published, workers) = std::thread::scope(|scope| {
+        // Everything staged is published, on failure too: it was verified,
+        // and the next pull resumes from it.
+        let publisher = scope.spawn(move || {
+            to_publish
+                .into_iter()
+                .try_for_each(|batch: Staging| batch.commit().map(|_| ()))
+        });
+        let worker = || -> Result<(), RemoteError> {
+            let fetcher = fetcher.with_own_connections();
+            while !stop.load(Ordering::Relaxed) {
+                let Some((digest, size)) = needed.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let staging = batches.staging();
+                match fetch_object(&fetcher, &staging, digest, *size) {
+                    Ok(len) => {
+                        batches.added(staging).map_err(store_err)?;
+                        fetched.fetch_add(1, Ordering::Relaxed);
+                        let total = bytes.fetch_add(len, Ordering::Relaxed) + len;
+                        if let Some(bar) = options.progress {
+                            bar.inc(1);
+                            bar.set_message(indicatif::HumanBytes(total).to_string());
+                        }
+                    }
+                    Err(e) => {
+                        batches.release(staging).map_err(store_err)?;
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(())
         };
-        for chunk in needed.chunks(CHUNK) {
-            let fetched = pool.install(|| {
-                chunk.par_iter().try_for_each(|(digest, size)| {
-                    let hex = hex::encode(digest);
-                    let path = format!("objects/{}/{}", &hex[..2], &hex[2..]);
-                    let url = fetcher.url(&path);
-                    // Read no further than the size the signed tree names:
-                    // a longer body is refused, not written out in full.
-                    let mut body = fetcher.open(&path)?.take(size + 1);
-                    let len = staging
-                        .add_expected(&mut body, digest)
-                        .map_err(|e| RemoteError::Invalid(format!("{url}: {e}")))?;
-                    if body.limit() == 0 {
-                        return Err(RemoteError::Invalid(format!(
-                            "{url}: object {hex} is longer than the {size} bytes the signed tree names; not stored"
-                        )));
-                    }
-                    let len = len.map_err(|actual| {
-                        RemoteError::Invalid(format!(
-                            "{url}: object {hex} has digest {}; not stored",
-                            hex::encode(actual)
-                        ))
-                    })?;
-                    let total = bytes.fetch_add(len, Ordering::Relaxed) + len;
-                    if let Some(bar) = options.progress {
-                        bar.inc(1);
-                        bar.set_message(indicatif::HumanBytes(total).to_string());
-                    }
-                    Ok::<(), RemoteError>(())
+        let workers: Vec<_> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..options.jobs())
+                .map(|_| {
+                    scope.spawn(|| {
+                        let done = worker();
+                        if done.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        done
+                    })
                 })
-            });
-            staged += chunk.len();
-            // Published every so often, and on failure too: everything
-            // staged was verified, and the next pull resumes from it.
-            if fetched.is_err() || staged >= BATCH || published.elapsed() >= PUBLISH_EVERY {
-                let done =
-                    std::mem::replace(&mut staging, repo.objects().staging().map_err(staging_err)?);
-                wait(publishing.take())?;
-                publishing = Some(scope.spawn(move || done.commit()));
-                published = Instant::now();
-                staged = 0;
-            }
-            if let Err(e) = fetched {
-                wait(publishing.take())?;
-                return Err(e);
-            }
-            report.objects_fetched += chunk.len() as u64;
-        }
-        wait(publishing.take())
-    })?;
-    staging.commit().map_err(staging_err)?;
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a worker does not panic"))
+                .collect()
+        });
+        let handed_on = batches.finish();
+        let published = publisher.join().expect("publishing does not panic");
+        (published.and(handed_on), workers)
+    });
+    report.objects_fetched += fetched.into_inner();
     report.bytes_fetched += bytes.into_inner();
-    Ok(())
+    // A failed publish stops the workers ("publishing stopped"), and says
+    // why itself: its error comes first.
+    published.map_err(store_err)?;
+    workers.into_iter().collect()
+}
+
+/// Fetch one object into `staging`, checked against its digest and the
+/// size the signed tree names; its length.
+fn fetch_object(
+    fetcher: &Fetcher,
+    staging: &Staging,
+    digest: &Digest,
+    size: u64,
+) -> Result<u64, RemoteError> {
+    let hex = hex::encode(digest);
+    let path = format!("objects/{}/{}", &hex[..2], &hex[2..]);
+    let url = fetcher.url(&path);
+    // Read no further than the size the signed tree names: a longer body
+    // is refused, not written out in full.
+    let mut body = fetcher.open(&path)?.take(size + 1);
+    let len = staging
+        .add_expected(&mut body, digest)
+        .map_err(|e| RemoteError::Invalid(format!("{url}: {e}")))?;
+    if body.limit() == 0 {
+        return Err(RemoteError::Invalid(format!(
+            "{url}: object {hex} is longer than the {size} bytes the signed tree names; not stored"
+        )));
+    }
+    len.map_err(|actual| {
+        RemoteError::Invalid(format!(
+            "{url}: object {hex} has digest {}; not stored",
+            hex::encode(actual)
+        ))
+    })
 }

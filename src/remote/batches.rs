@@ -1,0 +1,105 @@
+//! Objects staged in batches while many threads fetch them: each full
+//! batch is published (made durable, then renamed into the store) by a
+//! publisher while the workers go on filling the next one, so no worker
+//! waits for the disk or for another worker's object. An interrupted pull
+//! keeps every batch published before it stopped.
+
+use std::io;
+use std::mem;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::objects::{ObjectStore, Staging};
+
+/// A batch is full after this many objects, or this long: the first bounds
+/// what an interruption costs, the second how long an object waits to be
+/// published.
+const BATCH: usize = 2048;
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// The batch being filled; full ones go to `full`, whose receiver
+/// publishes them one at a time.
+pub struct Batches<'s> {
+    objects: &'s ObjectStore,
+    current: Mutex<Batch<'s>>,
+    full: SyncSender<Staging<'s>>,
+}
+
+struct Batch<'s> {
+    /// Each worker holds a reference while it writes an object into the
+    /// batch; whoever lets go of the last one hands the batch on, so a
+    /// batch is published only once nobody writes to it.
+    staging: Arc<Staging<'s>>,
+    objects: usize,
+    since: Instant,
+}
+
+impl<'s> Batch<'s> {
+    fn new(staging: Staging<'s>) -> Batch<'s> {
+        Batch {
+            staging: Arc::new(staging),
+            objects: 0,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl<'s> Batches<'s> {
+    pub fn new(objects: &'s ObjectStore, full: SyncSender<Staging<'s>>) -> io::Result<Self> {
+        Ok(Batches {
+            current: Mutex::new(Batch::new(objects.staging()?)),
+            objects,
+            full,
+        })
+    }
+
+    /// The batch to write the next object into; give it back with
+    /// [`Batches::added`] or [`Batches::release`].
+    pub fn staging(&self) -> Arc<Staging<'s>> {
+        Arc::clone(&self.current().staging)
+    }
+
+    /// An object was written into `staging`: give it back, and start a new
+    /// batch if the current one is full.
+    pub fn added(&self, staging: Arc<Staging<'s>>) -> io::Result<()> {
+        let full = {
+            let mut current = self.current();
+            current.objects += 1;
+            if current.objects >= BATCH || current.since.elapsed() >= PUBLISH_EVERY {
+                let next = Batch::new(self.objects.staging()?);
+                Some(mem::replace(&mut *current, next).staging)
+            } else {
+                None
+            }
+        };
+        self.release(staging)?;
+        full.map_or(Ok(()), |full| self.release(full))
+    }
+
+    /// Give back a batch, nothing added to it by this holder.
+    pub fn release(&self, staging: Arc<Staging<'s>>) -> io::Result<()> {
+        hand_on(&self.full, staging)
+    }
+
+    /// Hand on the last batch, once every worker is done with it.
+    pub fn finish(self) -> io::Result<()> {
+        let Batches { current, full, .. } = self;
+        let last = current.into_inner().unwrap_or_else(|e| e.into_inner());
+        hand_on(&full, last.staging)
+    }
+
+    fn current(&self) -> MutexGuard<'_, Batch<'s>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Let go of a batch; its last holder passes it on to be published.
+fn hand_on<'s>(full: &SyncSender<Staging<'s>>, staging: Arc<Staging<'s>>) -> io::Result<()> {
+    match Arc::into_inner(staging) {
+        Some(batch) => full.send(batch).map_err(|_| {
+            io::Error::other("publishing stopped: an earlier batch failed to publish")
+        }),
+        None => Ok(()),
+    }
+}
