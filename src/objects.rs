@@ -32,6 +32,9 @@ pub const STAGING_PREFIX: &str = ".staging-";
 #[derive(Clone, Debug)]
 pub struct ObjectStore {
     root: PathBuf,
+    /// Set once [`closed_to_others`] passed: checked by the first staging
+    /// area, not by each of a pull's batches.
+    closed_checked: OnceLock<()>,
 }
 
 /// Open a file the store or a deployment holds, for reading: never
@@ -158,7 +161,10 @@ impl ObjectStore {
             .recursive(true)
             .mode(0o775)
             .create(&root)?;
-        Ok(ObjectStore { root })
+        Ok(ObjectStore {
+            root,
+            closed_checked: OnceLock::new(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -307,7 +313,10 @@ impl ObjectStore {
     /// Begin adding objects; nothing is visible until [`Staging::commit`].
     pub fn staging(&self) -> io::Result<Staging<'_>> {
         let durable = File::open(&self.root)?;
-        closed_to_others(&durable)?;
+        if self.closed_checked.get().is_none() {
+            closed_to_others(&durable)?;
+            let _ = self.closed_checked.set(());
+        }
         self.remove_abandoned_staging()?;
         let dir = StagingDir::make(&self.root)?;
         Ok(Staging {

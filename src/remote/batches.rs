@@ -103,3 +103,55 @@ fn hand_on<'s>(full: &SyncSender<Staging<'s>>, staging: Arc<Staging<'s>>) -> io:
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{sync_channel, TryRecvError};
+
+    use super::*;
+
+    #[test]
+    fn a_full_batch_is_handed_on_by_its_last_holder_and_the_last_by_finish() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(root.path().join("objects")).unwrap();
+        let (full, to_publish) = sync_channel(4);
+        let batches = Batches::new(&store, full).unwrap();
+        let writing = batches.staging();
+        for _ in 0..BATCH {
+            batches.added(batches.staging()).unwrap();
+        }
+        assert!(
+            to_publish.try_recv().is_err(),
+            "a full batch was handed on while a worker still wrote to it"
+        );
+        batches.release(writing).unwrap();
+        to_publish.try_recv().expect("the full batch, once let go");
+        batches.added(batches.staging()).unwrap();
+        assert!(
+            to_publish.try_recv().is_err(),
+            "a batch not full was handed on"
+        );
+        batches.finish().unwrap();
+        to_publish.try_recv().expect("the last batch");
+        assert_eq!(
+            to_publish.try_recv().err(),
+            Some(TryRecvError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn workers_stop_once_publishing_has() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(root.path().join("objects")).unwrap();
+        let (full, to_publish) = sync_channel(4);
+        let batches = Batches::new(&store, full).unwrap();
+        drop(to_publish);
+        let mut result = Ok(());
+        for _ in 0..BATCH {
+            result = batches.added(batches.staging());
+        }
+        let e = result.expect_err("a full batch with nobody to publish it");
+        assert!(e.to_string().contains("publishing stopped"), "{e}");
+        assert!(batches.finish().is_err());
+    }
+}

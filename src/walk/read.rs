@@ -59,7 +59,8 @@ pub(super) struct SourceFile<'f> {
     pub(super) private: bool,
     /// The file itself, if the scan took its metadata from it open.
     pub(super) opened: Option<File>,
-    /// What the stat cache holds for its stamp.
+    /// What the stat cache holds for its stamp (looked up only for files
+    /// too large to inline).
     pub(super) cached: Option<CachedFile>,
     /// Whether the scan found xattrs on it.
     pub(super) has_xattrs: bool,
@@ -120,16 +121,15 @@ impl Reader<'_, '_> {
         let (path, size) = (f.path, f.stamp.size);
         let options = self.options;
         let staging = self.staging;
-        if size > DEFAULT_INLINE_THRESHOLD {
-            if let Some(CachedFile { digest, .. }) = f.cached {
-                let stored = match (self.present, options.store) {
-                    (Some(set), _) => set.contains(&digest),
-                    (None, Some(store)) => store.contains(&digest),
-                    (None, None) => true,
-                };
-                if stored {
-                    return Ok(((digest, None), true));
-                }
+        // Only files too large to inline are looked up (see the scan).
+        if let Some(CachedFile { digest, .. }) = f.cached {
+            let stored = match (self.present, options.store) {
+                (Some(set), _) => set.contains(&digest),
+                (None, Some(store)) => store.contains(&digest),
+                (None, None) => true,
+            };
+            if stored {
+                return Ok(((digest, None), true));
             }
         }
         // The very file scanned, not whatever its name leads to now: a link
