@@ -63,18 +63,23 @@ impl<'s> Batches<'s> {
     /// An object was written into `staging`: give it back, and start a new
     /// batch if the current one is full.
     pub fn added(&self, staging: Arc<Staging<'s>>) -> io::Result<()> {
-        let full = {
-            let mut current = self.current();
-            current.objects += 1;
-            if current.objects >= BATCH || current.since.elapsed() >= PUBLISH_EVERY {
-                let next = Batch::new(self.objects.staging()?);
-                Some(mem::replace(&mut *current, next).staging)
-            } else {
-                None
-            }
-        };
+        let full = self.take_if_full();
+        // Let go first whatever happened: a batch dropped by its last
+        // holder is removed with the verified objects in it.
         self.release(staging)?;
-        full.map_or(Ok(()), |full| self.release(full))
+        full?.map_or(Ok(()), |full| self.release(full))
+    }
+
+    /// Count one object into the current batch; if that fills it, put a
+    /// new one in its place and return the full one.
+    fn take_if_full(&self) -> io::Result<Option<Arc<Staging<'s>>>> {
+        let mut current = self.current();
+        current.objects += 1;
+        if current.objects < BATCH && current.since.elapsed() < PUBLISH_EVERY {
+            return Ok(None);
+        }
+        let next = Batch::new(self.objects.staging()?);
+        Ok(Some(mem::replace(&mut *current, next).staging))
     }
 
     /// Give back a batch, nothing added to it by this holder.
@@ -137,6 +142,30 @@ mod tests {
             to_publish.try_recv().err(),
             Some(TryRecvError::Disconnected)
         );
+    }
+
+    #[test]
+    fn a_full_batch_is_handed_on_when_the_next_cannot_be_started() {
+        let root = tempfile::tempdir().unwrap();
+        let objects = root.path().join("objects");
+        let store = ObjectStore::open(&objects).unwrap();
+        let (full, to_publish) = sync_channel(4);
+        let batches = Batches::new(&store, full).unwrap();
+        let writing = batches.staging();
+        for _ in 0..BATCH {
+            batches.added(batches.staging()).unwrap();
+        }
+        for _ in 1..BATCH {
+            batches.added(batches.staging()).unwrap();
+        }
+        // No new staging area can be made: the batch after next fails.
+        std::fs::rename(&objects, root.path().join("gone")).unwrap();
+        batches
+            .added(writing)
+            .expect_err("no staging area can be made");
+        to_publish
+            .try_recv()
+            .expect("the full batch its last holder let go of, to be published");
     }
 
     #[test]

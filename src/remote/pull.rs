@@ -569,18 +569,31 @@ fn fetch_objects(
         let workers: Vec<_> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..options.jobs())
                 .map(|_| {
-                    scope.spawn(|| {
-                        let done = worker();
-                        if done.is_err() {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                        done
-                    })
+                    let spawned = std::thread::Builder::new().spawn_scoped(scope, || {
+                        // When one worker ends, on an error or a panic, the
+                        // others stop too (on success nothing is left).
+                        let _stop = StopOnDrop(&stop);
+                        worker()
+                    });
+                    if spawned.is_err() {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    spawned
                 })
                 .collect();
             workers
                 .into_iter()
-                .map(|w| w.join().expect("a worker does not panic"))
+                .map(|w| match w {
+                    Ok(w) => w.join().unwrap_or_else(|panic| {
+                        Err(RemoteError::Invalid(format!(
+                            "a fetching thread failed: {}",
+                            panic_message(&panic)
+                        )))
+                    }),
+                    Err(e) => Err(RemoteError::Invalid(format!(
+                        "cannot start a fetching thread: {e}"
+                    ))),
+                })
                 .collect()
         });
         let handed_on = batches.finish();
@@ -593,6 +606,24 @@ fn fetch_objects(
     // why itself: its error comes first.
     published.map_err(store_err)?;
     workers.into_iter().collect()
+}
+
+/// Sets the flag it holds when dropped: when its worker ends, however.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What a panic said, if it said it in words.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic")
 }
 
 /// Fetch one object into `staging`, checked against its digest and the
