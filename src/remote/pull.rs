@@ -536,11 +536,18 @@ fn fetch_objects(
     let (published, workers) = std::thread::scope(|scope| {
         // Everything staged is published, on failure too: it was verified,
         // and the next pull resumes from it.
-        let publisher = scope.spawn(move || {
+        let publisher = std::thread::Builder::new().spawn_scoped(scope, move || {
             to_publish
                 .into_iter()
                 .try_for_each(|batch: Staging| batch.commit().map(|_| ()))
         });
+        let publisher = match publisher {
+            Ok(publisher) => publisher,
+            Err(e) => {
+                let e = std::io::Error::other(format!("cannot start a publishing thread: {e}"));
+                return (Err(e), Vec::new());
+            }
+        };
         let worker = || -> Result<(), RemoteError> {
             let fetcher = fetcher.with_own_connections();
             while !stop.load(Ordering::Relaxed) {
