@@ -115,16 +115,25 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_full_batch_is_handed_on_by_its_last_holder_and_the_last_by_finish() {
+    /// An empty store in a new directory (which goes with it).
+    fn new_store() -> (tempfile::TempDir, ObjectStore) {
         let root = tempfile::tempdir().unwrap();
         let store = ObjectStore::open(root.path().join("objects")).unwrap();
+        (root, store)
+    }
+
+    /// `n` objects added, each by a holder of its own; the first error.
+    fn add(batches: &Batches, n: usize) -> io::Result<()> {
+        (0..n).try_for_each(|_| batches.added(batches.staging()))
+    }
+
+    #[test]
+    fn a_full_batch_is_handed_on_by_its_last_holder_and_the_last_by_finish() {
+        let (_root, store) = new_store();
         let (full, to_publish) = sync_channel(4);
         let batches = Batches::new(&store, full).unwrap();
         let writing = batches.staging();
-        for _ in 0..BATCH {
-            batches.added(batches.staging()).unwrap();
-        }
+        add(&batches, BATCH).unwrap();
         assert!(
             to_publish.try_recv().is_err(),
             "a full batch was handed on while a worker still wrote to it"
@@ -146,20 +155,14 @@ mod tests {
 
     #[test]
     fn a_full_batch_is_handed_on_when_the_next_cannot_be_started() {
-        let root = tempfile::tempdir().unwrap();
-        let objects = root.path().join("objects");
-        let store = ObjectStore::open(&objects).unwrap();
+        let (root, store) = new_store();
         let (full, to_publish) = sync_channel(4);
         let batches = Batches::new(&store, full).unwrap();
         let writing = batches.staging();
-        for _ in 0..BATCH {
-            batches.added(batches.staging()).unwrap();
-        }
-        for _ in 1..BATCH {
-            batches.added(batches.staging()).unwrap();
-        }
+        add(&batches, BATCH).unwrap();
+        add(&batches, BATCH - 1).unwrap();
         // No new staging area can be made: the batch after next fails.
-        std::fs::rename(&objects, root.path().join("gone")).unwrap();
+        std::fs::rename(store.root(), root.path().join("gone")).unwrap();
         batches
             .added(writing)
             .expect_err("no staging area can be made");
@@ -170,16 +173,11 @@ mod tests {
 
     #[test]
     fn workers_stop_once_publishing_has() {
-        let root = tempfile::tempdir().unwrap();
-        let store = ObjectStore::open(root.path().join("objects")).unwrap();
+        let (_root, store) = new_store();
         let (full, to_publish) = sync_channel(4);
         let batches = Batches::new(&store, full).unwrap();
         drop(to_publish);
-        let mut result = Ok(());
-        for _ in 0..BATCH {
-            result = batches.added(batches.staging());
-        }
-        let e = result.expect_err("a full batch with nobody to publish it");
+        let e = add(&batches, BATCH).expect_err("a full batch with nobody to publish it");
         assert!(e.to_string().contains("publishing stopped"), "{e}");
         assert!(batches.finish().is_err());
     }
