@@ -7,7 +7,7 @@
 use std::io;
 use std::mem;
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crate::objects::{ObjectStore, Staging};
@@ -33,14 +33,20 @@ struct Batch<'s> {
     staging: Arc<Staging<'s>>,
     objects: usize,
     since: Instant,
+    /// The batch this one replaced, while a worker still writes into it.
+    /// This one is not closed until then: each open staging area holds
+    /// hundreds of descriptors, and a server sending some objects slowly
+    /// would otherwise keep one batch open per worker.
+    previous: Weak<Staging<'s>>,
 }
 
 impl<'s> Batch<'s> {
-    fn new(staging: Staging<'s>) -> Batch<'s> {
+    fn new(staging: Staging<'s>, previous: Weak<Staging<'s>>) -> Batch<'s> {
         Batch {
             staging: Arc::new(staging),
             objects: 0,
             since: Instant::now(),
+            previous,
         }
     }
 }
@@ -48,7 +54,7 @@ impl<'s> Batch<'s> {
 impl<'s> Batches<'s> {
     pub fn new(objects: &'s ObjectStore, full: SyncSender<Staging<'s>>) -> io::Result<Self> {
         Ok(Batches {
-            current: Mutex::new(Batch::new(objects.staging()?)),
+            current: Mutex::new(Batch::new(objects.staging()?, Weak::new())),
             objects,
             full,
         })
@@ -70,15 +76,17 @@ impl<'s> Batches<'s> {
         full?.map_or(Ok(()), |full| self.release(full))
     }
 
-    /// Count one object into the current batch; if that fills it, put a
-    /// new one in its place and return the full one.
+    /// Count one object into the current batch; if it is full (and the
+    /// one before is no longer written into), put a new one in its place
+    /// and return the full one.
     fn take_if_full(&self) -> io::Result<Option<Arc<Staging<'s>>>> {
         let mut current = self.current();
         current.objects += 1;
-        if current.objects < BATCH && current.since.elapsed() < PUBLISH_EVERY {
+        let full = current.objects >= BATCH || current.since.elapsed() >= PUBLISH_EVERY;
+        if !full || current.previous.strong_count() > 0 {
             return Ok(None);
         }
-        let next = Batch::new(self.objects.staging()?);
+        let next = Batch::new(self.objects.staging()?, Arc::downgrade(&current.staging));
         Ok(Some(mem::replace(&mut *current, next).staging))
     }
 
@@ -154,21 +162,42 @@ mod tests {
     }
 
     #[test]
-    fn a_full_batch_is_handed_on_when_the_next_cannot_be_started() {
-        let (root, store) = new_store();
+    fn a_batch_is_not_closed_while_the_one_before_is_written_into() {
+        let (_root, store) = new_store();
         let (full, to_publish) = sync_channel(4);
         let batches = Batches::new(&store, full).unwrap();
         let writing = batches.staging();
         add(&batches, BATCH).unwrap();
-        add(&batches, BATCH - 1).unwrap();
-        // No new staging area can be made: the batch after next fails.
-        std::fs::rename(store.root(), root.path().join("gone")).unwrap();
-        batches
-            .added(writing)
-            .expect_err("no staging area can be made");
+        add(&batches, 2 * BATCH).unwrap();
+        assert!(
+            to_publish.try_recv().is_err(),
+            "a batch was closed and handed on while the one before was still written into"
+        );
+        batches.release(writing).unwrap();
+        to_publish.try_recv().expect("the first batch, once let go");
+        add(&batches, 1).unwrap();
         to_publish
             .try_recv()
-            .expect("the full batch its last holder let go of, to be published");
+            .expect("the second, closed with the next object");
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_followed_stays_open() {
+        let (root, store) = new_store();
+        let (full, to_publish) = sync_channel(4);
+        let batches = Batches::new(&store, full).unwrap();
+        add(&batches, BATCH - 1).unwrap();
+        // No new staging area can be made: the full batch stays current,
+        // its objects kept, not removed.
+        let gone = root.path().join("gone");
+        std::fs::rename(store.root(), &gone).unwrap();
+        add(&batches, 1).expect_err("no staging area can be made");
+        assert!(to_publish.try_recv().is_err());
+        std::fs::rename(&gone, store.root()).unwrap();
+        add(&batches, 1).unwrap();
+        to_publish
+            .try_recv()
+            .expect("the full batch, once the next could be started");
     }
 
     #[test]
